@@ -1,0 +1,128 @@
+"""Configuration dataclasses; every run folder stores them as JSON (``to_dict``/``from_dict``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kfusion.data.modalities import MODALITIES, check_modalities
+from kfusion.errors import ConfigError
+
+
+class _Config:
+    """JSON round-trip with validation; unknown keys are errors, not silently dropped."""
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, _Config) else (
+                list(value) if isinstance(value, tuple) else value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str = "config"):
+        data = dict(data or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                              f"expected some of {', '.join(fields)}")
+        kwargs = {}
+        for name, value in data.items():
+            sub = _nested.get((cls.__name__, name))
+            kwargs[name] = sub.from_dict(value, f"{where}.{name}") if sub else (
+                tuple(value) if isinstance(value, list) else value)
+        return cls(**kwargs)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(data, where=str(path))
+
+
+@dataclass(frozen=True)
+class WindowConfig(_Config):
+    """How recordings are cut: ``seconds`` long windows, consecutive ones sharing ``overlap`` s.
+
+    ``missing``: ``"drop"`` a window lacking a requested modality (counted in the report), or
+    ``"fill"`` it with zeros and mark the modality absent in the presence mask.
+    ``min_label_coverage``: fraction of the window the best annotation interval must cover for
+    the window to get that label (otherwise it is unlabelled).
+    """
+
+    seconds: float = 4.0
+    overlap: float = 1.0
+    missing: str = "drop"
+    min_label_coverage: float = 0.5
+
+    def __post_init__(self):
+        if not self.seconds > 0:
+            raise ConfigError(f"window.seconds: expected a positive number of seconds, found {self.seconds!r}")
+        if not 0 <= self.overlap < self.seconds:
+            raise ConfigError(f"window.overlap: expected 0 <= overlap < seconds ({self.seconds}), "
+                              f"found {self.overlap!r}")
+        if self.missing not in ("drop", "fill"):
+            raise ConfigError(f"window.missing: expected 'drop' or 'fill', found {self.missing!r}")
+        if not 0 < self.min_label_coverage <= 1:
+            raise ConfigError("window.min_label_coverage: expected a fraction in (0, 1], "
+                              f"found {self.min_label_coverage!r}")
+
+    @property
+    def hop(self) -> float:
+        """Seconds between consecutive window starts."""
+        return self.seconds - self.overlap
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_Config):
+    """Per-window normalisation. ``wearable_norm``: ``"zscore"`` (each window and channel on
+    its own, as the authors' app does) or ``"none"``. ``speech_norm``: ``"cmvn"`` (each MFCC
+    coefficient z-scored over the window's frames) or ``"none"``."""
+
+    wearable_norm: str = "zscore"
+    speech_norm: str = "cmvn"
+
+    def __post_init__(self):
+        if self.wearable_norm not in ("zscore", "none"):
+            raise ConfigError(f"features.wearable_norm: expected 'zscore' or 'none', found {self.wearable_norm!r}")
+        if self.speech_norm not in ("cmvn", "none"):
+            raise ConfigError(f"features.speech_norm: expected 'cmvn' or 'none', found {self.speech_norm!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig(_Config):
+    """What to make of a data source: modalities, windows, features, annotations.
+
+    ``annotations``: which K-EmoCon perspective labels the windows (``self``, ``partner``,
+    ``external``, ``aggregated_external``). ``skip_bad``: report participants whose files are
+    bad and go on, instead of stopping.
+    """
+
+    modalities: tuple = MODALITIES
+    window: WindowConfig = field(default_factory=WindowConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    annotations: str = "self"
+    skip_bad: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", check_modalities(self.modalities))
+        if self.annotations not in ("self", "partner", "external", "aggregated_external"):
+            raise ConfigError("annotations: expected self, partner, external or aggregated_external, "
+                              f"found {self.annotations!r}")
+
+
+_nested = {("DataConfig", "window"): WindowConfig, ("DataConfig", "features"): FeatureConfig}

@@ -1,0 +1,1 @@
+"""Data layer: readers -> recordings -> windows -> features -> labels -> windowed data sets."""

@@ -1,0 +1,123 @@
+"""Data sources: ``scheme:PATH`` strings resolved to readers, and loading with bad-participant
+handling.
+
+A reader is any object with ``participants(root) -> list[str]`` and
+``read(root, participant, config) -> Recording``. Register new ones with
+:func:`register_reader`; the built-in schemes are ``kemocon``, ``e4``, ``stresspredict`` and
+``generic``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from kfusion.config import DataConfig
+from kfusion.data.recording import Recording
+from kfusion.errors import BadParticipantsError, ConfigError, DataError, KfusionError
+
+
+class Reader(Protocol):
+    def participants(self, root: Path) -> list[str]: ...
+
+    def read(self, root: Path, participant: str, config: DataConfig) -> Recording: ...
+
+
+# scheme -> "module:attribute" (imported lazily) or a reader object
+_READERS: dict[str, object] = {
+    "kemocon": "kfusion.data.readers.kemocon:READER",
+    "e4": "kfusion.data.readers.e4:READER",
+    "stresspredict": "kfusion.data.readers.stress_predict:READER",
+    "generic": "kfusion.data.readers.generic:READER",
+}
+
+
+def register_reader(scheme: str, reader: Reader) -> None:
+    """Make ``scheme:PATH`` sources use ``reader``."""
+    if not scheme.isidentifier():
+        raise ConfigError(f"reader scheme {scheme!r}: expected a plain name like 'mydata'")
+    _READERS[scheme] = reader
+
+
+def reader_schemes() -> list[str]:
+    return sorted(_READERS)
+
+
+def get_reader(scheme: str) -> Reader:
+    try:
+        reader = _READERS[scheme]
+    except KeyError:
+        raise ConfigError(f"unknown data source scheme {scheme!r}: expected one of "
+                          f"{', '.join(reader_schemes())} (as in 'kemocon:PATH')") from None
+    if isinstance(reader, str):
+        module, attr = reader.split(":")
+        reader = getattr(importlib.import_module(module), attr)
+        _READERS[scheme] = reader
+    return reader
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed ``scheme:PATH`` data source."""
+
+    scheme: str
+    path: Path
+
+    @classmethod
+    def parse(cls, text: "str | Source") -> "Source":
+        if isinstance(text, Source):
+            return text
+        scheme, sep, path = str(text).partition(":")
+        if not sep or not path:
+            raise ConfigError(f"data source {text!r}: expected SCHEME:PATH with SCHEME one of "
+                              f"{', '.join(reader_schemes())}, e.g. 'e4:Raw_data/S01'")
+        get_reader(scheme)  # validates the scheme
+        return cls(scheme, Path(path).expanduser())
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.path}"
+
+
+@dataclass
+class LoadResult:
+    """Recordings read from a source, plus the participants that failed (``problems``)."""
+
+    source: Source
+    recordings: list = field(default_factory=list)
+    problems: dict = field(default_factory=dict)
+
+
+def load_recordings(source: "str | Source", config: DataConfig | None = None,
+                    participants: list[str] | None = None) -> LoadResult:
+    """Read every participant of ``source`` (or only ``participants``).
+
+    A participant whose files are bad raises :class:`BadParticipantsError` listing all bad
+    participants, unless ``config.skip_bad``, in which case they are reported in
+    ``LoadResult.problems`` and the others are returned.
+    """
+    config = config or DataConfig()
+    source = Source.parse(source)
+    if not source.path.exists():
+        raise DataError(source.path, "path", f"an existing folder for the '{source.scheme}' reader",
+                        "nothing")
+    reader = get_reader(source.scheme)
+    available = reader.participants(source.path)
+    if participants is not None:
+        unknown = [p for p in participants if str(p) not in available]
+        if unknown:
+            raise DataError(source.path, "participant",
+                            f"one of {', '.join(available)}", ", ".join(map(str, unknown)))
+        wanted = [str(p) for p in participants]
+    else:
+        wanted = available
+    result = LoadResult(source)
+    for pid in wanted:
+        try:
+            result.recordings.append(reader.read(source.path, pid, config))
+        except KfusionError as err:
+            result.problems[pid] = err
+    if result.problems and not config.skip_bad:
+        raise BadParticipantsError(result.problems)
+    return result
