@@ -61,7 +61,7 @@ def to_numbers(raw: np.ndarray, path, column: str, allow_empty: bool = False,
     Values like ``0E-10`` are fine.
     """
     text = pd.Series(raw, dtype=str).str.strip()
-    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, copy=True)
     empty = text.eq("").to_numpy() | text.str.lower().isin(["nan", "na", "null", "none"]).to_numpy()
     bad = ~np.isfinite(values) & ~(empty & allow_empty)
     if bad.any():

@@ -1,0 +1,91 @@
+"""Run folders: every long run writes its exact config, package versions, a data fingerprint
+and its results here, and a re-run of the same config resumes instead of redoing work."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from kfusion.errors import ConfigError
+
+_PACKAGES = ("kfusion", "tensorflow", "keras", "keras-tuner", "numpy", "scipy", "pandas",
+             "librosa", "soundfile", "scikit-learn", "ai-edge-litert")
+
+
+def package_versions() -> dict:
+    """Versions of Python and of the packages results depend on (no heavy imports)."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    """Write JSON so that a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    """A folder holding one run: ``config.json``, ``versions.json``, ``data.json`` and results.
+
+    Opening an existing folder with a different config is refused, so finished results of one
+    configuration are never mixed with another's.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def start(self, config: dict, data_fingerprint: str | None = None, command: str | None = None):
+        """Create the folder (or resume it when ``config`` matches the stored one)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        stored = self.path / "config.json"
+        if stored.is_file():
+            previous = json.loads(stored.read_text())
+            if previous != json.loads(json.dumps(config, sort_keys=True, default=str)):
+                raise ConfigError(
+                    f"{stored}: this run folder holds a run with another configuration; "
+                    "use a new --out folder (or delete this one) to start a different run")
+        else:
+            write_json_atomic(stored, config)
+        write_json_atomic(self.path / "versions.json", package_versions())
+        write_json_atomic(self.path / "data.json", {
+            "fingerprint": data_fingerprint,
+            "command": command or " ".join(sys.argv),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        return self
+
+    def append_record(self, name: str, record: dict) -> None:
+        """Append one JSON line to ``name`` and flush it to disk at once."""
+        with open(self.path / name, "a") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_records(self, name: str) -> list[dict]:
+        """Records of ``name``; a last line cut by a crash is ignored (it is redone)."""
+        path = self.path / name
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return records
