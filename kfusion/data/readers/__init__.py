@@ -1,0 +1,1 @@
+"""Readers: one module per data source format, each exposing ``READER``."""

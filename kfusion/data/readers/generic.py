@@ -1,0 +1,391 @@
+"""Reader for "your own data" in a simple folder layout (source ``generic:PATH``)::
+
+    PATH/
+      dataset.json          optional, see below
+      <participant>/        one folder per participant (folder name = participant id)
+        ACC.csv BVP.csv EDA.csv TEMP.csv   Empatica E4 export files, any subset
+        audio.wav           optional speech (.wav, .flac, .ogg or .mp3), any rate
+        audio.json          {"start": UNIX s of the first audio sample, "channel": optional}
+        labels.csv          start,end (UNIX s) and one column per label
+
+``dataset.json`` (every key optional)::
+
+    {"label_scheme": "classes",            # or "kemocon"
+     "labels": {"stress": {"classes": ["calm", "stressed"]}},
+     "description": "free text"}
+
+Label cells (empty = not annotated):
+
+- scheme ``classes``: a column declared in ``labels`` holds class names or class indices
+  0..k-1 (a cell equal to a class name is that class; integer cells are indices unless some
+  class name is itself a number). An undeclared column must hold integers >= 0; its classes
+  are named ``"0" .. "K-1"`` with K = 1 + the largest value of that column over all
+  participants (at least 2), so every participant gets the same class list.
+- scheme ``kemocon``: raw K-EmoCon-style ratings, columns among arousal and valence (1-5),
+  cheerful, happy, angry, nervous, sad (1-4).
+
+Consecutive rows that touch (one's end is the next one's start) and carry the same labels are
+merged into one interval, so a 1 Hz label file works as well as a list of long intervals.
+
+Stereo audio is averaged over its channels unless ``audio.json`` names a ``channel``
+(0-based). Only the modalities in ``DataConfig.modalities`` are read.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile
+
+from kfusion.config import DataConfig
+from kfusion.data.modalities import SPEECH
+from kfusion.data.readers.e4 import E4_FILES, find_e4_files, natural_key, read_e4_folder
+from kfusion.data.recording import Audio, LabelIntervals, Recording
+from kfusion.data.tables import read_table
+from kfusion.errors import DataError
+
+DATASET_FILE, LABELS_FILE, AUDIO_META_FILE = "dataset.json", "labels.csv", "audio.json"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+SCHEMES = ("classes", "kemocon")
+#: K-EmoCon rating columns and their ranges.
+KEMOCON_RANGES: dict[str, tuple[float, float]] = {
+    "arousal": (1, 5), "valence": (1, 5),
+    "cheerful": (1, 4), "happy": (1, 4), "angry": (1, 4), "nervous": (1, 4), "sad": (1, 4)}
+_DATASET_KEYS = ("label_scheme", "labels", "description")
+_AUDIO_META_KEYS = ("start", "channel")
+
+
+def _load_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, "contents", f"valid JSON ({what})", f"{err.msg} at line {err.lineno}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "contents", f"UTF-8 JSON text ({what})", "binary data") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _dataset_spec_cached(path: str, mtime_ns: int) -> tuple[str, dict[str, tuple[str, ...]]]:
+    path = Path(path)
+    spec = _load_json(path, "the data set description")
+    if not isinstance(spec, dict):
+        raise DataError(path, "contents", "a JSON object", type(spec).__name__)
+    unknown = sorted(set(spec) - set(_DATASET_KEYS))
+    if unknown:
+        raise DataError(path, f"key {unknown[0]!r}", f"only the keys {', '.join(_DATASET_KEYS)}",
+                        ", ".join(map(repr, unknown)))
+    scheme = spec.get("label_scheme", "classes")
+    if scheme not in SCHEMES:
+        raise DataError(path, "label_scheme", " or ".join(map(repr, SCHEMES)), repr(scheme))
+    labels = spec.get("labels", {})
+    if not isinstance(labels, dict):
+        raise DataError(path, "labels", 'an object like {"stress": {"classes": ["calm", "stressed"]}}',
+                        repr(labels))
+    if labels and scheme == "kemocon":
+        raise DataError(path, "labels", "no 'labels' with label_scheme 'kemocon' (its columns "
+                        f"are fixed: {', '.join(KEMOCON_RANGES)})", ", ".join(labels))
+    classes = {}
+    for column, entry in labels.items():
+        field = f"labels.{column}"
+        if column in ("start", "end") or not column.strip():
+            raise DataError(path, field, "a label column name other than start and end", repr(column))
+        if not isinstance(entry, dict) or set(entry) != {"classes"}:
+            raise DataError(path, field, 'an object with one key "classes"', json.dumps(entry))
+        names = entry["classes"]
+        if (not isinstance(names, list) or len(names) < 2
+                or not all(isinstance(n, str) and n.strip() for n in names)):
+            raise DataError(path, f"{field}.classes", "a list of at least two class names (strings)",
+                            json.dumps(names))
+        names = [n.strip() for n in names]
+        if len(set(names)) != len(names):
+            raise DataError(path, f"{field}.classes", "distinct class names", json.dumps(names))
+        classes[column] = tuple(names)
+    return scheme, classes
+
+
+def dataset_spec(root: Path) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """``(label_scheme, {column: class names})`` from ``root/dataset.json`` (defaults without it)."""
+    path = Path(root) / DATASET_FILE
+    if not path.is_file():
+        return "classes", {}
+    return _dataset_spec_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+def _participant_dirs(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+
+
+@functools.lru_cache(maxsize=16)
+def _inferred_class_counts_cached(files: tuple[tuple[str, int], ...], declared: tuple[str, ...]
+                                  ) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name, _ in files:
+        try:
+            table = pd.read_csv(name, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except Exception:  # noqa: BLE001 - that participant's own read reports the problem
+            continue
+        for column in table.columns:
+            column_name = str(column).strip()
+            if column_name in ("start", "end") or column_name in declared:
+                continue
+            values = pd.to_numeric(table[column].str.strip(), errors="coerce").to_numpy(np.float64)
+            values = values[np.isfinite(values)]
+            top = int(values.max()) if values.size else 0
+            counts[column_name] = max(counts.get(column_name, 2), top + 1)
+    return counts
+
+
+def inferred_class_counts(root: Path, declared) -> dict[str, int]:
+    """Number of classes of each undeclared label column: 1 + its largest value over every
+    participant's labels.csv (at least 2)."""
+    files = []
+    for folder in _participant_dirs(Path(root)):
+        path = folder / LABELS_FILE
+        if path.is_file():
+            files.append((str(path), path.stat().st_mtime_ns))
+    return _inferred_class_counts_cached(tuple(sorted(files)), tuple(sorted(declared)))
+
+
+def _class_column(raw: np.ndarray, names: tuple[str, ...], path: Path, column: str) -> np.ndarray:
+    """Class indices (NaN = empty) from cells holding class names or indices."""
+    lookup = {name: i for i, name in enumerate(names)}
+    numeric_names = any(_parses_as_number(n) for n in names)
+    out = np.full(len(raw), np.nan)
+    for i, cell in enumerate(raw):
+        cell = str(cell).strip()
+        if cell == "":
+            continue
+        if cell in lookup:
+            out[i] = lookup[cell]
+            continue
+        field = f"column '{column}', line {i + 2}"
+        known = ", ".join(names)
+        if not numeric_names and _parses_as_number(cell):
+            value = float(cell)
+            if value != int(value) or not 0 <= value < len(names):
+                raise DataError(path, field, f"a class index 0..{len(names) - 1} or a class name "
+                                f"({known})", repr(cell))
+            out[i] = value
+            continue
+        raise DataError(path, field, f"one of the classes {known} (from {DATASET_FILE})"
+                        + ("" if numeric_names else " or their index"), repr(cell))
+    return out
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        return np.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _integer_column(raw: np.ndarray, path: Path, column: str, n_classes: int) -> np.ndarray:
+    text = pd.Series(raw, dtype=str).str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, copy=True)
+    empty = text.eq("").to_numpy()
+    bad = ~empty & ~(np.isfinite(values) & (values == np.round(values)) & (values >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(path, f"column '{column}', line {i + 2}",
+                        f"an integer class index >= 0 (or declare the class names of '{column}' "
+                        f"in {DATASET_FILE})", repr(text.iloc[i]))
+    values[empty] = np.nan
+    if np.nanmax(values, initial=-1) >= n_classes:  # only if the file changed since counting
+        i = int(np.nanargmax(values))
+        raise DataError(path, f"column '{column}', line {i + 2}",
+                        f"a class index below {n_classes}", repr(values[i]))
+    return values
+
+
+def _rating_column(raw: np.ndarray, path: Path, column: str) -> np.ndarray:
+    text = pd.Series(raw, dtype=str).str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, copy=True)
+    empty = text.eq("").to_numpy()
+    low, high = KEMOCON_RANGES[column]
+    bad = ~empty & ~(np.isfinite(values) & (values >= low) & (values <= high))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(path, f"column '{column}', line {i + 2}",
+                        f"a rating from {low:g} to {high:g} (or an empty cell)", repr(text.iloc[i]))
+    values[empty] = np.nan
+    return values
+
+
+def merge_contiguous(start: np.ndarray, end: np.ndarray, columns: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Merge consecutive rows that touch (``end[i] == start[i + 1]``) and carry the same labels
+    (e.g. a 1 Hz label file) into one interval; windowing labels a window by the single
+    interval covering most of it, so short pieces would leave windows unlabelled."""
+    n = len(start)
+    if n < 2:
+        return start, end, columns
+    same = end[:-1] == start[1:]
+    for values in columns.values():
+        before, after = values[:-1], values[1:]
+        same &= (before == after) | (np.isnan(before) & np.isnan(after))
+    first = np.flatnonzero(np.concatenate([[True], ~same]))
+    last = np.concatenate([first[1:], [n]]) - 1
+    return start[first], end[last], {k: v[first] for k, v in columns.items()}
+
+
+def read_labels(path: Path, root: Path) -> LabelIntervals:
+    """``labels.csv`` as :class:`LabelIntervals` under the data set's label scheme."""
+    scheme, declared = dataset_spec(root)
+    table = read_table(path, required=["start", "end"], numeric=["start", "end"],
+                       what="label intervals: start,end (UNIX s) and label columns")
+    start = table["start"].to_numpy(np.float64)
+    end = table["end"].to_numpy(np.float64)
+    bad = ~(end > start)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(path, f"column 'end', line {i + 2}", f"a time after start ({start[i]!r})",
+                        repr(end[i]))
+    label_columns = [c for c in table.columns if c not in ("start", "end")]
+    if not label_columns:
+        raise DataError(path, "header", "at least one label column after start,end",
+                        "only start,end")
+    columns, classes = {}, {}
+    if scheme == "kemocon":
+        for column in label_columns:
+            if column not in KEMOCON_RANGES:
+                raise DataError(path, f"column '{column}'", "K-EmoCon rating columns (one of "
+                                f"{', '.join(KEMOCON_RANGES)}) with label_scheme 'kemocon'",
+                                repr(column))
+            columns[column] = _rating_column(table[column].to_numpy(), path, column)
+    else:
+        counts = None
+        for column in label_columns:
+            raw = table[column].to_numpy()
+            if column in declared:
+                names = declared[column]
+                columns[column] = _class_column(raw, names, path, column)
+            else:
+                if counts is None:
+                    counts = inferred_class_counts(root, declared)
+                n_classes = counts.get(column, 2)
+                columns[column] = _integer_column(raw, path, column, n_classes)
+                names = tuple(str(k) for k in range(n_classes))
+            classes[column] = names
+    start, end, columns = merge_contiguous(start, end, columns)
+    return LabelIntervals(start=start, end=end, columns=columns, source=str(path),
+                          scheme=scheme, classes=classes)
+
+
+def find_audio(folder: Path) -> Path | None:
+    """``audio.<wav|flac|ogg|mp3>`` in ``folder`` (None if there is none)."""
+    found = [p for p in folder.iterdir()
+             if p.is_file() and p.stem.lower() == "audio" and p.suffix.lower() in AUDIO_SUFFIXES]
+    if len(found) > 1:
+        raise DataError(folder, "audio file", "one audio file", ", ".join(sorted(p.name for p in found)))
+    return found[0] if found else None
+
+
+def read_audio(path: Path) -> tuple[Audio, list[str]]:
+    """Audio file + its ``audio.json`` as mono :class:`Audio` at the file's own rate."""
+    meta_path = path.parent / AUDIO_META_FILE
+    if not meta_path.is_file():
+        raise DataError(meta_path, "file", f'{AUDIO_META_FILE} holding {{"start": <UNIX s of the '
+                        f'first sample>}} next to {path.name}', "nothing")
+    meta = _load_json(meta_path, "the audio start time")
+    if not isinstance(meta, dict):
+        raise DataError(meta_path, "contents", 'a JSON object like {"start": 1644228016.0}',
+                        type(meta).__name__)
+    unknown = sorted(set(meta) - set(_AUDIO_META_KEYS))
+    if unknown:
+        raise DataError(meta_path, f"key {unknown[0]!r}", f"only the keys {', '.join(_AUDIO_META_KEYS)}",
+                        ", ".join(map(repr, unknown)))
+    if "start" not in meta or not _is_number(meta["start"]):
+        raise DataError(meta_path, "start", "the UNIX time in seconds of the first audio sample "
+                        "(a number)", repr(meta.get("start")) if "start" in meta else "no 'start' key")
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
+        raise DataError(path, "contents", "audio readable by libsndfile (WAV, FLAC, OGG, MP3)",
+                        f"unreadable ({str(err).strip() or type(err).__name__})") from None
+    if samples.shape[0] == 0:
+        raise DataError(path, "samples", "at least one audio sample", "none")
+    notes = []
+    channels = samples.shape[1]
+    channel = meta.get("channel")
+    if channel is not None:
+        if not isinstance(channel, int) or isinstance(channel, bool) or not 0 <= channel < channels:
+            raise DataError(meta_path, "channel", f"a channel index 0..{channels - 1} of {path.name}",
+                            repr(channel))
+        mono = samples[:, channel]
+        notes.append(f"{path.name}: channel {channel} of {channels}")
+    else:
+        mono = samples.mean(axis=1)
+        if channels > 1:
+            notes.append(f"{path.name}: mean of {channels} channels")
+    return Audio(mono, int(rate), float(meta["start"]), source=str(path)), notes
+
+
+def _check_labels_overlap(labels: LabelIntervals, spans: list[tuple[float, float]]) -> None:
+    if not spans or len(labels) == 0:
+        return
+    overlaps = np.zeros(len(labels), dtype=bool)
+    for lo, hi in spans:
+        overlaps |= (labels.start < hi) & (labels.end > lo)
+    if not overlaps.any():
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        raise DataError(labels.source, "start/end",
+                        f"intervals overlapping the recording (UNIX s {lo:.3f} .. {hi:.3f})",
+                        f"all intervals in {labels.start.min():.3f} .. {labels.end.max():.3f}")
+
+
+class GenericReader:
+    """``generic:PATH``: the folder layout above."""
+
+    def participants(self, root: Path) -> list[str]:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(root, "path", "a data set folder holding one folder per participant",
+                            "not a folder")
+        dataset_spec(root)  # a bad dataset.json is reported once, here
+        names = [p.name for p in _participant_dirs(root)]
+        if not names:
+            hint = " (this looks like one E4 export: use e4:PATH)" if find_e4_files(root) else ""
+            raise DataError(root, "folders", "one folder per participant" + hint, "none")
+        return sorted(names, key=natural_key)
+
+    def read(self, root: Path, participant: str, config: DataConfig | None = None) -> Recording:
+        config = config or DataConfig()
+        root = Path(root)
+        folder = root / participant
+        if not folder.is_dir():
+            raise DataError(folder, "folder", f"the folder of participant {participant}", "nothing")
+        audio_path = find_audio(folder)
+        if not find_e4_files(folder) and audio_path is None:
+            raise DataError(folder, "files", "at least one data file: "
+                            + ", ".join(E4_FILES.values()) + " or audio" + "/".join(AUDIO_SUFFIXES),
+                            "none")
+        if audio_path is None and (folder / AUDIO_META_FILE).is_file():
+            raise DataError(folder / AUDIO_META_FILE, "file", f"an audio file ({', '.join(AUDIO_SUFFIXES)}) "
+                            "next to it", "no audio file")
+        signals, notes = read_e4_folder(folder, config.modalities, require=False)
+        audio = None
+        if audio_path is not None and SPEECH in config.modalities:
+            audio, audio_notes = read_audio(audio_path)
+            notes.extend(audio_notes)
+        labels = None
+        if (folder / LABELS_FILE).exists():
+            labels = read_labels(folder / LABELS_FILE, root)
+            spans = [(s.start, s.end) for s in signals.values()]
+            if audio is not None:
+                spans.append((audio.start, audio.end))
+            _check_labels_overlap(labels, spans)
+        else:
+            notes.append(f"no {LABELS_FILE}: unlabelled (usable for self-supervised pretraining)")
+        return Recording(participant=participant, signals=signals, audio=audio, labels=labels,
+                         notes=notes, source=str(folder))
+
+
+READER = GenericReader()
