@@ -1,0 +1,609 @@
+"""Windowed data sets: every participant of one or several sources cut into model inputs.
+
+:func:`build_dataset` reads each participant (``kfusion.data.sources``), cuts windows
+(:mod:`~kfusion.data.windows`), computes features (:mod:`~kfusion.data.features`) and window
+labels (:mod:`~kfusion.data.labels`), and caches the result on disk keyed by a fingerprint of
+the source files' contents, the :class:`~kfusion.config.DataConfig` and the feature settings.
+
+Participant ids from several sources are made unique: an id found in more than one source is
+prefixed with its source's scheme (``"e4-S01"``, ``"stresspredict-S01"``), or with the scheme
+and the source's 1-based position when the schemes are the same too (``"e41-S01"``,
+``"e42-S01"``); ids found in one source only are kept as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import kfusion
+from kfusion.config import DataConfig
+from kfusion.data.features import feature_settings, window_features
+from kfusion.data.labels import UNLABELLED, window_labels
+from kfusion.data.modalities import SPEECH, WEARABLES, input_shape
+from kfusion.data.recording import Recording
+from kfusion.data.sources import Source, get_reader, load_recordings
+from kfusion.data.windows import RESAMPLING, RecordingWindows, cut_windows
+from kfusion.errors import BadParticipantsError, ConfigError, DataError, KfusionError
+
+#: Bump when the saved layout or the meaning of the arrays changes (invalidates caches).
+DATA_FORMAT_VERSION = 1
+ARRAYS_FILE = "arrays.npz"
+META_FILE = "meta.json"
+HASH_MEMO_FILE = "file-hashes.json"
+
+
+# --------------------------------------------------------------------------- the data set
+
+@dataclass
+class WindowedDataset:
+    """Windows of all participants, ready for the models.
+
+    ``inputs``: modality -> float32 ``[N, T, C]`` (``config.modalities`` order; speech
+    ``[N, 400, 40]`` MFCCs for 4 s), zeros where absent; ``presence``: modality -> bool ``[N]``;
+    ``labels``: target -> int64 ``[N]`` (-1 = unlabelled); ``classes``: target -> class names;
+    ``participants``: str ``[N]``; ``starts``: float64 ``[N]`` window start (UNIX s);
+    ``fingerprint``: identifies sources + config + feature settings (and the selection, for
+    a subset); ``report``: JSON-able account of the build (see :func:`build_dataset`).
+    """
+
+    inputs: dict
+    presence: dict
+    labels: dict
+    classes: dict
+    participants: np.ndarray
+    starts: np.ndarray
+    config: DataConfig
+    fingerprint: str = ""
+    report: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.labels)
+
+    def select(self, mask_or_indices) -> "WindowedDataset":
+        """The windows picked by a bool mask ``[N]`` or an array of indices (order kept)."""
+        picked = np.asarray(mask_or_indices)
+        if picked.dtype == bool:
+            if picked.shape != (len(self),):
+                raise ConfigError(f"select: expected a bool mask of length {len(self)}, "
+                                  f"found shape {picked.shape}")
+            index = np.flatnonzero(picked)
+        else:
+            if picked.size and not np.issubdtype(picked.dtype, np.integer):
+                raise ConfigError(f"select: expected a bool mask or integer indices, found {picked.dtype}")
+            index = picked.astype(np.int64).reshape(-1)
+            if index.size and (index.min() < -len(self) or index.max() >= len(self)):
+                raise ConfigError(f"select: indices must lie in 0..{len(self) - 1}")
+        digest = hashlib.sha256(self.fingerprint.encode() + index.tobytes()).hexdigest()[:32]
+        return WindowedDataset(
+            inputs={m: v[index] for m, v in self.inputs.items()},
+            presence={m: v[index] for m, v in self.presence.items()},
+            labels={t: v[index] for t, v in self.labels.items()},
+            classes=dict(self.classes), participants=self.participants[index],
+            starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report)
+
+    def subset(self, participants) -> "WindowedDataset":
+        """Windows of the given participant ids."""
+        wanted = [str(p) for p in ([participants] if isinstance(participants, str) else participants)]
+        known = set(self.participant_ids())
+        unknown = [p for p in wanted if p not in known]
+        if unknown:
+            raise ConfigError(f"unknown participant(s) {', '.join(unknown)}: expected some of "
+                              f"{', '.join(self.participant_ids())}")
+        return self.select(np.isin(self.participants, wanted))
+
+    def labelled(self, target: str) -> "WindowedDataset":
+        """Only the windows that have a label for ``target``."""
+        if target not in self.labels:
+            raise ConfigError(f"unknown target {target!r}: expected one of "
+                              f"{', '.join(self.labels) or '(no labels in this data set)'}")
+        return self.select(self.labels[target] != UNLABELLED)
+
+    def participant_ids(self) -> list[str]:
+        """Participant ids in order of first appearance."""
+        _, first = np.unique(self.participants, return_index=True)
+        return [str(self.participants[i]) for i in sorted(first)]
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``arrays.npz`` (no pickled objects) and ``meta.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {"starts": self.starts.astype(np.float64),
+                  "participants": np.asarray(self.participants, dtype=str)}
+        for m in self.inputs:
+            arrays[f"inputs__{m}"] = self.inputs[m]
+            arrays[f"presence__{m}"] = self.presence[m]
+        for t in self.labels:
+            arrays[f"labels__{t}"] = self.labels[t]
+        np.savez(directory / ARRAYS_FILE, **arrays)
+        meta = {"format_version": DATA_FORMAT_VERSION, "fingerprint": self.fingerprint,
+                "config": self.config.to_dict(), "modalities": list(self.inputs),
+                "targets": list(self.labels), "classes": {t: list(c) for t, c in self.classes.items()},
+                "windows": len(self), "report": self.report}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "WindowedDataset":
+        """Read a data set written by :meth:`save`."""
+        directory = Path(directory)
+        meta_path, arrays_path = directory / META_FILE, directory / ARRAYS_FILE
+        for path in (meta_path, arrays_path):
+            if not path.is_file():
+                raise DataError(path, "file", "a saved kfusion data set (meta.json + arrays.npz)", "nothing")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(meta_path, "contents", "JSON", f"unreadable ({err})") from None
+        if meta.get("format_version") != DATA_FORMAT_VERSION:
+            raise DataError(meta_path, "format_version", str(DATA_FORMAT_VERSION),
+                            meta.get("format_version"))
+        try:
+            with np.load(arrays_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as err:
+            raise DataError(arrays_path, "contents", "a numpy .npz archive", f"unreadable ({err})") from None
+        try:
+            return cls(
+                inputs={m: arrays[f"inputs__{m}"] for m in meta["modalities"]},
+                presence={m: arrays[f"presence__{m}"] for m in meta["modalities"]},
+                labels={t: arrays[f"labels__{t}"] for t in meta["targets"]},
+                classes={t: tuple(c) for t, c in meta["classes"].items()},
+                participants=arrays["participants"], starts=arrays["starts"],
+                config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
+                fingerprint=meta["fingerprint"], report=meta["report"])
+        except KeyError as err:
+            raise DataError(arrays_path if "__" in str(err) else meta_path, str(err).strip("'"),
+                            "the entry written by WindowedDataset.save", "nothing") from None
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+def default_cache_dir() -> Path:
+    """``$KFUSION_CACHE`` or ``~/.cache/kfusion``."""
+    return Path(os.environ.get("KFUSION_CACHE") or Path.home() / ".cache" / "kfusion").expanduser()
+
+
+def resolve_cache_dir(cache_dir) -> Path | None:
+    """``None``/``True`` -> default, ``False`` -> no cache, else the given folder."""
+    if cache_dir is False:
+        return None
+    if cache_dir is None or cache_dir is True:
+        return default_cache_dir()
+    return Path(cache_dir).expanduser()
+
+
+def source_files(source: Source) -> list[Path]:
+    """The files a source's data set depends on, sorted.
+
+    A reader may name them itself with an optional ``source_files(root) -> list[Path]``
+    method (e.g. to leave out videos it never reads); otherwise every file under the source
+    path is used (folders walked recursively, hidden names skipped).
+    """
+    root = source.path
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DataError(root, "path", f"an existing folder or file for the '{source.scheme}' reader",
+                        "nothing")
+    named = getattr(get_reader(source.scheme), "source_files", None)
+    if callable(named):
+        return sorted(Path(p) for p in named(root))
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(folder) / f for f in files if not f.startswith("."))
+    return sorted(found)
+
+
+class FileHashes:
+    """Content hashes of files, memoised by ``(size, mtime_ns, ctime_ns, inode)`` in a JSON
+    file so unchanged 100 MB files are not re-read; any write to a file changes its ctime."""
+
+    def __init__(self, memo_path: Path | None = None):
+        self.memo_path = memo_path
+        self.memo: dict = {}
+        self.changed = False
+        if memo_path is not None and memo_path.is_file():
+            try:
+                self.memo = json.loads(memo_path.read_text())
+            except (OSError, ValueError):
+                self.memo = {}
+
+    def digest(self, path: Path) -> tuple[int, str]:
+        """``(size, blake2b hex)`` of ``path``."""
+        try:
+            st = path.stat()
+        except OSError:
+            raise DataError(path, "file", "an existing, readable file of the data source", "nothing") from None
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        key = str(path.resolve())
+        entry = self.memo.get(key)
+        if entry is not None and entry[:4] == stamp:
+            return st.st_size, entry[4]
+        h = hashlib.blake2b(digest_size=20)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        self.memo[key] = stamp + [h.hexdigest()]
+        self.changed = True
+        return st.st_size, h.hexdigest()
+
+    def flush(self) -> None:
+        if self.memo_path is None or not self.changed:
+            return
+        try:
+            self.memo_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".file-hashes.", dir=self.memo_path.parent)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.memo, fh)
+            os.replace(tmp, self.memo_path)
+            self.changed = False
+        except OSError as err:
+            warnings.warn(f"kfusion: could not write the file-hash memo {self.memo_path}: {err}")
+
+
+def dataset_fingerprint(sources, config: DataConfig | None = None, participants=None,
+                        hashes: FileHashes | None = None) -> str:
+    """Hex key of a data set: source files (relative path, size, content hash), the
+    DataConfig JSON, the participant selection, the data-format version and the feature and
+    resampling settings."""
+    config = config or DataConfig()
+    hashes = hashes or FileHashes()
+    described = []
+    for source in _parse_sources(sources):
+        base = source.path if source.path.is_dir() else source.path.parent
+        files = [[_relative(p, base), *hashes.digest(p)] for p in source_files(source)]
+        described.append({"scheme": source.scheme, "files": files})
+    key = {"format_version": DATA_FORMAT_VERSION, "kfusion": kfusion.__version__,
+           "features": feature_settings(), "resampling": RESAMPLING, "config": config.to_dict(),
+           "participants": None if participants is None else sorted(str(p) for p in participants),
+           "sources": described}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:  # a file a reader named outside the source folder
+        return path.resolve().as_posix()
+
+
+# --------------------------------------------------------------------------- building
+
+def _parse_sources(sources) -> list[Source]:
+    if isinstance(sources, (str, Source, os.PathLike)):
+        sources = [sources]
+    parsed = [Source.parse(s if isinstance(s, Source) else str(s)) for s in sources]
+    if not parsed:
+        raise ConfigError("build_dataset: expected at least one data source like 'kemocon:PATH'")
+    return parsed
+
+
+def plan_participants(sources, participants=None) -> list[tuple[Source, str, str]]:
+    """``(source, reader id, data-set id)`` for every participant to read, in source order.
+
+    Ids found in several sources are prefixed (see the module docstring). ``participants``
+    restricts to those data-set ids (unknown ones are a :class:`DataError`).
+    """
+    sources = _parse_sources(sources)
+    per_source = []
+    for source in sources:
+        if not source.path.exists():
+            raise DataError(source.path, "path",
+                            f"an existing folder for the '{source.scheme}' reader", "nothing")
+        per_source.append((source, [str(p) for p in get_reader(source.scheme).participants(source.path)]))
+    in_sources = Counter(pid for _, ids in per_source for pid in set(ids))
+    schemes = Counter(source.scheme for source, _ in per_source)
+    plan = []
+    for position, (source, ids) in enumerate(per_source, start=1):
+        for rid in ids:
+            if in_sources[rid] == 1:
+                pid = rid
+            elif schemes[source.scheme] == 1:
+                pid = f"{source.scheme}-{rid}"
+            else:
+                pid = f"{source.scheme}{position}-{rid}"
+            plan.append((source, rid, pid))
+    repeated = [pid for pid, n in Counter(p for _, _, p in plan).items() if n > 1]
+    if repeated:
+        raise DataError(sources[0].path, "participant", "participant ids unique across the sources",
+                        ", ".join(repeated))
+    if participants is not None:
+        wanted = [str(p) for p in ([participants] if isinstance(participants, str) else participants)]
+        known = [pid for _, _, pid in plan]
+        unknown = [p for p in wanted if p not in known]
+        if unknown:
+            raise DataError(", ".join(str(s.path) for s in sources), "participant",
+                            f"one of {', '.join(known)}", ", ".join(unknown))
+        plan = [entry for entry in plan if entry[2] in wanted]
+    return plan
+
+
+def _fmt_span(span) -> str:
+    return f"{span[0]:.3f}-{span[1]:.3f} (UNIX s, {span[1] - span[0]:.1f} s)"
+
+
+def _durations(recording: Recording, modalities) -> dict:
+    out = {}
+    for m in modalities:
+        if m == SPEECH and recording.audio is not None:
+            out[m] = round(float(recording.audio.duration), 3)
+        elif m in recording.signals:
+            out[m] = round(float(recording.signals[m].duration), 3)
+    return out
+
+
+def _missing_reason(modalities, have) -> str:
+    missing = [m for m in modalities if m not in have]
+    wearables_missing = [m for m in missing if m in WEARABLES]
+    parts = []
+    if wearables_missing and len(wearables_missing) == sum(m in WEARABLES for m in modalities):
+        parts.append("no E4 data")
+    elif wearables_missing:
+        parts.append("no " + ", ".join(wearables_missing) + " data")
+    if SPEECH in missing:
+        parts.append("no speech")
+    return "; ".join(parts)
+
+
+def _check_overlap(recording: Recording, windows: RecordingWindows, config: DataConfig) -> None:
+    """Raise when the requested modalities (or the span) leave no room for one window."""
+    seconds = config.window.seconds
+    present = [m for m in config.modalities if m in windows.coverage]
+    ranges = [windows.coverage[m] for m in present]
+    if windows.span is not None:
+        ranges.append(windows.span)
+    if config.window.missing == "drop":
+        room = min(r[1] for r in ranges) - max(r[0] for r in ranges)
+        if room >= seconds:
+            return
+        expected = f"the time spans of {', '.join(present)} to overlap by at least one window ({seconds:g} s)"
+    else:
+        span = windows.span
+        room = max(min(c[1], span[1]) - max(c[0], span[0]) for c in (windows.coverage[m] for m in present))
+        if room >= seconds:
+            return
+        expected = f"data of at least one of {', '.join(present)} inside the windowed span for {seconds:g} s"
+    found = "; ".join(f"{m} {_fmt_span(windows.coverage[m])} from {windows.files.get(m) or '?'}"
+                      for m in present)
+    if recording.span is not None:
+        found += f"; recording span {_fmt_span(recording.span)}"
+    files = ", ".join(sorted({windows.files.get(m) or "" for m in present} - {""})) or recording.source
+    raise DataError(files or None, "time span", expected, found, participant=recording.participant)
+
+
+def _check_labels_inside(recording: Recording, span) -> None:
+    labels = recording.labels
+    if labels is None or span is None or len(labels) == 0:
+        return
+    if np.any((labels.end > span[0]) & (labels.start < span[1])):
+        return
+    raise DataError(labels.source or recording.source or None, "annotation times",
+                    f"annotation intervals overlapping the recording span {_fmt_span(span)}",
+                    f"intervals from {labels.start.min():.3f} to {labels.end.max():.3f} (UNIX s), "
+                    "entirely outside", participant=recording.participant)
+
+
+def _outside_notes(windows: RecordingWindows) -> list[str]:
+    notes = []
+    if windows.span is None:
+        return notes
+    for m, (start, end) in windows.coverage.items():
+        if end <= windows.span[0] or start >= windows.span[1]:
+            notes.append(f"{m} data ({windows.files.get(m) or '?'}, {_fmt_span((start, end))}) lies "
+                         f"entirely outside the windowed span {_fmt_span(windows.span)}")
+    return notes
+
+
+def _label_counts(labels: np.ndarray, classes) -> dict:
+    counts = {name: int(np.sum(labels == i)) for i, name in enumerate(classes)}
+    counts["unlabelled"] = int(np.sum(labels == UNLABELLED))
+    return counts
+
+
+@dataclass
+class _Part:
+    pid: str
+    inputs: dict
+    presence: dict
+    labels: dict
+    classes: dict
+    starts: np.ndarray
+
+
+def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) -> _Part | None:
+    """Windows, features and labels of one recording; fills the report ``entry``."""
+    modalities = config.modalities
+    have = recording.modalities
+    entry["durations"] = _durations(recording, modalities)
+    entry["notes"] = [str(n) for n in recording.notes]
+    if not any(m in have for m in modalities):
+        entry["status"] = "skipped: " + _missing_reason(modalities, have)
+        entry["windows"] = {"total": 0, "kept": 0, "dropped": {}}
+        return None
+    windows = cut_windows(recording, config)
+    entry["windows"] = {"total": windows.total, "kept": windows.kept, "dropped": dict(windows.dropped)}
+    entry["notes"].extend(_outside_notes(windows))
+    if windows.kept == 0:
+        if config.window.missing == "fill" or all(m in have for m in modalities):
+            _check_overlap(recording, windows, config)
+        dropped = ", ".join(f"{n} {r}" for r, n in windows.dropped.items())
+        entry["status"] = "skipped: " + (_missing_reason(modalities, have) or "no windows") + (
+            f" (all {windows.total} windows dropped: {dropped})" if windows.total else "")
+        return None
+    _check_labels_inside(recording, windows.span)
+    labels, classes = window_labels(windows.starts, config.window.seconds, recording.labels,
+                                    config.window.min_label_coverage)
+    inputs = window_features(windows.raw, windows.presence, config.features)
+    for m, block in inputs.items():
+        want = input_shape(m, config.window.seconds)
+        if block.shape[1:] != want:
+            raise DataError(windows.files.get(m) or recording.source or None, f"{m} channels",
+                            f"windows of shape {list(want)}", list(block.shape[1:]),
+                            participant=recording.participant)
+    entry["status"] = "ok"
+    entry["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
+    return _Part(pid, inputs, windows.presence, labels, classes, windows.starts)
+
+
+def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray]:
+    seconds = config.window.seconds
+    inputs, presence = {}, {}
+    for m in config.modalities:
+        blocks = [p.inputs[m] for p in parts]
+        inputs[m] = (np.concatenate(blocks) if blocks
+                     else np.zeros((0, *input_shape(m, seconds)), dtype=np.float32))
+        presence[m] = (np.concatenate([p.presence[m] for p in parts]) if parts
+                       else np.zeros(0, dtype=bool))
+    classes: dict = {}
+    for part in parts:
+        for target, names in part.classes.items():
+            names = tuple(names)
+            if classes.setdefault(target, names) != names:
+                raise DataError(None, f"classes of target '{target}'",
+                                f"the same classes in every participant ({', '.join(classes[target])})",
+                                f"{', '.join(names)} for participant {part.pid}")
+    labels = {}
+    for target in classes:
+        labels[target] = (np.concatenate([p.labels.get(target, np.full(p.starts.shape[0], UNLABELLED,
+                                                                        dtype=np.int64))
+                                          for p in parts]).astype(np.int64))
+    participants = (np.concatenate([np.full(p.starts.shape[0], p.pid) for p in parts]).astype(str)
+                    if parts else np.zeros(0, dtype="<U1"))
+    starts = (np.concatenate([p.starts for p in parts]) if parts else np.zeros(0)).astype(np.float64)
+    return inputs, presence, labels, classes, participants, starts
+
+
+def _build(sources: list[Source], config: DataConfig, participants, progress: bool,
+           fingerprint: str) -> WindowedDataset:
+    plan = plan_participants(sources, participants)
+    report: dict = {"format_version": DATA_FORMAT_VERSION, "sources": [str(s) for s in sources],
+                    "modalities": list(config.modalities), "window": config.window.to_dict(),
+                    "features": config.features.to_dict(), "participants": {}, "problems": {},
+                    "skipped": {}}
+    reader_problems: dict[str, Exception] = {}
+    parts: list[_Part] = []
+    iterator = plan
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(plan, desc="participants", unit="participant")
+    for source, rid, pid in iterator:
+        entry = {"source": str(source), "reader_id": rid}
+        report["participants"][pid] = entry
+        try:
+            loaded = load_recordings(source, config, participants=[rid])
+            if loaded.problems:  # config.skip_bad
+                raise next(iter(loaded.problems.values()))
+            part = _process(loaded.recordings[0], pid, config, entry)
+        except BadParticipantsError as err:
+            reader_problems.update({pid: e for e in err.problems.values()})
+            entry["status"] = "problem"
+            report["problems"][pid] = "; ".join(str(e) for e in err.problems.values())
+            continue
+        except KfusionError as err:
+            if not config.skip_bad:
+                raise
+            entry["status"] = "problem"
+            report["problems"][pid] = str(err)
+            continue
+        if part is None:
+            report["skipped"][pid] = entry["status"].removeprefix("skipped: ")
+        else:
+            parts.append(part)
+    if reader_problems and not config.skip_bad:
+        raise BadParticipantsError(reader_problems)
+
+    inputs, presence, labels, classes, ids, starts = _assemble(parts, config)
+    total = Counter()
+    dropped: Counter = Counter()
+    for entry in report["participants"].values():
+        windows = entry.get("windows", {})
+        total["total"] += windows.get("total", 0)
+        total["kept"] += windows.get("kept", 0)
+        dropped.update(windows.get("dropped", {}))
+    report["windows"] = {"total": total["total"], "kept": total["kept"], "dropped": dict(dropped)}
+    report["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
+    return WindowedDataset(inputs, presence, labels, {t: tuple(c) for t, c in classes.items()},
+                           ids, starts, config, fingerprint, report)
+
+
+def _write_cache(dataset: WindowedDataset, final: Path) -> None:
+    """Save into a temporary sibling folder, then rename: a crash never leaves half a cache."""
+    tmp = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        dataset.save(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except OSError as err:
+        warnings.warn(f"kfusion: could not write the data-set cache {final}: {err}")
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, participants=None,
+                  progress: bool = False) -> WindowedDataset:
+    """Window, featurise and label every participant of ``sources``.
+
+    ``sources``: a ``"scheme:PATH"`` string, a :class:`Source`, or a list of them.
+    ``cache_dir``: folder of the on-disk cache (default ``$KFUSION_CACHE`` or
+    ``~/.cache/kfusion``; ``False`` disables it). A cached data set is returned without
+    reading the sources again; the key changes when any source file's bytes, the config, the
+    selection or the feature settings change. ``participants``: only these data-set ids.
+    ``progress``: show a tqdm bar over participants.
+
+    ``report`` holds per participant (``report["participants"][id]``) its source, status
+    (``ok``, ``skipped: ...`` or ``problem``), durations per modality (s), windows
+    total/kept/dropped by reason, label counts per target, and notes (the reader's and ours);
+    totals in ``report["windows"]`` and ``report["labels"]``; bad participants (with
+    ``config.skip_bad``) in ``report["problems"]``; participants without windows in
+    ``report["skipped"]``.
+
+    Raises :class:`DataError` for annotations entirely outside a recording, or requested
+    modalities that never overlap for one window (unless ``config.skip_bad``: then the
+    participant goes to ``report["problems"]``), and :class:`BadParticipantsError` for
+    participants the readers reject (same rule).
+    """
+    config = config or DataConfig()
+    if not isinstance(config, DataConfig):
+        raise ConfigError(f"build_dataset: config must be a DataConfig, found {type(config).__name__}")
+    parsed = _parse_sources(sources)
+    root = resolve_cache_dir(cache_dir)
+    hashes = FileHashes(root / HASH_MEMO_FILE if root is not None else None)
+    fingerprint = dataset_fingerprint(parsed, config, participants, hashes)
+    hashes.flush()
+    cached = root / "datasets" / fingerprint if root is not None else None
+    if cached is not None and (cached / META_FILE).is_file():
+        try:
+            dataset = WindowedDataset.load(cached)
+            dataset.report["cache"] = {"path": str(cached), "hit": True}
+            return dataset
+        except (KfusionError, OSError, ValueError) as err:
+            warnings.warn(f"kfusion: ignoring an unreadable data-set cache {cached} ({err}); rebuilding")
+    dataset = _build(parsed, config, participants, progress, fingerprint)
+    if cached is not None:
+        _write_cache(dataset, cached)
+        dataset.report["cache"] = {"path": str(cached), "hit": False}
+    return dataset

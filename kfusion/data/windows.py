@@ -1,0 +1,250 @@
+"""Cutting a :class:`~kfusion.data.recording.Recording` into fixed-length windows.
+
+Every modality is cut on the one UNIX clock. Window ``k`` starts at ``span0 + k * hop``
+(``hop = seconds - overlap``) for as long as it ends inside the span, where the span is the
+recording's ``span`` if the reader set one, else the union of the requested modalities'
+coverage. Before cutting, wearable signals are brought to their nominal rate
+(:data:`~kfusion.data.modalities.NOMINAL_RATES`) and audio to 16 kHz, so a 4 s window is
+ACC ``[128, 3]``, BVP ``[256, 1]``, EDA ``[16, 1]``, TEMP ``[16, 1]`` and speech ``[64000]``.
+
+A window lacks a modality when the recording has none, when the modality does not cover the
+whole window, or when the window holds a NaN (a gap). ``window.missing == "drop"`` drops such
+windows and counts them under the first failing modality (in the requested order) with the
+reason ``"no eda data"``, ``"eda not covered"`` or ``"gap in eda"``; ``"fill"`` keeps them
+zero-filled with ``presence[modality] = False`` (windows with no modality at all are still
+dropped, as ``"no requested modality present"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from kfusion.config import DataConfig
+from kfusion.data.modalities import AUDIO_RATE, CHANNELS, NOMINAL_RATES, SPEECH, check_modalities
+from kfusion.data.recording import Audio, Recording, Signal
+
+#: Seconds of float slack when deciding whether the last window still fits in the span.
+TIME_TOLERANCE = 1e-5
+#: How signals are brought to the nominal rate (part of the data-set fingerprint).
+RESAMPLING = "scipy.signal.resample_poly(padtype=line for wearables, constant for audio), " \
+             "ratio limit_denominator(1000), NaN gaps linearly bridged then re-marked"
+NO_MODALITY_REASON = "no requested modality present"
+
+
+@dataclass
+class RecordingWindows:
+    """The windows kept from one recording, before feature extraction.
+
+    ``starts``: ``[N]`` float64 UNIX seconds. ``raw``: modality -> float32 ``[N, n, C]`` at the
+    nominal rate (speech: ``[N, n]`` mono 16 kHz samples); windows where the modality is absent
+    hold zeros. ``presence``: modality -> bool ``[N]``. ``total``: candidate windows in the span;
+    ``dropped``: reason -> count (``total == N + sum(dropped.values())``). ``coverage``:
+    modality -> ``(start, end)`` UNIX s of the data the recording has; ``files``: modality ->
+    source file.
+    """
+
+    participant: str
+    starts: np.ndarray
+    raw: dict
+    presence: dict
+    total: int
+    dropped: dict = field(default_factory=dict)
+    span: tuple | None = None
+    coverage: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return int(self.starts.shape[0])
+
+
+def window_starts(span_start: float, span_end: float, seconds: float, hop: float) -> np.ndarray:
+    """UNIX start times of all windows of ``seconds`` that fit in ``[span_start, span_end]``.
+
+    ``start_k = span_start + k * hop`` while ``start_k + seconds <= span_end`` (within
+    :data:`TIME_TOLERANCE`). E.g. a 20 s span, 4 s windows, 3 s hop -> offsets 0, 3, ..., 15.
+    """
+    length = float(span_end) - float(span_start)
+    if length + TIME_TOLERANCE < seconds:
+        return np.zeros(0, dtype=np.float64)
+    count = int(np.floor((length - seconds + TIME_TOLERANCE) / hop)) + 1
+    return float(span_start) + np.arange(count, dtype=np.float64) * hop
+
+
+def _rate_ratio(rate_in: float, rate_out: float) -> tuple[int, int]:
+    ratio = Fraction(float(rate_out) / float(rate_in)).limit_denominator(1000)
+    return ratio.numerator, ratio.denominator
+
+
+def _bridge_gaps(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Linearly interpolate each channel over the samples in ``bad`` (all-bad -> zeros)."""
+    good = ~bad
+    out = values.copy()
+    if not good.any():
+        out[:] = 0.0
+        return out
+    index = np.arange(values.shape[0])
+    for c in range(values.shape[1]):
+        out[bad, c] = np.interp(index[bad], index[good], values[good, c])
+    return out
+
+
+def resample(values: np.ndarray, rate_in: float, rate_out: float, padtype: str = "line") -> np.ndarray:
+    """Resample ``[n, C]`` (or ``[n]``) samples from ``rate_in`` to ``rate_out`` Hz.
+
+    Polyphase filtering (``scipy.signal.resample_poly``); output length ``ceil(n * up / down)``.
+    NaN gaps are bridged linearly for the filter and marked NaN again afterwards: an output
+    sample is NaN when any input sample within half an output period of it is NaN, so a gap
+    grows by at most about one sample on each side and never smears through the filter.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    squeeze = values.ndim == 1
+    if squeeze:
+        values = values[:, None]
+    if float(rate_in) == float(rate_out) or values.shape[0] == 0:
+        out = values
+    else:
+        up, down = _rate_ratio(rate_in, rate_out)
+        bad = ~np.isfinite(values).all(axis=1)
+        filled = _bridge_gaps(values, bad) if bad.any() else values
+        out = resample_poly(filled, up, down, axis=0, padtype=padtype)
+        if bad.any():
+            n_in = values.shape[0]
+            positions = np.arange(out.shape[0]) * (down / up)  # in input samples
+            half = 0.5 * down / up
+            lo = np.clip(np.floor(positions - half).astype(np.int64), 0, n_in - 1)
+            hi = np.clip(np.ceil(positions + half).astype(np.int64), 0, n_in - 1)
+            bad_before = np.concatenate([[0], np.cumsum(bad)])
+            out[(bad_before[hi + 1] - bad_before[lo]) > 0] = np.nan
+    out = out.astype(np.float32)
+    return out[:, 0] if squeeze else out
+
+
+def to_nominal_rate(signal: Signal, modality: str) -> Signal:
+    """``signal`` at ``NOMINAL_RATES[modality]`` (unchanged when already there)."""
+    rate = NOMINAL_RATES[modality]
+    if float(signal.rate) == rate:
+        return signal
+    return Signal(resample(signal.values, signal.rate, rate, padtype="line"), rate,
+                  signal.start, signal.source)
+
+
+def to_audio_rate(audio: Audio) -> Audio:
+    """``audio`` at 16 kHz (unchanged when already there)."""
+    if int(audio.rate) == AUDIO_RATE:
+        return audio
+    return Audio(resample(audio.samples, audio.rate, AUDIO_RATE, padtype="constant"), AUDIO_RATE,
+                 audio.start, audio.source)
+
+
+def _series(recording: Recording, modality: str):
+    """``(values [n, C] or [n], rate, start, source)`` of a modality at its model rate, or None."""
+    if modality == SPEECH:
+        if recording.audio is None:
+            return None
+        audio = to_audio_rate(recording.audio)
+        return audio.samples, float(audio.rate), float(audio.start), audio.source
+    signal = recording.signals.get(modality)
+    if signal is None:
+        return None
+    signal = to_nominal_rate(signal, modality)
+    return signal.values, float(signal.rate), float(signal.start), signal.source
+
+
+def recording_span(recording: Recording, modalities) -> tuple[float, float] | None:
+    """The span windows are cut from: ``recording.span`` or the union of the coverage of the
+    requested modalities the recording has (None when it has none of them)."""
+    if recording.span is not None:
+        return float(recording.span[0]), float(recording.span[1])
+    ranges = []
+    for m in modalities:
+        if m == SPEECH and recording.audio is not None:
+            ranges.append((recording.audio.start, recording.audio.end))
+        elif m in recording.signals:
+            ranges.append((recording.signals[m].start, recording.signals[m].end))
+    if not ranges:
+        return None
+    return float(min(r[0] for r in ranges)), float(max(r[1] for r in ranges))
+
+
+def cut_windows(recording: Recording, config: DataConfig | None = None) -> RecordingWindows:
+    """Cut ``recording`` into the windows of ``config.window`` for ``config.modalities``.
+
+    Sample index of the window starting at ``t``: ``i0 = round((t - start) * rate)`` with
+    ``n = round(seconds * rate)`` samples, ``start``/``rate`` those of the (resampled) series.
+    """
+    config = config or DataConfig()
+    modalities = check_modalities(config.modalities)
+    seconds, hop = config.window.seconds, config.window.hop
+    span = recording_span(recording, modalities)
+    starts = (window_starts(span[0], span[1], seconds, hop) if span is not None
+              else np.zeros(0, dtype=np.float64))
+    total = int(starts.shape[0])
+
+    series, present, cuts = {}, {}, {}
+    reason = np.full(total, None, dtype=object)
+    coverage, files = {}, {}
+    for m in modalities:
+        found = _series(recording, m)
+        if found is None:
+            present[m] = np.zeros(total, dtype=bool)
+            reason[reason == None] = f"no {m} data"  # noqa: E711 (element-wise)
+            continue
+        values, rate, start, source = found
+        series[m] = values
+        n_samples = values.shape[0]
+        coverage[m] = (start, start + n_samples / rate)
+        files[m] = source
+        n = int(round(seconds * rate))
+        i0 = np.rint((starts - start) * rate).astype(np.int64)
+        covered = (i0 >= 0) & (i0 + n <= n_samples)
+        finite = np.isfinite(values) if values.ndim == 1 else np.isfinite(values).all(axis=1)
+        bad_before = np.concatenate([[0], np.cumsum(~finite)])
+        gap = np.zeros(total, dtype=bool)
+        gap[covered] = (bad_before[i0[covered] + n] - bad_before[i0[covered]]) > 0
+        present[m] = covered & ~gap
+        free = reason == None  # noqa: E711
+        reason[free & ~covered] = f"{m} not covered"
+        reason[free & covered & gap] = f"gap in {m}"
+        cuts[m] = (i0, n)
+
+    if config.window.missing == "drop":
+        keep = np.ones(total, dtype=bool)
+        for m in modalities:
+            keep &= present[m]
+    else:
+        keep = np.zeros(total, dtype=bool)
+        for m in modalities:
+            keep |= present[m]
+        reason[~keep] = NO_MODALITY_REASON
+
+    dropped: dict[str, int] = {}
+    for r in reason[~keep]:
+        dropped[r] = dropped.get(r, 0) + 1
+
+    kept_index = np.flatnonzero(keep)
+    raw, presence = {}, {}
+    for m in modalities:
+        presence[m] = present[m][kept_index]
+        if m == SPEECH:
+            n = cuts[m][1] if m in cuts else int(round(seconds * AUDIO_RATE))
+            shape = (kept_index.size, n)
+        else:
+            rate = NOMINAL_RATES[m]
+            n = cuts[m][1] if m in cuts else int(round(seconds * rate))
+            channels = series[m].shape[1] if m in series else CHANNELS[m]
+            shape = (kept_index.size, n, channels)
+        block = np.zeros(shape, dtype=np.float32)
+        if m in cuts:
+            i0 = cuts[m][0]
+            for row, w in enumerate(kept_index):
+                if present[m][w]:
+                    block[row] = series[m][i0[w]:i0[w] + n]
+        raw[m] = block
+    return RecordingWindows(recording.participant, starts[kept_index], raw, presence, total,
+                            dropped, span, coverage, files)
+
