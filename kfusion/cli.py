@@ -19,9 +19,12 @@ DEMO_SEED = 0
 def _data_config(args):
     from kfusion.config import DataConfig, WindowConfig
 
+    from kfusion.data.sources import source_modalities
+
     kwargs = {"skip_bad": args.skip_bad, "annotations": args.annotations}
-    if args.modalities:
-        kwargs["modalities"] = tuple(args.modalities.split(","))
+    # Without --modalities, use every modality the sources' formats can hold.
+    kwargs["modalities"] = (tuple(args.modalities.split(",")) if args.modalities
+                            else source_modalities(args.sources))
     window = WindowConfig(seconds=args.window, overlap=args.overlap, missing=args.missing)
     return DataConfig(window=window, **kwargs)
 
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="kemocon:PATH, e4:PATH, stresspredict:PATH or generic:PATH")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument("--modalities", help="comma-separated subset of speech,acc,bvp,eda,temp "
-                                              "(default: all)")
+                                              "(default: all the sources can hold)")
     inspect.add_argument("--annotations", default="self",
                          choices=["self", "partner", "external", "aggregated_external"],
                          help="K-EmoCon annotation perspective (default: self)")

@@ -69,3 +69,11 @@ def test_sources_registry_and_bad_participants(tmp_path):
         load_recordings(f"toy:{tmp_path}", participants=["z"])
     with pytest.raises(DataError, match="path: expected an existing folder"):
         load_recordings(f"toy:{tmp_path}/missing")
+
+
+def test_source_modalities_follow_the_reader_format():
+    from kfusion.data.sources import source_modalities
+
+    assert source_modalities("e4:/x") == ("acc", "bvp", "eda", "temp")
+    assert source_modalities(["stresspredict:/x"]) == ("acc", "bvp", "eda", "temp")
+    assert source_modalities(["e4:/x", "generic:/y"]) == ("speech", "acc", "bvp", "eda", "temp")

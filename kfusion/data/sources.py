@@ -58,6 +58,19 @@ def get_reader(scheme: str) -> Reader:
     return reader
 
 
+def source_modalities(sources) -> tuple[str, ...]:
+    """Modalities the sources' formats can hold (a reader's ``modalities`` attribute, else all
+    five), in the canonical order: the natural default for a data set read from them."""
+    from kfusion.data.modalities import MODALITIES
+
+    if isinstance(sources, (str, Source)):
+        sources = [sources]
+    have = set()
+    for source in sources:
+        have |= set(getattr(get_reader(Source.parse(source).scheme), "modalities", MODALITIES))
+    return tuple(m for m in MODALITIES if m in have)
+
+
 @dataclass(frozen=True)
 class Source:
     """A parsed ``scheme:PATH`` data source."""

@@ -249,6 +249,9 @@ def _is_participant_dir(path: Path) -> bool:
 class E4Reader:
     """``e4:PATH``: one E4 export folder, or a folder of them (one per participant)."""
 
+    #: what this format can hold: the default modalities of a data set read with it
+    modalities = WEARABLES
+
     def participants(self, root: Path) -> list[str]:
         root = Path(root)
         if find_e4_files(root):

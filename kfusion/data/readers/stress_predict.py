@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from kfusion.config import DataConfig
+from kfusion.data.modalities import WEARABLES
 from kfusion.data.readers.e4 import natural_key, read_e4_folder
 from kfusion.data.recording import LabelIntervals, Recording
 from kfusion.data.tables import check_increasing, require_file, to_numbers
@@ -137,6 +138,8 @@ def read_stress_labels(root: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
 
 class StressPredictReader:
     """``stresspredict:PATH`` with PATH the Stress-Predict root."""
+
+    modalities = WEARABLES
 
     def participants(self, root: Path) -> list[str]:
         raw = Path(root) / RAW_DIR
