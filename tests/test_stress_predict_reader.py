@@ -179,3 +179,14 @@ def test_bad_e4_file_inside_stress_predict(copy_root):
     with pytest.raises(DataError) as err:
         READER.read(copy_root, "S02", DataConfig())
     assert str(path) in str(err.value) and "line 10" in str(err.value)
+
+
+def test_unannotated_participant_counts_as_unlabelled(tmp_path):
+    from kfusion.config import DataConfig
+    from kfusion.data.dataset import build_dataset
+
+    data = build_dataset(f"stresspredict:{ROOT}", DataConfig(modalities=("eda", "temp")),
+                         cache_dir=False)
+    counts = data.report["participants"]["S01"]["labels"]["stress"]
+    kept = data.report["participants"]["S01"]["windows"]["kept"]
+    assert kept > 0 and counts == {"non-stress": 0, "stress": 0, "unlabelled": kept}

@@ -543,6 +543,12 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
         dropped.update(windows.get("dropped", {}))
     report["windows"] = {"total": total["total"], "kept": total["kept"], "dropped": dict(dropped)}
     report["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
+    # Recount per participant on the assembled arrays: a participant without annotations
+    # then shows all its windows as unlabelled for every target.
+    for part in parts:
+        rows = ids == part.pid
+        report["participants"][part.pid]["labels"] = {
+            t: _label_counts(v[rows], classes[t]) for t, v in labels.items()}
     return WindowedDataset(inputs, presence, labels, {t: tuple(c) for t, c in classes.items()},
                            ids, starts, config, fingerprint, report)
 
