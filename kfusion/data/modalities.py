@@ -15,6 +15,11 @@ CHANNELS: dict[str, int] = {ACC: 3, BVP: 1, EDA: 1, TEMP: 1}
 AUDIO_RATE = 16_000
 N_MFCC = 40
 
+#: The statistics of a masked segment predicted in fusion pretraining (paper §3.2: seven named,
+#: eight implied by "40 values for five modalities"; the eighth is the median). One target per
+#: modality and statistic, named ``f"{modality}_{statistic}"``.
+STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max", "skewness", "kurtosis", "peaks", "median")
+
 
 def input_shape(modality: str, window_seconds: float = 4.0) -> tuple[int, int]:
     """Model input shape ``[time, channels]`` of one window of ``modality``.

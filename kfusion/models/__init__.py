@@ -1,0 +1,47 @@
+"""Models: SigRep wearable encoders, the sparse MFCC autoencoder, the fusion backbone with its
+three mechanisms, the pretraining and emotion heads, and the freezing configurations.
+
+Imports only ``kfusion.data.modalities`` and ``kfusion.errors`` from the package (data flows
+one way: data -> models -> training -> evaluation -> export).
+"""
+
+from __future__ import annotations
+
+from kfusion.data.modalities import STATISTICS
+from kfusion.models.freezing import backbone_layers, freeze_encoders, freeze_for_fusion_training
+from kfusion.models.fusion import (
+    DEFAULT_PROJECTION_UNITS,
+    MECHANISMS,
+    PRESENCE,
+    backbone_modalities,
+    backbone_of,
+    build_fusion_model,
+    encoder_name,
+    fusion_backbone,
+    fusion_weights,
+    presence_array,
+)
+from kfusion.models.heads import (
+    EMOTION_CLASSES,
+    emotion_model,
+    fusion_pretraining_model,
+    statistic_targets,
+)
+from kfusion.models.layers import (
+    ActivityL1,
+    ModalityWeights,
+    PresenceGate,
+    TokenPositionEmbedding,
+    find_layer,
+)
+from kfusion.models.sigrep import sigrep_encoder, sigrep_parameter_count
+from kfusion.models.speech import speech_autoencoder
+
+__all__ = [
+    "STATISTICS", "EMOTION_CLASSES", "MECHANISMS", "PRESENCE", "DEFAULT_PROJECTION_UNITS",
+    "sigrep_encoder", "sigrep_parameter_count", "speech_autoencoder",
+    "fusion_backbone", "build_fusion_model", "backbone_of", "backbone_modalities", "encoder_name",
+    "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
+    "freeze_for_fusion_training", "freeze_encoders", "backbone_layers",
+    "ModalityWeights", "PresenceGate", "TokenPositionEmbedding", "ActivityL1", "find_layer",
+]

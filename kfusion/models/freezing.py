@@ -1,0 +1,56 @@
+"""The two emotion-training configurations of paper §4.2, as trainable flags.
+
+- :func:`freeze_for_fusion_training` ("with fusion training"): everything from the inputs up to
+  and including the projection is frozen; only the heads train.
+- :func:`freeze_encoders` ("without fusion training"): only the encoders are frozen; presence
+  gate, fusion, projection and heads train.
+
+Each sets every top-level layer's flag (frozen or not), so calling one after the other gives
+exactly that configuration. Compile the model after changing flags (Keras reads them at compile).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from kfusion.errors import ConfigError
+from kfusion.models.fusion import PROJECTION_LAYER, backbone_modalities, encoder_name
+
+
+def _check_model(model, where: str) -> None:
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{where}: expected a keras.Model, found {type(model).__name__}")
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The top-level layers of ``model`` the ``"projection"`` output depends on."""
+    _check_model(model, "backbone_layers")
+    try:
+        projection = model.get_layer(PROJECTION_LAYER)
+    except ValueError:
+        raise ConfigError(f"model {model.name!r}: no layer named {PROJECTION_LAYER!r}; expected a "
+                          "model built by kfusion.models.fusion_backbone") from None
+    upstream = keras.Model(model.input, projection.output)
+    return [layer for layer in upstream.layers]
+
+
+def freeze_for_fusion_training(model: keras.Model) -> keras.Model:
+    """Freeze the backbone (inputs .. projection), unfreeze every other layer; returns ``model``."""
+    frozen = {id(layer) for layer in backbone_layers(model)}
+    for layer in model.layers:
+        layer.trainable = id(layer) not in frozen
+    return model
+
+
+def freeze_encoders(model: keras.Model) -> keras.Model:
+    """Freeze the encoder sub-models (``<modality>_encoder``), unfreeze every other layer;
+    returns ``model``."""
+    _check_model(model, "freeze_encoders")
+    names = {encoder_name(m) for m in backbone_modalities(model)}
+    found = {layer.name for layer in model.layers} & names
+    if found != names:
+        raise ConfigError(f"model {model.name!r}: expected encoder sub-models "
+                          f"{', '.join(sorted(names))}, missing {', '.join(sorted(names - found))}")
+    for layer in model.layers:
+        layer.trainable = layer.name not in names
+    return model

@@ -1,0 +1,124 @@
+"""Heads on a fusion backbone: fusion pretraining (paper Fig. 1(e)) and emotion (Fig. 1(f)).
+
+Both builders put new layers on the backbone's graph, so the returned model holds the
+backbone's layers themselves (``model.get_layer("fusion")`` works, weights are shared with the
+backbone and with any other model built on it). Outputs are dicts keyed by target name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+
+from kfusion.data.modalities import STATISTICS
+from kfusion.errors import ConfigError
+from kfusion.models import _checks
+from kfusion.models.fusion import PROJECTION_LAYER, backbone_modalities
+
+#: Emotion targets and their class counts (arousal/valence: low, neutral, high; emotion:
+#: cheerful, happy, angry, nervous, sad, neutral).
+EMOTION_CLASSES: dict[str, int] = {"arousal": 3, "valence": 3, "emotion": 6}
+DEFAULT_HEAD_UNITS = (16,)
+DEFAULT_EMOTION_UNITS = (32, 16)
+
+__all__ = ["STATISTICS", "EMOTION_CLASSES", "statistic_targets", "fusion_pretraining_model",
+           "emotion_model"]
+
+
+def statistic_targets(modalities, statistics: Sequence[str] = STATISTICS) -> list[str]:
+    """Target names ``f"{modality}_{statistic}"``, modality-major (``speech_mean, speech_std, ...``)."""
+    return [f"{m}_{s}" for m in modalities for s in statistics]
+
+
+def _projection(backbone: keras.Model, where: str):
+    if not isinstance(backbone, keras.Model):
+        raise ConfigError(f"{where}: backbone: expected a keras.Model from fusion_backbone, "
+                          f"found {type(backbone).__name__}")
+    try:
+        return backbone.get_layer(PROJECTION_LAYER).output
+    except ValueError:
+        raise ConfigError(f"{where}: backbone: no layer named {PROJECTION_LAYER!r}; expected a model "
+                          "built by kfusion.models.fusion_backbone") from None
+
+
+def _check_target_names(where: str, names: list[str], backbone: keras.Model, depth: int) -> None:
+    taken = {layer.name for layer in backbone.layers}
+    for target in names:
+        _checks.layer_name(f"{where}: target", target)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: targets: expected unique names, found {names}")
+    generated = [n for t in names for n in _head_layer_names(t, depth)]
+    if len(set(generated)) != len(generated):
+        raise ConfigError(f"{where}: targets: the names {names} give clashing layer names "
+                          f"(a target's hidden layers are named <target>_dense_<i>)")
+    clashes = sorted(taken & set(generated))
+    if clashes:
+        raise ConfigError(f"{where}: targets: {', '.join(clashes)} already name layers of the "
+                          "backbone; choose other target names")
+
+
+def _head_layer_names(target: str, depth: int) -> list[str]:
+    return [target] + [f"{target}_dense_{i}" for i in range(1, depth + 1)]
+
+
+def _dense_stack(x, target: str, units: tuple[int, ...]):
+    for i, width in enumerate(units, start=1):
+        x = keras.layers.Dense(width, activation="relu", name=f"{target}_dense_{i}")(x)
+    return x
+
+
+def fusion_pretraining_model(backbone: keras.Model, targets: Sequence[str] | None = None,
+                             head_units=DEFAULT_HEAD_UNITS,
+                             name: str = "fusion_pretraining") -> keras.Model:
+    """Backbone + one regression head per target: ``Dense(u, ReLU)`` per ``head_units`` then
+    ``Dense(1)`` (linear) named by the target. Outputs ``{target: [B, 1]}``.
+
+    ``targets`` default: :func:`statistic_targets` of the backbone's modalities (8 per modality,
+    40 for all five).
+    """
+    where = "fusion_pretraining_model"
+    features = _projection(backbone, where)
+    if targets is None:
+        targets = statistic_targets(backbone_modalities(backbone))
+    if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
+        raise ConfigError(f"{where}: targets: expected a non-empty list of names, found {targets!r}")
+    targets = list(targets)
+    head_units = _checks.int_tuple(f"{where}: head_units", head_units, min_length=0)
+    _check_target_names(where, targets, backbone, len(head_units))
+    name = _checks.layer_name(f"{where}: name", name)
+    outputs = {t: keras.layers.Dense(1, name=t)(_dense_stack(features, t, head_units)) for t in targets}
+    return keras.Model(backbone.input, outputs, name=name)
+
+
+def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[str] | None = None,
+                  units=DEFAULT_EMOTION_UNITS, name: str = "emotion_model") -> keras.Model:
+    """Backbone + one classifier per target: ``Dense(u, ReLU)`` per ``units`` then
+    ``Dense(n_classes, softmax)`` named by the target. Outputs ``{target: [B, n_classes]}``.
+
+    ``targets``: ``{name: n_classes}`` or a list of names from :data:`EMOTION_CLASSES`;
+    default all three (arousal 3, valence 3, emotion 6).
+    """
+    where = "emotion_model"
+    features = _projection(backbone, where)
+    if targets is None:
+        targets = dict(EMOTION_CLASSES)
+    elif not isinstance(targets, Mapping):
+        if isinstance(targets, str) or not isinstance(targets, Sequence):
+            raise ConfigError(f"{where}: targets: expected {{name: n_classes}} or a list of names, "
+                              f"found {targets!r}")
+        unknown = [t for t in targets if t not in EMOTION_CLASSES]
+        if unknown:
+            raise ConfigError(f"{where}: targets: no default class count for {unknown}; give a dict "
+                              f"{{name: n_classes}} (known: {', '.join(EMOTION_CLASSES)})")
+        targets = {t: EMOTION_CLASSES[t] for t in targets}
+    if not targets:
+        raise ConfigError(f"{where}: targets: expected at least one target")
+    classes = {t: _checks.positive_int(f"{where}: targets[{t!r}] (classes)", n, 2)
+               for t, n in targets.items()}
+    units = _checks.int_tuple(f"{where}: units", units, min_length=0)
+    _check_target_names(where, list(classes), backbone, len(units))
+    name = _checks.layer_name(f"{where}: name", name)
+    outputs = {t: keras.layers.Dense(n, activation="softmax", name=t)(_dense_stack(features, t, units))
+               for t, n in classes.items()}
+    return keras.Model(backbone.input, outputs, name=name)

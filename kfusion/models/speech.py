@@ -1,0 +1,90 @@
+"""Sparse MFCC autoencoder; its encoder is the speech branch of the fusion graph (paper Fig. 1(a)).
+
+The authors' layers are not recoverable (DESIGN.md §2), so this is a small design of ours::
+
+    encoder  [T, 40] -> Conv1D(32, 5, stride 2) -> Conv1D(32, 5, stride 2) -> Conv1D(32, 5, stride 2)
+             -> Conv1D(16, 5, stride 2)   (ReLU, same padding: 400 -> 200 -> 100 -> 50 -> 25 frames)
+             -> Flatten (25 x 16 = 400) -> Dense(40) "code" -> ActivityL1 "sparse_code"  -> [B, 40]
+    decoder  Dense(25 x 16, ReLU, unit-norm rows) -> Reshape [25, 16]
+             -> (UpSampling1D(2) -> Conv1D(f, 5, ReLU)) for f = 32, 32, 32 and a last upsampling
+             -> crop to T -> Conv1D(40, 5, linear) "reconstruction"          -> [B, T, 40]
+
+Strided convolutions keep it CPU-friendly (~35 k encoder parameters) and the flatten keeps the
+order of events in the window, which a global pooling would throw away. The code is linear
+with an L1 activity penalty (a sparse code, DESIGN.md §1); the first decoder Dense has
+unit-norm rows so the penalty cannot be dodged by shrinking the code and growing that layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from kfusion.data.modalities import N_MFCC
+from kfusion.errors import ConfigError
+from kfusion.models import _checks
+from kfusion.models.layers import ActivityL1
+
+
+def speech_autoencoder(input_shape=(400, N_MFCC), code_dim: int = 40, sparsity: float = 1e-4,
+                       filters=(32, 32, 32, 16), kernel_size: int = 5,
+                       code_activation: str = "linear",
+                       name: str = "speech_encoder") -> tuple[keras.Model, keras.Model]:
+    """Build ``(autoencoder, encoder)`` for MFCC windows ``[B, T, n_mfcc]``.
+
+    ``encoder``: ``[B, T, n_mfcc] -> [B, code_dim]`` named ``name`` (use it on its own or in
+    :func:`kfusion.models.fusion_backbone`); the decoder and autoencoder are ``speech_decoder``
+    and ``speech_autoencoder`` by default. ``autoencoder``: ``[B, T, n_mfcc] -> [B, T, n_mfcc]``
+    (train with a reconstruction loss, e.g. MSE; the sparsity penalty is added by the encoder).
+    ``filters``: channels of the strided convolutions, each halving time; ``sparsity``: L1
+    weight on the code (per window, averaged over the batch).
+    """
+    steps, n_mfcc = _checks.time_channels("speech_autoencoder: input_shape", input_shape)
+    code_dim = _checks.positive_int("speech_autoencoder: code_dim", code_dim)
+    sparsity = _checks.non_negative_float("speech_autoencoder: sparsity", sparsity)
+    filters = _checks.int_tuple("speech_autoencoder: filters", filters)
+    kernel_size = _checks.positive_int("speech_autoencoder: kernel_size", kernel_size)
+    name = _checks.layer_name("speech_autoencoder: name", name)
+    try:
+        keras.activations.get(code_activation)
+    except (ValueError, TypeError):
+        raise ConfigError(f"speech_autoencoder: code_activation: expected a Keras activation name, "
+                          f"found {code_activation!r}") from None
+    if steps < 2 ** len(filters):
+        raise ConfigError(
+            f"speech_autoencoder: input_shape: {len(filters)} strided convolutions halve time "
+            f"{len(filters)} times, so at least {2 ** len(filters)} frames are needed, found {steps}")
+
+    # Encoder: strided convolutions over time, then a dense code.
+    inputs = keras.Input((steps, n_mfcc), name=f"{name}_input")
+    x = inputs
+    for i, width in enumerate(filters, start=1):
+        x = keras.layers.Conv1D(width, kernel_size, strides=2, padding="same", activation="relu",
+                                name=f"conv_{i}")(x)
+    reduced_steps = math.ceil(steps / 2 ** len(filters))
+    x = keras.layers.Flatten(name="flatten")(x)
+    code = keras.layers.Dense(code_dim, activation=code_activation, name="code")(x)
+    code = ActivityL1(sparsity, name="sparse_code")(code)
+    encoder = keras.Model(inputs, code, name=name)
+
+    # Decoder: mirror of the encoder, upsampling by 2 per convolution, then cropped to T.
+    code_in = keras.Input((code_dim,), name="code_input")
+    y = keras.layers.Dense(reduced_steps * filters[-1], activation="relu",
+                           kernel_constraint=keras.constraints.UnitNorm(axis=1),
+                           name="expand")(code_in)
+    y = keras.layers.Reshape((reduced_steps, filters[-1]), name="unflatten")(y)
+    for i, width in enumerate(reversed(filters[:-1]), start=1):
+        y = keras.layers.UpSampling1D(2, name=f"upsample_{i}")(y)
+        y = keras.layers.Conv1D(width, kernel_size, padding="same", activation="relu",
+                                name=f"deconv_{i}")(y)
+    y = keras.layers.UpSampling1D(2, name=f"upsample_{len(filters)}")(y)
+    extra = reduced_steps * 2 ** len(filters) - steps
+    if extra:
+        y = keras.layers.Cropping1D((0, extra), name="crop")(y)
+    y = keras.layers.Conv1D(n_mfcc, kernel_size, padding="same", name="reconstruction")(y)
+    base = name.removesuffix("_encoder")
+    decoder = keras.Model(code_in, y, name=f"{base}_decoder")
+
+    autoencoder = keras.Model(inputs, decoder(encoder(inputs)), name=f"{base}_autoencoder")
+    return autoencoder, encoder

@@ -1,0 +1,170 @@
+"""Pretraining and emotion heads, backbone extraction, and the two freezing configurations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from kfusion.data.modalities import MODALITIES, STATISTICS  # noqa: E402
+from kfusion.errors import ConfigError  # noqa: E402
+from kfusion.models import (  # noqa: E402
+    backbone_layers,
+    backbone_of,
+    emotion_model,
+    freeze_encoders,
+    freeze_for_fusion_training,
+    fusion_backbone,
+    fusion_pretraining_model,
+    sigrep_encoder,
+    speech_autoencoder,
+    statistic_targets,
+)
+
+
+def tiny_backbone(mechanism="unweighted", modalities=MODALITIES, use_presence=True):
+    encoders = {}
+    for m in modalities:
+        if m == "speech":
+            encoders[m] = speech_autoencoder((16, 4), code_dim=8, filters=(4,))[1]
+        else:
+            encoders[m] = sigrep_encoder(m, (16, 3 if m == "acc" else 1), filters=1, blocks=2,
+                                         embedding_dim=8)
+    return fusion_backbone(encoders, mechanism, projection_units=(8, 4), use_presence=use_presence,
+                           attention_tokens=4)
+
+
+def test_statistics_constant_and_default_targets():
+    assert STATISTICS == ("mean", "std", "min", "max", "skewness", "kurtosis", "peaks", "median")
+    names = statistic_targets(MODALITIES)
+    assert len(names) == 40 and names[0] == "speech_mean" and names[-1] == "temp_median"
+
+
+def test_pretraining_model_has_one_linear_head_per_statistic():
+    backbone = tiny_backbone()
+    model = fusion_pretraining_model(backbone, head_units=(3,))
+    assert sorted(model.output) == sorted(statistic_targets(MODALITIES))
+    assert model.get_layer("bvp_kurtosis").activation is keras.activations.linear
+    assert model.get_layer("bvp_kurtosis_dense_1").units == 3
+    # Heads read the projection; per head: 4*3+3 hidden + 3*1+1 output = 19 parameters.
+    assert model.count_params() - backbone.count_params() == 40 * 19
+    assert model.get_layer("fusion") is backbone.get_layer("fusion")  # shared, not copied
+
+
+def test_pretraining_targets_follow_the_backbone_modalities():
+    model = fusion_pretraining_model(tiny_backbone(modalities=("eda", "temp")))
+    assert sorted(model.output) == sorted(statistic_targets(("eda", "temp")))
+    custom = fusion_pretraining_model(tiny_backbone(modalities=("eda",)), targets=["eda_mean"],
+                                      head_units=())
+    x = {"eda": np.zeros((2, 16, 1), "float32"), "presence": np.ones((2, 1), "float32")}
+    assert custom(x)["eda_mean"].shape == (2, 1)
+
+
+def test_emotion_model_outputs_softmax_per_target():
+    model = emotion_model(tiny_backbone(), units=(6, 5))
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(3, *t.shape[1:])).astype("float32") for k, t in model.input.items()}
+    x["presence"] = np.ones((3, 5), "float32")
+    out = model(x)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"arousal": (3, 3), "valence": (3, 3),
+                                                          "emotion": (3, 6)}
+    for value in out.values():
+        np.testing.assert_allclose(np.asarray(value).sum(axis=1), 1.0, rtol=1e-5)
+    assert model.get_layer("emotion_dense_1").units == 6 and model.get_layer("emotion_dense_2").units == 5
+    subset = emotion_model(tiny_backbone(modalities=("bvp",)), targets=["valence"])
+    assert list(subset.output) == ["valence"]
+    stress = emotion_model(tiny_backbone(modalities=("bvp",)), targets={"stress": 2})
+    assert stress.get_layer("stress").units == 2
+
+
+@pytest.mark.parametrize("build, kwargs, words", [
+    (emotion_model, {"targets": {"arousal": 1}}, "integer >= 2"),
+    (emotion_model, {"targets": ["arousal", "stress"]}, "no default class count"),
+    (emotion_model, {"targets": {}}, "at least one target"),
+    (emotion_model, {"targets": {"fusion": 3}}, "already name layers"),
+    (emotion_model, {"targets": {"bvp": 3}}, "already name layers"),
+    (emotion_model, {"units": (0,)}, "units"),
+    (emotion_model, {"targets": {"a b": 3}}, "target"),
+    (fusion_pretraining_model, {"targets": []}, "non-empty list"),
+    (fusion_pretraining_model, {"targets": ["x", "x"]}, "unique"),
+    (fusion_pretraining_model, {"targets": ["projection_1"]}, "already name layers"),
+    (fusion_pretraining_model, {"targets": ["m", "m_dense_1"]}, "clashing"),
+])
+def test_heads_reject_bad_arguments(build, kwargs, words):
+    with pytest.raises(ConfigError) as err:
+        build(tiny_backbone(modalities=("bvp",)), **kwargs)
+    assert words in str(err.value)
+
+
+def test_heads_need_a_fusion_backbone():
+    inputs = keras.Input((3,))
+    with pytest.raises(ConfigError, match="projection"):
+        emotion_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    with pytest.raises(ConfigError, match="keras.Model"):
+        fusion_pretraining_model("backbone")
+
+
+def _trainable_count(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("mechanism", ["weighted", "attention"])
+def test_freezing_configurations_set_exactly_the_paper_trainable_parts(mechanism):
+    backbone = tiny_backbone(mechanism)
+    model = emotion_model(backbone, units=(4, 4))
+    encoders = sum(model.get_layer(f"{m}_encoder").count_params() for m in MODALITIES)
+    heads = model.count_params() - backbone.count_params()
+    total = model.count_params()
+    assert _trainable_count(model) == total
+
+    assert freeze_for_fusion_training(model) is model
+    assert _trainable_count(model) == heads
+    assert len(model.trainable_weights) == 3 * 3 * 2  # 3 targets x 3 Dense x (kernel, bias)
+
+    assert freeze_encoders(model) is model
+    assert _trainable_count(model) == total - encoders
+    assert not model.get_layer("speech_encoder").get_layer("conv_1").trainable
+    assert model.get_layer("presence_gate").trainable and model.get_layer("fusion").trainable
+
+    freeze_for_fusion_training(model)  # switching back gives the first configuration again
+    assert _trainable_count(model) == heads
+
+
+def test_frozen_backbone_does_not_change_while_heads_train():
+    keras.utils.set_random_seed(1)
+    model = freeze_for_fusion_training(emotion_model(tiny_backbone("weighted", ("eda", "temp")),
+                                                     targets=["arousal"], units=(4, 4)))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy",
+                  run_eagerly=True)
+    rng = np.random.default_rng(2)
+    x = {k: rng.normal(size=(8, *t.shape[1:])).astype("float32") for k, t in model.input.items()}
+    x["presence"] = np.ones((8, 2), "float32")
+    y = {"arousal": np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]}
+    frozen_before = [w.numpy().copy() for layer in backbone_layers(model) for w in layer.weights]
+    head_before = model.get_layer("arousal").get_weights()[0].copy()
+    model.train_on_batch(x, y)
+    frozen_after = [w.numpy() for layer in backbone_layers(model) for w in layer.weights]
+    assert all(np.array_equal(a, b) for a, b in zip(frozen_before, frozen_after))
+    assert not np.array_equal(head_before, model.get_layer("arousal").get_weights()[0])
+
+
+def test_backbone_of_a_pretraining_model_carries_its_weights_to_emotion_heads():
+    pretrain = fusion_pretraining_model(tiny_backbone(), head_units=(2,))
+    backbone = backbone_of(pretrain)
+    assert backbone.output_shape == (None, 4)
+    assert {layer.name for layer in backbone.layers} & {"speech_mean", "speech_mean_dense_1"} == set()
+    emotion = emotion_model(backbone)
+    assert emotion.get_layer("projection_2") is pretrain.get_layer("projection_2")
+    with pytest.raises(ConfigError, match="projection"):
+        inputs = keras.Input((3,))
+        backbone_of(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+
+
+def test_freeze_encoders_needs_named_encoders():
+    inputs = keras.Input((3,), name="bvp")
+    bare = keras.Model(inputs, keras.layers.Identity(name="projection")(inputs))
+    with pytest.raises(ConfigError, match="bvp_encoder"):
+        freeze_encoders(bare)
+    with pytest.raises(ConfigError, match="keras.Model"):
+        freeze_for_fusion_training(None)
