@@ -1,0 +1,7 @@
+"""Training: self-supervised stages and emotion training.
+
+``augment`` (random signal augmentations as Keras layers), ``contrastive`` (NT-Xent and the
+contrastive model that pretrains one wearable encoder), ``masking`` (masked-span statistics as
+fusion-pretraining targets, built in ``tf.data``). Encoders and fusion models are taken as
+arguments: this package builds on ``kfusion.data`` and ``kfusion.models`` and nothing above.
+"""
