@@ -45,7 +45,7 @@ def cmd_data_synth(args) -> int:
     from kfusion.data.synthetic import write_kemocon_like
 
     out = write_kemocon_like(args.out, participants=args.participants, minutes=args.minutes,
-                             seed=args.seed)
+                             seed=args.seed, overwrite=args.overwrite)
     print(f"wrote a synthetic K-EmoCon-layout data set to {out} "
           f"({args.participants} participants x {args.minutes:g} min, seed {args.seed}); "
           f"read it as kemocon:{out}")
@@ -59,10 +59,11 @@ def cmd_demo(args) -> int:
 
     started = time.perf_counter()
     data_dir = Path(args.out) / "data"
+    # subjects.csv is written last: without it, a previous write was cut short.
     if not (data_dir / "metadata" / "subjects.csv").is_file():
         print(f"[demo] writing the embedded synthetic data set to {data_dir}")
         write_kemocon_like(data_dir, participants=DEMO_PARTICIPANTS, minutes=DEMO_MINUTES,
-                           seed=DEMO_SEED)
+                           seed=DEMO_SEED, overwrite=True)
     info = inspect_source([f"kemocon:{data_dir}"], DataConfig(),
                           cache_dir=Path(args.out) / "cache")
     print(format_inspection(info))
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--participants", type=int, default=DEMO_PARTICIPANTS)
     synth.add_argument("--minutes", type=float, default=DEMO_MINUTES)
     synth.add_argument("--seed", type=int, default=DEMO_SEED)
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace a data set already in OUT")
     synth.set_defaults(func=cmd_data_synth)
     return parser
 

@@ -1,0 +1,49 @@
+"""The CLI is a thin layer: check its wiring, its JSON and its error path end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kfusion.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "stress-predict"
+
+
+def test_inspect_json_on_synthetic_kemocon(kemocon_synth, tmp_path, capsys):
+    assert main(["data", "inspect", f"kemocon:{kemocon_synth}", "--json",
+                 "--cache-dir", str(tmp_path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["windows"]["kept"] > 0
+    assert set(info["labels"]) == {"arousal", "valence", "emotion"}
+    assert sum(v for k, v in info["labels"]["arousal"].items()) == info["windows"]["kept"]
+
+
+def test_inspect_text_on_real_e4_slice(tmp_path, capsys):
+    assert main(["data", "inspect", f"stresspredict:{FIXTURE}", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "Modalities: acc, bvp, eda, temp" in out and "S02" in out and "stress" in out
+
+
+def test_bad_source_gives_a_clear_error_and_exit_code(tmp_path, capsys):
+    (tmp_path / "metadata").mkdir()
+    assert main(["data", "inspect", f"kemocon:{tmp_path}", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kfusion: error: ") and "subjects.csv" in err and "Traceback" not in err
+    assert main(["data", "inspect", "nosuch:/x"]) == 2
+    assert "unknown data source scheme" in capsys.readouterr().err
+
+
+def test_synth_refuses_to_overwrite_without_flag(tmp_path, capsys):
+    out = tmp_path / "set"
+    args = ["data", "synth", str(out), "--participants", "2", "--minutes", "0.5", "--seed", "3"]
+    assert main(args) == 0
+    assert (out / "metadata" / "subjects.csv").is_file()
+    assert main(args) == 2
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([str(Path(sys.executable).parent / "kfusion"), "--version"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("kfusion ")
