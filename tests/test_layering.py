@@ -1,0 +1,40 @@
+"""Data flows one way: data -> models -> training -> evaluation -> export; no cycles."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "kfusion"
+ORDER = ["data", "models", "training", "evaluation", "export"]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", ORDER)
+def test_lower_layers_never_import_higher_ones(layer):
+    higher = {f"kfusion.{name}" for name in ORDER[ORDER.index(layer) + 1:]} | {"kfusion.cli"}
+    offenders = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")) if (PACKAGE / layer).is_dir() else []:
+        for name in _imports(path):
+            if any(name == h or name.startswith(h + ".") for h in higher):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_data_layer_does_not_import_tensorflow():
+    code = ("import sys, kfusion.data.dataset, kfusion.data.inspect, kfusion.cli; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
