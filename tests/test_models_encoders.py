@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from kfusion.data.modalities import input_shape  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from kfusion.data.modalities import MODALITIES, WEARABLES  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
+from model_helpers import tiny_encoders  # noqa: E402
 from kfusion.models import (  # noqa: E402
     MECHANISMS,
     ModalityWeights,
@@ -18,7 +19,6 @@ from kfusion.models import (  # noqa: E402
     fusion_backbone,
     fusion_weights,
     sigrep_encoder,
-    speech_autoencoder,
 )
 
 SUBSETS = {
@@ -29,16 +29,6 @@ SUBSETS = {
 }
 
 
-def tiny_encoders(modalities=MODALITIES):
-    """Small encoders with 8-d embeddings (fast to build); speech [16, 4], wearables [16, C]."""
-    encoders = {}
-    for m in modalities:
-        if m == "speech":
-            encoders[m] = speech_autoencoder((16, 4), code_dim=8, filters=(4,))[1]
-        else:
-            encoders[m] = sigrep_encoder(m, (16, 3 if m == "acc" else 1), filters=1, blocks=2,
-                                         embedding_dim=8)
-    return encoders
 
 
 def random_inputs(model, batch=3, seed=0, presence=None):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from kfusion.data.modalities import MODALITIES, STATISTICS  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
+from model_helpers import tiny_encoders  # noqa: E402
 from kfusion.models import (  # noqa: E402
     backbone_layers,
     backbone_of,
@@ -17,21 +18,12 @@ from kfusion.models import (  # noqa: E402
     freeze_for_fusion_training,
     fusion_backbone,
     fusion_pretraining_model,
-    sigrep_encoder,
-    speech_autoencoder,
     statistic_targets,
 )
 
 
 def tiny_backbone(mechanism="unweighted", modalities=MODALITIES, use_presence=True):
-    encoders = {}
-    for m in modalities:
-        if m == "speech":
-            encoders[m] = speech_autoencoder((16, 4), code_dim=8, filters=(4,))[1]
-        else:
-            encoders[m] = sigrep_encoder(m, (16, 3 if m == "acc" else 1), filters=1, blocks=2,
-                                         embedding_dim=8)
-    return fusion_backbone(encoders, mechanism, projection_units=(8, 4), use_presence=use_presence,
+    return fusion_backbone(tiny_encoders(modalities), mechanism, projection_units=(8, 4), use_presence=use_presence,
                            attention_tokens=4)
 
 

@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from kfusion.models import (  # noqa: E402
     MECHANISMS,
