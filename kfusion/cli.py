@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true",
                        help="replace a data set already in OUT")
     synth.set_defaults(func=cmd_data_synth)
+
+    from kfusion.training.cli_pretrain import add_models_commands, add_pretrain_commands
+
+    add_pretrain_commands(commands)
+    add_models_commands(commands)
     return parser
 
 

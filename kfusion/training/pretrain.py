@@ -1,0 +1,712 @@
+"""The self-supervised pretraining stages (paper §3.1-3.2), resumable run folders.
+
+- :func:`pretrain_encoders` (stage 1a): one SigRep encoder per wearable modality, contrastive
+  (two augmented views, projection head, NT-Xent), on every window where the modality is present.
+- :func:`pretrain_speech` (stage 1b): the sparse MFCC autoencoder (reconstruction MSE plus the
+  encoder's own L1 activity penalty) on speech windows of data sets or audio folders.
+- :func:`pretrain_fusion` (stage 2): per fusion mechanism, the fusion backbone on the pretrained
+  encoders (frozen by default) plus one regression head per masked-span statistic (40 for five
+  modalities), MAE per head, Adam; targets standardised with a scaler fitted on the training
+  participants only; a participant-level validation split is monitored.
+
+Every stage writes a run folder (:class:`kfusion.runs.RunFolder`: ``config.json``,
+``versions.json``, ``data.json``) with one sub-folder per trained model holding
+``progress.json`` and a checkpoint (weights + optimizer + augmenter RNG state) after every
+epoch. A re-run with the same config continues after the last finished epoch and skips finished
+models. Each epoch's data order (and masking draws) is a function of ``(seed, epoch)``, so a
+resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from kfusion.config import DataConfig, FeatureConfig, WindowConfig, _Config
+from kfusion.data.modalities import MODALITIES, SPEECH, STATISTICS, WEARABLES, check_modalities, input_shape
+from kfusion.errors import ConfigError, DataError
+from kfusion.runs import RunFolder, write_json_atomic
+
+__all__ = [
+    "EncoderPretrainConfig", "SpeechPretrainConfig", "FusionPretrainConfig",
+    "pretrain_encoders", "pretrain_speech", "pretrain_fusion", "train_resumable",
+    "split_participants", "encoder_path", "speech_encoder_path", "fusion_paths", "git_commit",
+]
+
+PROGRESS_FILE = "progress.json"
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+def _int(where: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{where}: expected an int >= {minimum}, found {value!r}")
+    return int(value)
+
+
+def _positive(where: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number > 0 or not np.isfinite(number):
+        raise ConfigError(f"{where}: expected a positive number, found {value!r}")
+    return number
+
+
+def _fraction(where: str, value, low: float = 0.0, high: float = 1.0) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not low <= number <= high:
+        raise ConfigError(f"{where}: expected a number in [{low}, {high}], found {value!r}")
+    return number
+
+
+def _pair(where: str, value, low: float, high: float, strict_low: bool = False) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a pair (low, high), found {value!r}") from None
+    if not (low < a if strict_low else low <= a) or not a <= b <= high:
+        raise ConfigError(f"{where}: expected {low} {'<' if strict_low else '<='} low <= high <= {high}, "
+                          f"found {value!r}")
+    return (a, b)
+
+
+def _units(where: str, value, allow_empty: bool = False) -> tuple[int, ...]:
+    value = (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        units = tuple(value)
+    except TypeError:
+        units = None
+    if units is None or (not units and not allow_empty) or not all(
+            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
+        raise ConfigError(f"{where}: expected a list of positive ints, found {value!r}")
+    return units
+
+
+class _StageConfig(_Config):
+    """Common fields and checks of the three stage configs."""
+
+    def _check_common(self):
+        name = type(self).__name__
+        set_ = lambda key, v: object.__setattr__(self, key, v)  # noqa: E731 (frozen dataclass)
+        set_("epochs", _int(f"{name}.epochs", self.epochs))
+        set_("batch_size", _int(f"{name}.batch_size", self.batch_size, 2))
+        set_("learning_rate", _positive(f"{name}.learning_rate", self.learning_rate))
+        set_("seed", _int(f"{name}.seed", self.seed, 0))
+        set_("max_windows", _int(f"{name}.max_windows", self.max_windows, 0))
+        set_("window_seconds", _positive(f"{name}.window_seconds", self.window_seconds))
+        if not 0 <= float(self.window_overlap) < self.window_seconds:
+            raise ConfigError(f"{name}.window_overlap: expected 0 <= overlap < window_seconds "
+                              f"({self.window_seconds}), found {self.window_overlap!r}")
+
+    def data_config(self, modalities, **features) -> DataConfig:
+        window = WindowConfig(seconds=self.window_seconds, overlap=self.window_overlap, missing="fill")
+        return DataConfig(modalities=tuple(modalities), window=window, features=FeatureConfig(**features))
+
+
+@dataclass(frozen=True)
+class EncoderPretrainConfig(_StageConfig):
+    """Stage 1a. ``max_windows``: at most this many windows per modality (0 = all), drawn with
+    ``seed``. Augmentation strengths go to :func:`kfusion.training.augment.default_augmenter`;
+    ``projection_units``: the projection head used in training and dropped afterwards."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    temperature: float = 0.1
+    seed: int = 0
+    max_windows: int = 0
+    noise_stddev: float = 0.05
+    scaling_range: tuple = (0.8, 1.2)
+    warp_strength: float = 0.2
+    segments: int = 4
+    max_zero_ratio: float = 0.25
+    projection_units: tuple = (64, 32)
+    embedding_dim: int = 40
+    window_seconds: float = 4.0
+    window_overlap: float = 1.0
+
+    def __post_init__(self):
+        self._check_common()
+        object.__setattr__(self, "temperature", _positive("EncoderPretrainConfig.temperature", self.temperature))
+        object.__setattr__(self, "scaling_range",
+                           _pair("EncoderPretrainConfig.scaling_range", self.scaling_range, 0.0, float("inf")))
+        _fraction("EncoderPretrainConfig.max_zero_ratio", self.max_zero_ratio)
+        _fraction("EncoderPretrainConfig.noise_stddev", self.noise_stddev, 0.0, float("inf"))
+        _fraction("EncoderPretrainConfig.warp_strength", self.warp_strength, 0.0, float("inf"))
+        _int("EncoderPretrainConfig.segments", self.segments, 2)
+        _int("EncoderPretrainConfig.embedding_dim", self.embedding_dim)
+        object.__setattr__(self, "projection_units",
+                           _units("EncoderPretrainConfig.projection_units", self.projection_units))
+
+
+@dataclass(frozen=True)
+class SpeechPretrainConfig(_StageConfig):
+    """Stage 1b. ``sparsity``: L1 weight on the code; ``validation_fraction``: share of
+    speakers/participants held out for monitoring (0 = none)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    max_windows: int = 0
+    code_dim: int = 40
+    sparsity: float = 1e-4
+    validation_fraction: float = 0.1
+    max_windows_per_file: int = 0
+    window_seconds: float = 4.0
+    window_overlap: float = 1.0
+
+    def __post_init__(self):
+        self._check_common()
+        _int("SpeechPretrainConfig.code_dim", self.code_dim)
+        _fraction("SpeechPretrainConfig.sparsity", self.sparsity, 0.0, float("inf"))
+        _fraction("SpeechPretrainConfig.validation_fraction", self.validation_fraction, 0.0, 0.9)
+        _int("SpeechPretrainConfig.max_windows_per_file", self.max_windows_per_file, 0)
+
+
+@dataclass(frozen=True)
+class FusionPretrainConfig(_StageConfig):
+    """Stage 2. ``mask_ratio``: span length as a fraction of the window, (low, high);
+    ``freeze_encoders``: keep the pretrained encoders fixed (only the fusion layers, projection
+    and heads learn); ``scaler_draws``: passes of random spans used to fit the target scaler."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    max_windows: int = 0
+    mask_ratio: tuple = (0.1, 0.5)
+    statistics: tuple = STATISTICS
+    modalities: tuple = MODALITIES
+    validation_fraction: float = 0.2
+    freeze_encoders: bool = True
+    projection_units: tuple = (128, 64)
+    head_units: tuple = (16,)
+    scaler_draws: int = 2
+    window_seconds: float = 4.0
+    window_overlap: float = 1.0
+
+    def __post_init__(self):
+        from kfusion.training.masking import check_statistics
+
+        self._check_common()
+        object.__setattr__(self, "mask_ratio",
+                           _pair("FusionPretrainConfig.mask_ratio", self.mask_ratio, 0.0, 1.0, strict_low=True))
+        object.__setattr__(self, "statistics", check_statistics(self.statistics))
+        object.__setattr__(self, "modalities", check_modalities(self.modalities))
+        _fraction("FusionPretrainConfig.validation_fraction", self.validation_fraction, 0.0, 0.9)
+        if not isinstance(self.freeze_encoders, bool):
+            raise ConfigError(f"FusionPretrainConfig.freeze_encoders: expected true or false, "
+                              f"found {self.freeze_encoders!r}")
+        object.__setattr__(self, "projection_units",
+                           _units("FusionPretrainConfig.projection_units", self.projection_units))
+        object.__setattr__(self, "head_units",
+                           _units("FusionPretrainConfig.head_units", self.head_units, allow_empty=True))
+        _int("FusionPretrainConfig.scaler_draws", self.scaler_draws)
+
+
+def _check_config(config, cls):
+    if config is None:
+        return cls()
+    if isinstance(config, Mapping):
+        return cls.from_dict(config, cls.__name__)
+    if not isinstance(config, cls):
+        raise ConfigError(f"config: expected a {cls.__name__}, found {type(config).__name__}")
+    return config
+
+
+def _check_sources(sources) -> list[str]:
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    try:
+        sources = [str(s) for s in sources]
+    except TypeError:
+        raise ConfigError(f"sources: expected one or more data sources, found {sources!r}") from None
+    if not sources:
+        raise ConfigError("sources: expected at least one data source (SCHEME:PATH), found none")
+    return sources
+
+
+def git_commit(directory: str | Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the repository holding ``directory`` (this package by default)."""
+    directory = Path(directory or Path(__file__).resolve().parent)
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# --------------------------------------------------------------------------- resumable training
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _build_optimizer(model) -> None:
+    from kfusion.training.contrastive import ContrastiveModel
+
+    if model.optimizer.built:
+        return
+    if isinstance(model, ContrastiveModel):  # its train_step updates exactly these, in this order
+        variables = model.encoder.trainable_weights + model.head.trainable_weights
+    else:
+        variables = model.trainable_variables
+    model.optimizer.build(variables)
+
+
+def _rng_variables(model) -> list:
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def _rng_states(model) -> list:
+    """States of the model's random layers (augmenters); Keras weight files leave them out."""
+    return [np.asarray(v.numpy()).tolist() for v in _rng_variables(model)]
+
+
+def _set_rng_states(model, states: list, checkpoint: Path) -> None:
+    variables = _rng_variables(model)
+    if len(states) != len(variables):
+        raise DataError(checkpoint.parent / PROGRESS_FILE, "rng_states",
+                        f"{len(variables)} random-layer states for this model", len(states))
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def read_progress(stage_dir: str | Path) -> dict:
+    """A stage folder's ``progress.json`` (``epochs_done``, ``checkpoint``, ``history``,
+    ``finished``), or the empty state."""
+    path = Path(stage_dir) / PROGRESS_FILE
+    if not path.is_file():
+        return {"epochs_done": 0, "checkpoint": None, "history": [], "finished": False}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(path, "contents", "the JSON progress record of a kfusion stage",
+                        f"unreadable ({err}); delete the folder to start this model again") from None
+
+
+def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, stage_dir: str | Path,
+                    validation_data=None, tensorboard: bool = False, verbose="auto",
+                    callbacks=()) -> list[dict]:
+    """Fit a compiled ``model`` one epoch at a time, checkpointing after every epoch.
+
+    ``epoch_data(epoch)``: the training data of that (0-based) epoch. After each epoch the
+    weights (with optimizer and RNG-layer state) go to ``stage_dir/checkpoint-NNNN.weights.h5``
+    and ``progress.json`` is rewritten atomically; on a new call the last checkpoint is loaded
+    and training goes on from the next epoch. Returns the per-epoch history (logs of ``fit``).
+    """
+    import keras
+
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    state = read_progress(stage_dir)
+    if state["epochs_done"]:
+        checkpoint = stage_dir / state["checkpoint"]
+        if not checkpoint.is_file():
+            raise DataError(checkpoint, "file", "the checkpoint named in progress.json", "nothing")
+        _build_optimizer(model)
+        model.load_weights(checkpoint)
+        _set_rng_states(model, state.get("rng_states", []), checkpoint)
+    all_callbacks = list(callbacks)
+    if tensorboard:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "logs")))
+    for epoch in range(state["epochs_done"], epochs):
+        fitted = model.fit(epoch_data(epoch), epochs=epoch + 1, initial_epoch=epoch,
+                           validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
+        logs = {key: float(values[-1]) for key, values in fitted.history.items()}
+        name = f"checkpoint-{epoch + 1:04d}.weights.h5"
+        model.save_weights(stage_dir / name)
+        previous = state.get("checkpoint")
+        state = {"epochs_done": epoch + 1, "checkpoint": name, "history": state["history"] + [logs],
+                 "rng_states": _rng_states(model), "finished": False}
+        write_json_atomic(stage_dir / PROGRESS_FILE, state)
+        if previous and previous != name:
+            (stage_dir / previous).unlink(missing_ok=True)
+    return state["history"]
+
+
+def _finish(stage_dir: Path, history: list[dict], products: dict) -> None:
+    state = read_progress(stage_dir)
+    state.update(finished=True, products={k: str(v) for k, v in products.items()}, history=history)
+    write_json_atomic(stage_dir / PROGRESS_FILE, state)
+
+
+def _finished(stage_dir: Path, products) -> bool:
+    return read_progress(stage_dir).get("finished", False) and all(Path(p).is_file() for p in products)
+
+
+def _progress_bar(items, desc: str, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="model", disable=not show)
+
+
+def _subsample(index: np.ndarray, limit: int, rng) -> np.ndarray:
+    if limit and index.size > limit:
+        return np.sort(rng.choice(index, limit, replace=False))
+    return index
+
+
+def split_participants(participants: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, list[str]]:
+    """A bool training mask ``[N]`` and the held-out participant ids: ``round(fraction * P)``
+    participants (at least one when ``fraction > 0`` and there are two or more), drawn with ``seed``."""
+    ids = sorted(set(map(str, participants)))
+    count = int(round(fraction * len(ids)))
+    if fraction > 0 and len(ids) >= 2:
+        count = min(max(count, 1), len(ids) - 1)
+    else:
+        count = 0
+    held = sorted(np.random.default_rng(seed).choice(ids, count, replace=False).tolist()) if count else []
+    return ~np.isin(participants.astype(str), held), held
+
+
+def _command_line() -> str:
+    import sys
+
+    return " ".join(sys.argv)
+
+
+# --------------------------------------------------------------------------- stage 1a
+
+def encoder_path(out: str | Path, modality: str) -> Path:
+    """Where :func:`pretrain_encoders` saves the encoder of ``modality``."""
+    return Path(out) / f"{modality}_encoder.keras"
+
+
+def pretrain_encoders(sources, out: str | Path, config: EncoderPretrainConfig | None = None,
+                      modalities=WEARABLES, cache_dir=None, tensorboard: bool = False,
+                      verbose="auto", progress: bool = True, callbacks=()) -> dict[str, Path]:
+    """Contrastively pretrain one SigRep encoder per wearable modality; returns
+    ``{modality: path of the saved encoder (.keras, encoder alone, no projection head)}``.
+
+    ``sources``: one or more ``SCHEME:PATH`` sources read together; every window in which a
+    modality is present is a training window for that modality's encoder.
+    """
+    import keras
+
+    from kfusion.data.dataset import build_dataset
+    from kfusion.models import sigrep_encoder
+    from kfusion.training.augment import default_augmenter
+    from kfusion.training.contrastive import ContrastiveModel, projection_head
+
+    config = _check_config(config, EncoderPretrainConfig)
+    sources = _check_sources(sources)
+    modalities = check_modalities(modalities)
+    if SPEECH in modalities:
+        raise ConfigError("pretrain_encoders: modalities: speech is pretrained by pretrain_speech; "
+                          f"expected some of {', '.join(WEARABLES)}")
+    out = Path(out)
+    products = {m: encoder_path(out, m) for m in modalities}
+    data = build_dataset(sources, config.data_config(modalities), cache_dir=cache_dir)
+    run = RunFolder(out).start({"stage": "encoders", "sources": sources, "modalities": list(modalities),
+                                "config": config.to_dict()}, data.fingerprint, _command_line())
+    for modality in _progress_bar(modalities, "encoders", progress):
+        stage_dir = out / modality
+        if _finished(stage_dir, [products[modality]]):
+            continue
+        present = np.flatnonzero(np.asarray(data.presence[modality], dtype=bool))
+        index = _subsample(present, config.max_windows, np.random.default_rng(config.seed))
+        if index.size < config.batch_size:
+            raise DataError(sources[0], modality, f"at least batch_size={config.batch_size} windows "
+                            "with this modality present", f"{index.size}")
+        windows = data.inputs[modality][index]
+        keras.utils.set_random_seed(config.seed)
+        encoder = sigrep_encoder(modality, input_shape(modality, config.window_seconds),
+                                 embedding_dim=config.embedding_dim)
+        augmenter = default_augmenter(config.seed, noise_stddev=config.noise_stddev,
+                                      scaling_range=config.scaling_range, warp_strength=config.warp_strength,
+                                      segments=config.segments, max_zero_ratio=config.max_zero_ratio,
+                                      name=f"{modality}_augmenter")
+        model = ContrastiveModel(encoder, projection_head(config.embedding_dim, config.projection_units),
+                                 augmenter, temperature=config.temperature, seed=config.seed,
+                                 name=f"{modality}_contrastive")
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        history = train_resumable(
+            model, lambda epoch: _shuffled_batches(windows, config.batch_size, config.seed, epoch),
+            config.epochs, stage_dir, tensorboard=tensorboard, verbose=verbose, callbacks=callbacks)
+        encoder.save(products[modality])
+        _finish(stage_dir, history, {"encoder": products[modality]})
+        run.append_record("results.jsonl", {"modality": modality, "windows": int(index.size),
+                                            "final_loss": history[-1]["loss"], "epochs": len(history)})
+    return products
+
+
+def _shuffled_batches(windows, batch_size: int, seed: int, epoch: int, targets=None):
+    """Batches of one epoch in an order fixed by ``(seed, epoch)``; the last short batch is
+    dropped so every NT-Xent batch has the same number of negatives."""
+    import tensorflow as tf
+
+    order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(len(windows))
+    x = windows[order]
+    data = (x, x) if targets == "self" else x
+    return tf.data.Dataset.from_tensor_slices(data).batch(batch_size, drop_remainder=targets is None) \
+        .prefetch(2)
+
+
+# --------------------------------------------------------------------------- stage 1b
+
+def speech_encoder_path(out: str | Path) -> Path:
+    """Where :func:`pretrain_speech` saves the speech encoder."""
+    return Path(out) / "speech_encoder.keras"
+
+
+def _is_audio_folder(source: str) -> bool:
+    from kfusion.data.sources import reader_schemes
+
+    scheme, sep, rest = source.partition(":")
+    if sep and scheme == "audio":
+        return True
+    return not (sep and scheme in reader_schemes())
+
+
+def _speech_windows(sources: list[str], config: SpeechPretrainConfig, cache_dir):
+    from kfusion.data.dataset import build_dataset
+    from kfusion.training.audio_corpus import read_audio_corpus
+
+    blocks, groups, prints, reports = [], [], [], []
+    for position, source in enumerate(sources):
+        if _is_audio_folder(source):
+            root = source.partition(":")[2] if source.startswith("audio:") else source
+            corpus = read_audio_corpus(root, config.window_seconds, config.window_overlap,
+                                       max_windows_per_file=config.max_windows_per_file or None,
+                                       seed=config.seed)
+            blocks.append(corpus.inputs)
+            groups.append(np.char.add(f"{position}-", corpus.speakers.astype(str)))
+            prints.append(corpus.fingerprint)
+            reports.append(corpus.report)
+        else:
+            data = build_dataset([source], config.data_config([SPEECH]), cache_dir=cache_dir)
+            present = np.asarray(data.presence[SPEECH], dtype=bool)
+            blocks.append(data.inputs[SPEECH][present])
+            groups.append(np.char.add(f"{position}-", data.participants[present].astype(str)))
+            prints.append(data.fingerprint)
+            reports.append({"source": source, "windows": int(present.sum())})
+    inputs = np.concatenate(blocks)
+    if not len(inputs):
+        raise DataError(sources[0], SPEECH, "at least one window with speech", "none")
+    return inputs, np.concatenate(groups), "+".join(prints), reports
+
+
+def pretrain_speech(sources, out: str | Path, config: SpeechPretrainConfig | None = None,
+                    cache_dir=None, tensorboard: bool = False, verbose="auto",
+                    callbacks=()) -> dict[str, Path]:
+    """Train the sparse MFCC autoencoder; returns ``{"encoder": path, "autoencoder": path}``.
+
+    ``sources``: data sources with speech (``kemocon:PATH``, ``generic:PATH``) and/or audio
+    folders (a plain path or ``audio:PATH``; see :mod:`kfusion.training.audio_corpus`).
+    Loss: MSE reconstruction of the (CMVN-normalised) MFCC window plus the code's L1 penalty.
+    """
+    import keras
+    import tensorflow as tf
+
+    from kfusion.models import speech_autoencoder
+
+    config = _check_config(config, SpeechPretrainConfig)
+    sources = _check_sources(sources)
+    out = Path(out)
+    products = {"encoder": speech_encoder_path(out), "autoencoder": out / "speech_autoencoder.keras"}
+    stage_dir = out / SPEECH
+    inputs, groups, fingerprint, reports = _speech_windows(sources, config, cache_dir)
+    run = RunFolder(out).start({"stage": "speech", "sources": sources, "config": config.to_dict()},
+                               fingerprint, _command_line())
+    if _finished(stage_dir, products.values()):
+        return products
+    rng = np.random.default_rng(config.seed)
+    train_mask, held_out = split_participants(groups, config.validation_fraction, config.seed)
+    train_index = _subsample(np.flatnonzero(train_mask), config.max_windows, rng)
+    train = inputs[train_index]
+    validation = inputs[~train_mask]
+    keras.utils.set_random_seed(config.seed)
+    autoencoder, encoder = speech_autoencoder(input_shape(SPEECH, config.window_seconds),
+                                              code_dim=config.code_dim, sparsity=config.sparsity)
+    autoencoder.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    validation_data = (tf.data.Dataset.from_tensor_slices((validation, validation))
+                       .batch(config.batch_size) if len(validation) else None)
+    history = train_resumable(
+        autoencoder, lambda epoch: _shuffled_batches(train, config.batch_size, config.seed, epoch, "self"),
+        config.epochs, stage_dir, validation_data, tensorboard, verbose, callbacks)
+    encoder.save(products["encoder"])
+    autoencoder.save(products["autoencoder"])
+    _finish(stage_dir, history, products)
+    run.append_record("results.jsonl", {"windows": int(len(train)), "validation_windows": int(len(validation)),
+                                        "held_out": held_out, "sources": reports, **history[-1]})
+    return products
+
+
+# --------------------------------------------------------------------------- stage 2
+
+def fusion_paths(out: str | Path, mechanism: str) -> dict[str, Path]:
+    """Files :func:`pretrain_fusion` writes for ``mechanism``: the pretraining model (backbone +
+    heads), the backbone alone, and the target scaler (JSON)."""
+    out = Path(out)
+    return {"model": out / f"fusion_{mechanism}.keras", "backbone": out / f"fusion_{mechanism}_backbone.keras",
+            "scaler": out / f"fusion_{mechanism}_target_scaler.json"}
+
+
+def _load_model(where: str, value):
+    import keras
+
+    import kfusion.models  # noqa: F401  (registers the custom layers)
+
+    if isinstance(value, keras.Model):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        try:
+            from kfusion import saved_models
+
+            return saved_models.load(str(value))
+        except ConfigError:
+            raise DataError(path, where, "a saved encoder (.keras) or a kfusion saved-model name",
+                            "nothing") from None
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise DataError(path, where, "a Keras model file (.keras)", f"unreadable ({err})") from None
+
+
+def _resolve_encoders(modalities, encoders, speech_encoder, config: FusionPretrainConfig):
+    """``{modality: keras.Model}``: given models/paths, files of an encoder run folder, or fresh
+    random encoders where nothing is given (reported in the returned ``origins``)."""
+    from kfusion.models import sigrep_encoder, speech_autoencoder
+
+    given = {}
+    if isinstance(encoders, (str, Path)):
+        folder = Path(encoders)
+        if not folder.is_dir():
+            raise DataError(folder, "encoders", "the output folder of pretrain_encoders", "nothing")
+        given = {m: encoder_path(folder, m) for m in modalities if m != SPEECH
+                 and encoder_path(folder, m).is_file()}
+        if not given:
+            raise DataError(folder, "encoders", "files <modality>_encoder.keras", "none")
+    elif isinstance(encoders, Mapping):
+        given = {str(k).lower(): v for k, v in encoders.items()}
+    elif encoders is not None:
+        raise ConfigError(f"encoders: expected a folder, a dict {{modality: model or path}} or None, "
+                          f"found {type(encoders).__name__}")
+    if speech_encoder is not None:
+        if isinstance(speech_encoder, (str, Path)) and Path(speech_encoder).is_dir():
+            speech_encoder = speech_encoder_path(speech_encoder)
+        given[SPEECH] = speech_encoder
+    models, origins = {}, {}
+    for m in modalities:
+        if m in given:
+            models[m] = _load_model(f"{m} encoder", given[m])
+            origins[m] = str(given[m]) if not hasattr(given[m], "layers") else "model object"
+            expected = input_shape(m, config.window_seconds)
+            if tuple(models[m].input_shape[1:]) != tuple(expected):
+                raise ConfigError(f"{m} encoder: expected input shape {expected} for "
+                                  f"{config.window_seconds} s windows, found {models[m].input_shape[1:]}")
+        elif m == SPEECH:
+            models[m] = speech_autoencoder(input_shape(m, config.window_seconds))[1]
+            origins[m] = "random"
+        else:
+            models[m] = sigrep_encoder(m, input_shape(m, config.window_seconds))
+            origins[m] = "random"
+    return models, origins
+
+
+def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | None = None,
+                    encoders=None, speech_encoder=None, mechanisms=None, cache_dir=None,
+                    tensorboard: bool = False, verbose="auto", progress: bool = True,
+                    callbacks=()) -> dict[str, dict[str, Path]]:
+    """Masked-statistics fusion pretraining for each mechanism; returns
+    ``{mechanism: fusion_paths(out, mechanism)}``.
+
+    ``encoders``: the folder written by :func:`pretrain_encoders`, or ``{modality: model or
+    .keras path or saved-model name}``; ``speech_encoder``: the folder of
+    :func:`pretrain_speech`, a path or a model. Modalities without a pretrained encoder get a
+    fresh random one (recorded in the run's results). ``mechanisms``: a name or a list (default
+    all three).
+    """
+    import keras
+
+    from kfusion.data.dataset import build_dataset
+    from kfusion.models import MECHANISMS, freeze_encoders, fusion_backbone, fusion_pretraining_model
+    from kfusion.models import presence_array, statistic_targets
+    from kfusion.training.masking import TargetScaler, masked_statistics_dataset
+
+    config = _check_config(config, FusionPretrainConfig)
+    sources = _check_sources(sources)
+    mechanisms = list(MECHANISMS) if mechanisms is None else (
+        [mechanisms] if isinstance(mechanisms, str) else list(mechanisms))
+    bad = [m for m in mechanisms if m not in MECHANISMS]
+    if bad or not mechanisms:
+        raise ConfigError(f"mechanisms: expected some of {', '.join(MECHANISMS)}, found {mechanisms!r}")
+    modalities = config.modalities
+    out = Path(out)
+    data = build_dataset(sources, config.data_config(modalities), cache_dir=cache_dir)
+    run = RunFolder(out).start({"stage": "fusion", "sources": sources, "mechanisms": mechanisms,
+                                "encoders": _describe(encoders), "speech_encoder": _describe(speech_encoder),
+                                "config": config.to_dict()}, data.fingerprint, _command_line())
+    train_mask, held_out = split_participants(data.participants, config.validation_fraction, config.seed)
+    train_index = _subsample(np.flatnonzero(train_mask), config.max_windows, np.random.default_rng(config.seed))
+
+    def arrays(index):
+        picked = {m: data.inputs[m][index] for m in modalities}
+        picked["presence"] = presence_array({m: data.presence[m][index] for m in modalities}, modalities)
+        return picked
+
+    train, validation = arrays(train_index), arrays(np.flatnonzero(~train_mask))
+    if len(train_index) < config.batch_size:
+        raise DataError(sources[0], "windows", f"at least batch_size={config.batch_size} training windows",
+                        len(train_index))
+    targets = statistic_targets(modalities, config.statistics)
+    results = {}
+    for mechanism in _progress_bar(mechanisms, "fusion", progress):
+        paths = fusion_paths(out, mechanism)
+        results[mechanism] = paths
+        stage_dir = out / mechanism
+        if _finished(stage_dir, paths.values()):
+            continue
+        scaler = TargetScaler().fit(train, config.mask_ratio, config.statistics, config.seed,
+                                    draws=config.scaler_draws)
+        write_json_atomic(paths["scaler"], scaler.to_dict())
+        keras.utils.set_random_seed(config.seed)
+        models, origins = _resolve_encoders(modalities, encoders, speech_encoder, config)
+        backbone = fusion_backbone(models, mechanism, config.projection_units, use_presence=True)
+        model = fusion_pretraining_model(backbone, targets, config.head_units)
+        if config.freeze_encoders:
+            freeze_encoders(model)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss={t: "mae" for t in targets})
+        validation_data = masked_statistics_dataset(
+            validation, config.batch_size, config.mask_ratio, config.statistics, config.seed + 1,
+            shuffle=False, target_scaler=scaler) if len(validation["presence"]) else None
+
+        def epoch_data(epoch):
+            return masked_statistics_dataset(train, config.batch_size, config.mask_ratio, config.statistics,
+                                             _epoch_seed(config.seed, epoch), shuffle=True,
+                                             target_scaler=scaler)
+
+        history = train_resumable(model, epoch_data, config.epochs, stage_dir, validation_data,
+                                  tensorboard, verbose, callbacks)
+        model.save(paths["model"])
+        backbone.save(paths["backbone"])  # shares its weights with the trained model
+        _finish(stage_dir, history, paths)
+        run.append_record("results.jsonl", {"mechanism": mechanism, "encoders": origins,
+                                            "train_windows": int(len(train_index)),
+                                            "validation_participants": held_out,
+                                            "loss": history[-1].get("loss"),
+                                            "val_loss": history[-1].get("val_loss")})
+    return results
+
+
+def _describe(value):
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v) for k, v in value.items()}
+    return str(value) if isinstance(value, (str, Path)) else type(value).__name__

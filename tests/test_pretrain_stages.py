@@ -1,0 +1,173 @@
+"""The three pretraining stages from the API: outputs, run folders, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import soundfile
+
+from kfusion.training.audio_corpus import read_audio_corpus
+from kfusion.training.pretrain import (
+    EncoderPretrainConfig,
+    FusionPretrainConfig,
+    SpeechPretrainConfig,
+    pretrain_encoders,
+    pretrain_fusion,
+    pretrain_speech,
+    read_progress,
+)
+
+TINY_ENCODER = EncoderPretrainConfig(epochs=3, batch_size=16, max_windows=64, seed=3)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class KillAtEpoch(keras.callbacks.Callback):
+    """Stands in for a killed process: raises when epoch ``at`` (0-based) begins."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise Interrupt(f"killed at epoch {epoch}")
+
+
+class EpochsSeen(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+@pytest.fixture(scope="module")
+def source(kemocon_synth):
+    return f"kemocon:{kemocon_synth}"
+
+
+@pytest.fixture(scope="module")
+def eda_run(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("encoders")
+    paths = pretrain_encoders([source], out, TINY_ENCODER, modalities=("eda",), cache_dir=False,
+                              verbose=0, progress=False)
+    return out, paths
+
+
+def _weights(model):
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_encoder_stage_saves_the_encoder_alone_with_a_run_folder(eda_run):
+    out, paths = eda_run
+    assert set(paths) == {"eda"} and paths["eda"].is_file()
+    encoder = keras.saving.load_model(paths["eda"], compile=False)
+    assert encoder.input_shape == (None, 16, 1) and encoder.output_shape == (None, 40)
+    assert not any("projection" in layer.name for layer in encoder.layers)
+    for name in ("config.json", "versions.json", "data.json"):
+        assert (out / name).is_file()
+    assert json.loads((out / "config.json").read_text())["config"]["temperature"] == 0.1
+    progress = read_progress(out / "eda")
+    assert progress["finished"] and progress["epochs_done"] == 3 and len(progress["history"]) == 3
+    assert all(np.isfinite(h["loss"]) for h in progress["history"])
+
+
+def test_a_finished_stage_is_not_redone(eda_run, source):
+    out, paths = eda_run
+    before = paths["eda"].stat().st_mtime_ns
+    seen = EpochsSeen()
+    again = pretrain_encoders([source], out, TINY_ENCODER, modalities=("eda",), cache_dir=False,
+                              verbose=0, progress=False, callbacks=[seen])
+    assert again == paths and seen.epochs == [] and paths["eda"].stat().st_mtime_ns == before
+
+
+def test_a_killed_run_resumes_after_its_last_epoch_and_ends_with_the_same_weights(eda_run, source, tmp_path):
+    _, uninterrupted = eda_run
+    out = tmp_path / "killed"
+    with pytest.raises(Interrupt):
+        pretrain_encoders([source], out, TINY_ENCODER, modalities=("eda",), cache_dir=False, verbose=0,
+                          progress=False, callbacks=[KillAtEpoch(2)])
+    state = read_progress(out / "eda")
+    assert state["epochs_done"] == 2 and not state["finished"]
+    assert not (out / "eda_encoder.keras").exists()
+    seen = EpochsSeen()
+    pretrain_encoders([source], out, TINY_ENCODER, modalities=("eda",), cache_dir=False, verbose=0,
+                      progress=False, callbacks=[seen])
+    assert seen.epochs == [2]                       # only the missing epoch ran
+    assert len(read_progress(out / "eda")["history"]) == 3
+    resumed = keras.saving.load_model(out / "eda_encoder.keras", compile=False)
+    reference = keras.saving.load_model(uninterrupted["eda"], compile=False)
+    for a, b in zip(_weights(resumed), _weights(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_folder_refuses_another_config(eda_run, source):
+    from kfusion.errors import ConfigError
+
+    out, _ = eda_run
+    with pytest.raises(ConfigError, match="another configuration"):
+        pretrain_encoders([source], out, TINY_ENCODER.replace(temperature=0.5), modalities=("eda",),
+                          cache_dir=False, verbose=0, progress=False)
+
+
+def _write_tone(path, seconds: float, rate: int, freq: float, seed: int):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.normal(size=t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.stack([audio, audio], axis=1).astype(np.float32), rate)
+
+
+def test_audio_corpus_cuts_voxceleb_like_trees_into_mfcc_windows(tmp_path):
+    _write_tone(tmp_path / "id001" / "videoA" / "00001.wav", 10.0, 8000, 220.0, 0)
+    _write_tone(tmp_path / "id002" / "videoB" / "00001.wav", 2.0, 16000, 440.0, 1)
+    corpus = read_audio_corpus(tmp_path)
+    # 10 s at a 3 s hop: windows at 0, 3, 6 s; the 2 s file is padded to one window.
+    assert corpus.inputs.shape == (4, 400, 40) and corpus.inputs.dtype == np.float32
+    assert corpus.speakers.tolist() == ["id001"] * 3 + ["id002"]
+    assert corpus.report["zero_padded_files"] == ["id002/videoB/00001.wav"]
+    np.testing.assert_allclose(corpus.inputs[0].mean(axis=0), 0.0, atol=1e-4)  # CMVN
+
+
+def test_speech_stage_trains_on_an_audio_folder_and_a_data_set(tmp_path, source):
+    for k in range(3):
+        _write_tone(tmp_path / "audio" / f"clip{k}.wav", 13.0, 16000, 200.0 + 100 * k, k)
+    config = SpeechPretrainConfig(epochs=1, batch_size=8, validation_fraction=0.34, max_windows=40)
+    paths = pretrain_speech([f"audio:{tmp_path / 'audio'}", source], tmp_path / "speech", config,
+                            cache_dir=False, verbose=0)
+    encoder = keras.saving.load_model(paths["encoder"], compile=False)
+    assert encoder.input_shape == (None, 400, 40) and encoder.output_shape == (None, 40)
+    assert paths["autoencoder"].is_file()
+    history = read_progress(tmp_path / "speech" / "speech")["history"]
+    assert len(history) == 1 and {"loss", "val_loss"} <= set(history[0])
+
+
+def test_fusion_stage_with_frozen_pretrained_encoders(eda_run, source, tmp_path):
+    encoders_dir, paths = eda_run
+    config = FusionPretrainConfig(epochs=1, batch_size=16, modalities=("eda", "temp"),
+                                  statistics=("mean", "std"), scaler_draws=1, validation_fraction=0.25,
+                                  projection_units=(8,), head_units=(4,))
+    results = pretrain_fusion([source], tmp_path / "fusion", config, encoders=encoders_dir,
+                              mechanisms="weighted", cache_dir=False, verbose=0, progress=False)
+    files = results["weighted"]
+    model = keras.saving.load_model(files["model"], compile=False)
+    assert sorted(model.output) == ["eda_mean", "eda_std", "temp_mean", "temp_std"]
+    backbone = keras.saving.load_model(files["backbone"], compile=False)
+    assert backbone.output_shape == (None, 8)
+    scaler = json.loads(files["scaler"].read_text())
+    assert set(scaler["mean"]) == {"eda_mean", "eda_std", "temp_mean", "temp_std"}
+    record = [json.loads(line) for line in (tmp_path / "fusion" / "results.jsonl").read_text().splitlines()][0]
+    assert len(record["validation_participants"]) == 1            # 1 of 4 participants held out
+    assert scaler["fitted_with"]["windows"] == record["train_windows"]  # fitted on training windows only
+    assert record["encoders"]["eda"].endswith("eda_encoder.keras") and record["encoders"]["temp"] == "random"
+    # Frozen: the EDA encoder inside the trained model still has the pretrained weights.
+    pretrained = keras.saving.load_model(paths["eda"], compile=False)
+    for a, b in zip(_weights(model.get_layer("eda_encoder")), _weights(pretrained)):
+        np.testing.assert_array_equal(a, b)
