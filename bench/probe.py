@@ -32,7 +32,10 @@ def embed(encoder, windows: np.ndarray) -> np.ndarray:
     return np.asarray(encoder.predict(windows, batch_size=1024, verbose=0), dtype=np.float64)
 
 
-def loso_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict:
+def loso_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+               return_folds: bool = False) -> dict:
+    """Leave-one-subject-out macro F1 of a linear probe on ``features`` [N, D];
+    ``return_folds`` adds ``fold_macro_f1`` (per held-out group, in sorted group order)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.pipeline import make_pipeline
@@ -47,10 +50,25 @@ def loso_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> 
         predicted[test] = probe.predict(features[test])
         fold_scores.append(f1_score(labels[test], predicted[test], average="macro"))
     fold_scores = np.asarray(fold_scores)
-    return {"pooled_macro_f1": float(f1_score(labels, predicted, average="macro")),
-            "fold_macro_f1_mean": float(fold_scores.mean()),
-            "fold_macro_f1_se": float(fold_scores.std(ddof=1) / np.sqrt(len(fold_scores))),
-            "folds": int(len(fold_scores))}
+    result = {"pooled_macro_f1": float(f1_score(labels, predicted, average="macro")),
+              "fold_macro_f1_mean": float(fold_scores.mean()),
+              "fold_macro_f1_se": float(fold_scores.std(ddof=1) / np.sqrt(len(fold_scores))),
+              "folds": int(len(fold_scores))}
+    if return_folds:
+        result["fold_macro_f1"] = fold_scores.tolist()
+    return result
+
+
+def select_windows(labels: np.ndarray, participants: np.ndarray, per_participant: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``per_participant`` labelled (``labels >= 0``) windows per
+    participant, drawn with ``numpy.random.default_rng(seed)`` in sorted participant order."""
+    labelled = np.flatnonzero(labels >= 0)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for pid in sorted(set(participants[labelled])):
+        own = labelled[participants[labelled] == pid]
+        picked.append(np.sort(rng.choice(own, min(per_participant, own.size), replace=False)))
+    return np.concatenate(picked)
 
 
 def main(argv=None) -> int:
@@ -72,13 +90,7 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     data = build_dataset([args.data], DataConfig(modalities=WEARABLES, window=WindowConfig(missing="fill")))
-    labelled = np.flatnonzero(data.labels["stress"] >= 0)
-    rng = np.random.default_rng(args.seed)
-    picked = []
-    for pid in sorted(set(data.participants[labelled])):
-        own = labelled[data.participants[labelled] == pid]
-        picked.append(np.sort(rng.choice(own, min(args.per_participant, own.size), replace=False)))
-    index = np.concatenate(picked)
+    index = select_windows(data.labels["stress"], data.participants, args.per_participant, args.seed)
     labels, groups = data.labels["stress"][index], data.participants[index]
 
     features, rows = {"pretrained": [], "random": []}, []
