@@ -24,3 +24,14 @@ def kemocon_synth_truth():
     from kfusion.data.synthetic import synthetic_states
 
     return synthetic_states(**KEMOCON_SYNTH_ARGS)
+
+
+@pytest.fixture(scope="session")
+def kemocon_synth_medium(tmp_path_factory):
+    """A larger synthetic set (6 participants × 3 min, seed 2, ~340 windows) for checks whose
+    statistics need more windows than ``kemocon_synth`` gives (e.g. int8 vs float macro F1,
+    where one window of 110 moves a six-class F1 by more than a point)."""
+    from kfusion.data.synthetic import write_kemocon_like
+
+    return write_kemocon_like(tmp_path_factory.mktemp("kemocon_synth_medium"), participants=6,
+                              minutes=3.0, seed=2)

@@ -164,15 +164,20 @@ def _mfcc(audio: np.ndarray, settings: MfccSettings, chunk: int) -> np.ndarray:
 
 
 def zscore(windows: np.ndarray, axis: int = -2, eps: float = ZSCORE_EPS) -> np.ndarray:
-    """Z-score along ``axis`` (time): ``(x - mean) / std``; where ``std < eps`` -> zeros.
+    """Z-score along ``axis`` (time): ``(x - mean) / std``; a flat window -> zeros.
 
     ``[N, T, C]`` wearable windows are normalised per window and channel; ``[N, frames, 40]``
-    MFCCs per window and coefficient (CMVN).
+    MFCCs per window and coefficient (CMVN). A window counts as flat when
+    ``std <= eps * (1 + max|x|)``: relative, because rounding leaves noise of ~1e-5 on MFCC
+    values of ~600 in digital silence, which an absolute threshold would blow up to +-1. The
+    in-graph front end (:class:`kfusion.models.frontend.WindowNormalization`) uses the same rule.
     """
-    x = np.asarray(windows, dtype=np.float32)
+    x = np.asarray(windows, dtype=np.float64)
+    scale = np.abs(x).max(axis=axis, keepdims=True)
+    x = x - np.take(x, [0], axis=axis)  # shift-invariant; a constant window becomes exact zeros
     mean = x.mean(axis=axis, keepdims=True)
     std = x.std(axis=axis, keepdims=True)
-    flat = std < eps
+    flat = std <= eps * (1.0 + scale)
     out = (x - mean) / np.where(flat, 1.0, std)
     return np.where(flat, 0.0, out).astype(np.float32)
 
@@ -211,4 +216,4 @@ def window_features(raw: dict, presence: dict, features: FeatureConfig | None = 
 
 def feature_settings() -> dict:
     """Everything about feature extraction that changes the numbers (for cache keys)."""
-    return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS}
+    return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kfusion.data.modalities import STATISTICS
 from kfusion.models.freezing import backbone_layers, freeze_encoders, freeze_for_fusion_training
+from kfusion.models.frontend import MfccFrontEnd, WindowNormalization
 from kfusion.models.fusion import (
     DEFAULT_PROJECTION_UNITS,
     MECHANISMS,
@@ -44,4 +45,5 @@ __all__ = [
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
     "freeze_for_fusion_training", "freeze_encoders", "backbone_layers",
     "ModalityWeights", "PresenceGate", "TokenPositionEmbedding", "ActivityL1", "find_layer",
+    "MfccFrontEnd", "WindowNormalization",
 ]

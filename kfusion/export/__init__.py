@@ -1,0 +1,34 @@
+"""Export for phones (the last layer of the pipeline; only ``kfusion.cli`` imports it).
+
+- :mod:`~kfusion.export.frontend`: the in-graph MFCC front end and per-window normalisation
+  (registered Keras layers), :func:`raw_input_model`.
+- :mod:`~kfusion.export.tflite`: :func:`export_model` (SavedModel / TFLite, builtin ops only,
+  float32 / float16 / dynamic / int8, JSON sidecar), :func:`export_variants`.
+- :mod:`~kfusion.export.predict`: :func:`load_predictor` (``.keras``, SavedModel, ``.tflite``
+  alike), :func:`predict` (a per-window timeline CSV and plot), :class:`StreamingPredictor`.
+
+Submodules import TensorFlow lazily where they can; import them directly
+(``from kfusion.export.tflite import export_model``) or use the names below.
+"""
+
+from __future__ import annotations
+
+_EXPORTS = {
+    "MfccFrontEnd": "frontend", "WindowNormalization": "frontend", "raw_input_model": "frontend",
+    "raw_input_shapes": "frontend",
+    "export_model": "tflite", "export_variants": "tflite", "QUANTIZATIONS": "tflite",
+    "FORMATS": "tflite", "UnsupportedOpsError": "tflite", "read_sidecar": "tflite",
+    "sidecar_path": "tflite", "representative_inputs": "tflite",
+    "Predictor": "predict", "load_predictor": "predict", "predict": "predict",
+    "StreamingPredictor": "predict", "recording_windows": "predict", "timeline": "predict",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"kfusion.export.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'kfusion.export' has no attribute {name!r}")

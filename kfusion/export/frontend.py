@@ -1,0 +1,82 @@
+"""Putting the shared in-graph front end (:mod:`kfusion.models.frontend`) in front of a
+features-input model, so a phone app hands the model raw sensor buffers instead of features it
+would have to compute exactly as training did.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from kfusion.config import FeatureConfig
+from kfusion.data.features import MFCC_SETTINGS
+from kfusion.data.modalities import MODALITIES, SPEECH
+from kfusion.errors import ConfigError
+from kfusion.models.frontend import (  # noqa: F401  (re-exported for export users)
+    FRONT_END_LAYERS,
+    MfccFrontEnd,
+    WindowNormalization,
+    dft_matrices,
+)
+
+PRESENCE = "presence"
+
+
+
+def _model_inputs(model: keras.Model) -> dict[str, tuple]:
+    """``{input name: shape without batch}`` of a features-input kfusion model."""
+    out = {}
+    for tensor in model.inputs:
+        name = tensor.name.split(":")[0]
+        out[name] = tuple(tensor.shape[1:])
+    unknown = [n for n in out if n not in MODALITIES and n != PRESENCE]
+    if unknown or not any(n in MODALITIES for n in out):
+        raise ConfigError(f"model {model.name!r}: expected inputs named by modality "
+                          f"({', '.join(MODALITIES)}) and optionally {PRESENCE!r}, found {list(out)}")
+    return out
+
+
+def raw_input_shapes(model: keras.Model) -> dict[str, tuple]:
+    """Raw-buffer shape (no batch) of every input of a features-input ``model``: speech
+    ``(frames * hop,)`` audio samples (``(64000,)`` for 400 frames), wearables unchanged
+    (samples at the nominal rate x channels), presence unchanged."""
+    shapes = {}
+    for name, shape in _model_inputs(model).items():
+        if name == SPEECH:
+            if shape[-1] != MFCC_SETTINGS.n_mfcc:
+                raise ConfigError(f"model {model.name!r}: speech input: expected [frames, "
+                                  f"{MFCC_SETTINGS.n_mfcc}] MFCCs, found {list(shape)}")
+            shapes[name] = (shape[0] * MFCC_SETTINGS.hop_length,)
+        else:
+            shapes[name] = shape
+    return shapes
+
+
+def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
+                    name: str | None = None) -> keras.Model:
+    """``model`` (features in) behind the front end (raw buffers in), sharing its weights.
+
+    Inputs, named as ``model``'s: ``speech [B, 64000]`` 16 kHz samples in [-1, 1] ->
+    :class:`MfccFrontEnd` (+ :class:`WindowNormalization` when ``features.speech_norm ==
+    "cmvn"``); ``acc [B, 128, 3]`` (1/64 g), ``bvp [B, 256, 1]``, ``eda [B, 16, 1]`` (µS),
+    ``temp [B, 16, 1]`` (°C) at the nominal rates -> :class:`WindowNormalization` when
+    ``features.wearable_norm == "zscore"``; ``presence`` passed through. Outputs: ``model``'s.
+    """
+    features = features or FeatureConfig()
+    if not isinstance(features, FeatureConfig):
+        raise ConfigError(f"raw_input_model: features: expected a FeatureConfig, found "
+                          f"{type(features).__name__}")
+    shapes = raw_input_shapes(model)
+    inputs, fed = {}, {}
+    for input_name, shape in shapes.items():
+        inputs[input_name] = keras.Input(shape, name=input_name)
+        x = inputs[input_name]
+        if input_name == SPEECH:
+            x = MfccFrontEnd(name="speech_mfcc")(x)
+            if features.speech_norm == "cmvn":
+                x = WindowNormalization(name="speech_cmvn")(x)
+        elif input_name != PRESENCE and features.wearable_norm == "zscore":
+            x = WindowNormalization(name=f"{input_name}_zscore")(x)
+        fed[input_name] = x
+    outputs = model(fed)
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_raw")
+

@@ -1,0 +1,505 @@
+"""Prediction timelines from exported models: ``.keras``, SavedModel folder or ``.tflite`` alike.
+
+:func:`load_predictor` picks the runtime by path and returns a :class:`Predictor` (one
+interface: ``predict({input: [N, ...]}) -> {target: [N, classes]}``, and the facts an app
+needs: raw or feature inputs, modalities, targets and class names, window length).
+:func:`predict` cuts a recording into windows exactly as training does (same clock, same
+windows, features computed by :mod:`kfusion.data.features` for a features-input model, raw
+buffers for a raw-input one) and writes one row per window. :class:`StreamingPredictor`
+takes raw samples as they arrive and predicts each window as soon as it is complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kfusion.config import DataConfig, FeatureConfig, WindowConfig
+from kfusion.data.features import MFCC_SETTINGS, window_features
+from kfusion.data.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
+from kfusion.data.sources import load_recordings
+from kfusion.data.windows import RecordingWindows, cut_windows
+from kfusion.errors import ConfigError, DataError
+from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar
+
+__all__ = ["Predictor", "load_predictor", "predict", "timeline", "recording_windows",
+           "StreamingPredictor", "model_inputs_from_windows"]
+
+
+# --------------------------------------------------------------------------- predictors
+
+@dataclass
+class Predictor:
+    """A loaded model behind one interface (see :func:`load_predictor`).
+
+    ``input_shapes``: input name -> shape without batch; ``raw_inputs``: True when the model
+    takes raw buffers (the front end is in its graph); ``classes``: target -> class names in
+    output order; ``window_seconds`` / ``hop_seconds``: the windows it was trained on;
+    ``features``: how a features-input model's inputs are normalised.
+    """
+
+    path: Path
+    kind: str
+    input_shapes: dict
+    raw_inputs: bool
+    classes: dict
+    window_seconds: float
+    hop_seconds: float = 3.0
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.input_shapes)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.classes)
+
+    @property
+    def uses_presence(self) -> bool:
+        return PRESENCE in self.input_shapes
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{input: float32 [N, ...]}`` -> ``{target: float32 [N, classes]}``."""
+        arrays = self._check_inputs(inputs)
+        n = next(iter(arrays.values())).shape[0]
+        if n == 0:
+            return {t: np.zeros((0, len(c)), dtype=np.float32) for t, c in self.classes.items()}
+        out = self._run(arrays)
+        return {t: np.asarray(out[t], dtype=np.float32).reshape(n, len(c))
+                for t, c in self.classes.items()}
+
+    def _check_inputs(self, inputs) -> dict[str, np.ndarray]:
+        missing = [k for k in self.input_shapes if k not in inputs]
+        if missing:
+            raise ConfigError(f"{self.path}: missing model input(s) {', '.join(missing)}; the "
+                              f"model takes {', '.join(self.input_shapes)}")
+        arrays = {}
+        for name, shape in self.input_shapes.items():
+            value = np.asarray(inputs[name], dtype=np.float32)
+            if tuple(value.shape[1:]) != tuple(shape):
+                raise ConfigError(f"{self.path}: input {name!r}: expected [N, "
+                                  f"{', '.join(map(str, shape))}], found {list(value.shape)}")
+            arrays[name] = np.ascontiguousarray(value)
+        if len({a.shape[0] for a in arrays.values()}) != 1:
+            raise ConfigError(f"{self.path}: inputs have different numbers of windows: "
+                              f"{ {k: a.shape[0] for k, a in arrays.items()} }")
+        return arrays
+
+    def _run(self, arrays: dict) -> dict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class KerasPredictor(Predictor):
+    model = None
+    batch_size = 64
+
+    def _run(self, arrays):
+        n = next(iter(arrays.values())).shape[0]
+        parts = []
+        for begin in range(0, n, self.batch_size):
+            batch = {k: v[begin:begin + self.batch_size] for k, v in arrays.items()}
+            out = self.model(batch, training=False)
+            parts.append({t: np.asarray(out[t]) for t in self.classes})
+        return {t: np.concatenate([p[t] for p in parts]) for t in self.classes}
+
+
+class SavedModelPredictor(Predictor):
+    function = None
+    batch_size = 64
+
+    def _run(self, arrays):
+        import tensorflow as tf
+
+        n = next(iter(arrays.values())).shape[0]
+        parts = []
+        for begin in range(0, n, self.batch_size):
+            batch = {k: tf.constant(v[begin:begin + self.batch_size]) for k, v in arrays.items()}
+            out = self.function(**batch)
+            parts.append({t: out[t].numpy() for t in self.classes})
+        return {t: np.concatenate([p[t] for p in parts]) for t in self.classes}
+
+
+class TFLitePredictor(Predictor):
+    """Runs one window per call, as a phone does (LiteRT signature runner)."""
+
+    runner = None
+
+    def _run(self, arrays):
+        n = next(iter(arrays.values())).shape[0]
+        out = {t: np.empty((n, len(c)), dtype=np.float32) for t, c in self.classes.items()}
+        for i in range(n):
+            result = self.runner(**{k: v[i:i + 1] for k, v in arrays.items()})
+            for t in self.classes:
+                out[t][i] = result[t][0]
+        return out
+
+
+def _kind(path: Path) -> str:
+    if path.suffix == ".tflite":
+        return "tflite"
+    if path.suffix == ".keras":
+        return "keras"
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return "savedmodel"
+    if path.is_dir():
+        raise DataError(path, "saved_model.pb", "a SavedModel folder (with saved_model.pb)", "a folder without it")
+    raise DataError(path, "model", "a .keras file, a SavedModel folder or a .tflite file",
+                    f"'{path.name}'")
+
+
+def _infer_raw(shapes: dict) -> bool:
+    # A speech input of raw samples has rank 1; for wearable-only models raw and feature inputs
+    # have the same shape, and z-scored windows are right for both (z-scoring is idempotent).
+    return SPEECH in shapes and len(shapes[SPEECH]) == 1
+
+
+def _window_seconds(shapes: dict, raw: bool) -> float:
+    for m in MODALITIES:
+        if m in shapes:
+            if m == SPEECH:
+                samples = shapes[m][0] if raw else shapes[m][0] * MFCC_SETTINGS.hop_length
+                return samples / AUDIO_RATE
+            return shapes[m][0] / NOMINAL_RATES[m]
+    raise ConfigError(f"model inputs {list(shapes)}: none named by a modality ({', '.join(MODALITIES)})")
+
+
+def load_predictor(path, classes: Mapping | None = None, num_threads: int | None = 1) -> Predictor:
+    """A :class:`Predictor` for ``path``: ``*.keras`` (Keras), a SavedModel folder or
+    ``*.tflite`` (``ai_edge_litert`` interpreter, ``num_threads`` threads). Facts come from the
+    sidecar ``<path>.json`` when there is one, else from the model itself (class names then
+    default to K-EmoCon's / Stress-Predict's for known targets, ``class_<i>`` otherwise;
+    ``classes`` overrides)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "model", "an existing .keras file, SavedModel folder or .tflite file", "nothing")
+    kind = _kind(path)
+    side = read_sidecar(path) or {}
+    if kind == "keras":
+        from kfusion.export.tflite import is_raw_input_model, load_keras_model, model_targets
+
+        model = load_keras_model(path)
+        shapes = {t.name.split(":")[0]: tuple(t.shape[1:]) for t in model.inputs}
+        targets = model_targets(model)
+        raw = is_raw_input_model(model)
+        predictor_cls, extra = KerasPredictor, {"model": model}
+    elif kind == "savedmodel":
+        import tensorflow as tf
+
+        try:
+            loaded = tf.saved_model.load(str(path))
+            function = loaded.signatures[SIGNATURE]
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(path, f"signature {SIGNATURE!r}", "a SavedModel exported by kfusion",
+                            f"unreadable ({type(err).__name__}: {str(err)[:200]})") from None
+        specs = function.structured_input_signature[1]
+        shapes = {k: tuple(int(d) for d in v.shape[1:]) for k, v in specs.items()}
+        targets = {k: int(v.shape[-1]) for k, v in function.structured_outputs.items()}
+        raw = side.get("raw_inputs", _infer_raw(shapes))
+        predictor_cls, extra = SavedModelPredictor, {"function": function, "_loaded": loaded}
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            runner = interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as err:
+            raise DataError(path, f"signature {SIGNATURE!r}", "a TFLite model exported by kfusion",
+                            f"unreadable ({str(err)[:200]})") from None
+        shapes = {k: tuple(int(d) for d in v["shape"][1:]) for k, v in runner.get_input_details().items()}
+        targets = {k: int(v["shape"][-1]) for k, v in runner.get_output_details().items()}
+        raw = side.get("raw_inputs", _infer_raw(shapes))
+        predictor_cls, extra = TFLitePredictor, {"runner": runner, "_interpreter": interpreter}
+    if not any(m in shapes for m in MODALITIES):
+        raise DataError(path, "inputs", f"inputs named by modality ({', '.join(MODALITIES)})",
+                        ", ".join(shapes))
+    side_classes = {o["name"]: o["classes"] for o in side.get("outputs", []) if "classes" in o}
+    names = _class_names(targets, {**side_classes, **dict(classes or {})})
+    window = side.get("window", {})
+    features = FeatureConfig.from_dict(side["features"], where=f"{path}.json: features") \
+        if "features" in side else FeatureConfig()
+    predictor = predictor_cls(path=path, kind=kind, input_shapes=shapes, raw_inputs=bool(raw),
+                              classes=names,
+                              window_seconds=float(window.get("seconds", _window_seconds(shapes, bool(raw)))),
+                              hop_seconds=float(window.get("hop_seconds", WindowConfig().hop)),
+                              features=features)
+    for key, value in extra.items():
+        setattr(predictor, key, value)
+    return predictor
+
+
+# --------------------------------------------------------------------------- windows -> inputs
+
+def recording_windows(source, config: DataConfig | None = None, participants=None) -> list[RecordingWindows]:
+    """Raw windows (:class:`~kfusion.data.windows.RecordingWindows`) of every participant of a
+    ``scheme:PATH`` source, cut as :func:`kfusion.data.dataset.build_dataset` cuts them."""
+    config = config or DataConfig()
+    loaded = load_recordings(source, config, participants=participants)
+    return [cut_windows(recording, config) for recording in loaded.recordings]
+
+
+def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapping) -> dict:
+    """The model inputs of windows: raw buffers (raw-input model) or features, plus presence.
+
+    ``raw``/``presence``: per modality ``[N, ...]`` raw windows and bool ``[N]`` (as in
+    :class:`RecordingWindows`)."""
+    from kfusion.models import presence_array
+
+    modalities = predictor.modalities
+    missing = [m for m in modalities if m not in raw]
+    if missing:
+        raise ConfigError(f"windows lack the model's modalities {', '.join(missing)}")
+    raw = {m: raw[m] for m in modalities}
+    presence = {m: np.asarray(presence[m], dtype=bool) for m in modalities}
+    if predictor.raw_inputs:
+        inputs = {m: np.where(_expand(presence[m], raw[m].ndim), raw[m], 0.0).astype(np.float32)
+                  for m in modalities}
+    else:
+        inputs = window_features(raw, presence, predictor.features)
+    if predictor.uses_presence:
+        inputs[PRESENCE] = presence_array(presence, modalities)
+    return inputs
+
+
+def _expand(mask: np.ndarray, ndim: int) -> np.ndarray:
+    return mask.reshape(mask.shape + (1,) * (ndim - 1))
+
+
+def _rows(predictor: Predictor, participant: str, starts: np.ndarray, origin: float,
+          presence: Mapping, probabilities: Mapping) -> list[dict]:
+    rows = []
+    for i, start in enumerate(starts):
+        row = {"participant": participant, "window_start": float(start),
+               "time_from_start": float(start - origin)}
+        for m in predictor.modalities:
+            row[f"present_{m}"] = int(bool(presence[m][i]))
+        for target, names in predictor.classes.items():
+            p = probabilities[target][i]
+            for name, value in zip(names, p):
+                row[f"{target}_p_{name}"] = float(value)
+            row[target] = names[int(np.argmax(p))]
+        rows.append(row)
+    return rows
+
+
+def timeline(predictor: Predictor, windows: list[RecordingWindows]):
+    """A ``pandas.DataFrame``, one row per window: ``participant``, ``window_start`` (UNIX s),
+    ``time_from_start`` (s from the start of the participant's windowed span),
+    ``present_<modality>`` (0/1), ``<target>_p_<class>`` probabilities and ``<target>`` (the
+    most probable class)."""
+    import pandas as pd
+
+    rows = []
+    for w in windows:
+        if w.kept == 0:
+            continue
+        inputs = model_inputs_from_windows(predictor, w.raw, w.presence)
+        probabilities = predictor.predict(inputs)
+        origin = float(w.span[0]) if w.span is not None else float(w.starts[0])
+        rows.extend(_rows(predictor, w.participant, w.starts, origin, w.presence, probabilities))
+    columns = ["participant", "window_start", "time_from_start"] + \
+        [f"present_{m}" for m in predictor.modalities] + \
+        [c for t, names in predictor.classes.items() for c in [f"{t}_p_{n}" for n in names] + [t]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _predict_config(predictor: Predictor, config: DataConfig | None) -> DataConfig:
+    if config is None:
+        seconds = predictor.window_seconds
+        overlap = max(0.0, seconds - predictor.hop_seconds)
+        return DataConfig(modalities=predictor.modalities,
+                          window=WindowConfig(seconds=seconds, overlap=overlap,
+                                              missing="fill" if predictor.uses_presence else "drop"),
+                          features=predictor.features)
+    if not isinstance(config, DataConfig):
+        raise ConfigError(f"predict: config: expected a DataConfig, found {type(config).__name__}")
+    if tuple(config.modalities) != predictor.modalities:
+        raise ConfigError(f"predict: config.modalities: expected the model's modalities "
+                          f"{', '.join(predictor.modalities)}, found {', '.join(config.modalities)}")
+    if abs(config.window.seconds - predictor.window_seconds) > 1e-6:
+        raise ConfigError(f"predict: config.window.seconds: expected the model's window "
+                          f"({predictor.window_seconds:g} s), found {config.window.seconds:g}")
+    return config
+
+
+def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = None,
+            participants=None, classes: Mapping | None = None):
+    """Write a per-window timeline CSV (see :func:`timeline`) of ``source`` (``scheme:PATH``)
+    predicted by the model at ``model_path`` (``.keras``, SavedModel folder or ``.tflite``);
+    optionally a PNG plot of the class probabilities over time. ``config`` defaults to the
+    model's modalities and window (4 s, 3 s hop) with absent modalities zero-filled and masked
+    (``missing="fill"``) when the model has a presence input, and the sidecar's feature
+    normalisation; a given ``config.features`` wins for a features-input model. Returns the
+    DataFrame."""
+    predictor = load_predictor(model_path, classes=classes)
+    if config is not None and not predictor.raw_inputs:
+        predictor.features = getattr(config, "features", predictor.features)
+    config = _predict_config(predictor, config)
+    frame = timeline(predictor, recording_windows(source, config, participants))
+    if frame.empty:
+        raise DataError(str(source), "windows", f"at least one {config.window.seconds:g} s window "
+                        f"with the model's modalities ({', '.join(predictor.modalities)})", "none")
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out_csv, index=False, float_format="%.6g")
+    if plot is not None:
+        plot_timeline(frame, predictor.classes, plot)
+    return frame
+
+
+def plot_timeline(frame, classes: Mapping, out, max_rows: int = 12) -> Path:
+    """Stacked class probabilities over time, one panel per participant and target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(p, t) for p in dict.fromkeys(frame["participant"]) for t in classes]
+    shown = panels[:max_rows]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 1.8 * len(shown) + 0.6), squeeze=False,
+                             sharex=False)
+    for ax, (participant, target) in zip(axes[:, 0], shown):
+        rows = frame[frame["participant"] == participant]
+        t = rows["time_from_start"].to_numpy()
+        values = [rows[f"{target}_p_{c}"].to_numpy() for c in classes[target]]
+        ax.stackplot(t, values, labels=classes[target], step="post")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(t.min(), t.max() if t.max() > t.min() else t.min() + 1)
+        ax.set_ylabel(f"{participant}\n{target}", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    axes[-1, 0].set_xlabel("time from start (s), window start")
+    if len(panels) > len(shown):
+        fig.suptitle(f"first {len(shown)} of {len(panels)} panels", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- streaming
+
+class StreamingPredictor:
+    """Predictions from raw samples as they arrive, one per complete window.
+
+    Push raw samples per modality (``push("bvp", samples)``): speech ``[n]`` at 16 kHz in
+    [-1, 1]; wearables ``[n, channels]`` (or ``[n]`` for one channel) at the nominal rates
+    (ACC 32, BVP 64, EDA 4, TEMP 4 Hz) in E4 units. Every stream starts at ``start`` (UNIX s).
+    Window ``k`` covers ``[start + k hop, start + k hop + seconds)``; it is predicted as soon as
+    every streamed modality holds it. Modalities not in ``modalities`` (default: all of the
+    model's) are absent: zeros and presence 0. A window holding a NaN marks that modality
+    absent, as in batch windowing. The outputs equal :func:`timeline`'s for the same samples.
+    Samples before the next window are dropped, so memory stays at about one window.
+    """
+
+    def __init__(self, predictor: Predictor, start: float = 0.0, modalities=None,
+                 window: WindowConfig | None = None, participant: str = "stream"):
+        if not isinstance(predictor, Predictor):
+            raise ConfigError(f"StreamingPredictor: predictor: expected a Predictor (load_predictor), "
+                              f"found {type(predictor).__name__}")
+        self.predictor = predictor
+        self.window = window or WindowConfig(seconds=predictor.window_seconds,
+                                             overlap=max(0.0, predictor.window_seconds - predictor.hop_seconds))
+        if abs(self.window.seconds - predictor.window_seconds) > 1e-6:
+            raise ConfigError(f"StreamingPredictor: window.seconds: expected the model's window "
+                              f"({predictor.window_seconds:g} s), found {self.window.seconds:g}")
+        streamed = predictor.modalities if modalities is None else check_modalities(modalities)
+        unknown = [m for m in streamed if m not in predictor.modalities]
+        if unknown:
+            raise ConfigError(f"StreamingPredictor: modalities: the model takes "
+                              f"{', '.join(predictor.modalities)}, not {', '.join(unknown)}")
+        if not predictor.uses_presence and set(streamed) != set(predictor.modalities):
+            raise ConfigError("StreamingPredictor: modalities: this model has no presence input, "
+                              f"so every one of {', '.join(predictor.modalities)} must be streamed")
+        self.streamed = tuple(m for m in predictor.modalities if m in streamed)
+        self.start = float(start)
+        self.participant = participant
+        self.rates = {m: float(AUDIO_RATE) if m == SPEECH else NOMINAL_RATES[m]
+                      for m in predictor.modalities}
+        self.lengths = {m: int(round(self.window.seconds * r)) for m, r in self.rates.items()}
+        self._buffers = {m: [] for m in self.streamed}
+        self._buffered = {m: 0 for m in self.streamed}
+        self._offset = {m: 0 for m in self.streamed}     # absolute index of the first kept sample
+        self.next_window = 0
+
+    def _shape(self, modality: str) -> tuple:
+        shape = self.predictor.input_shapes[modality]
+        if modality == SPEECH:
+            return ()
+        return (shape[-1],)
+
+    def push(self, modality: str, samples) -> list[dict]:
+        """Append samples of one modality; returns the rows of the windows completed."""
+        if modality not in self.streamed:
+            raise ConfigError(f"StreamingPredictor.push: modality {modality!r} is not streamed "
+                              f"(streamed: {', '.join(self.streamed)})")
+        values = np.asarray(samples, dtype=np.float32)
+        channels = self._shape(modality)
+        if channels and values.ndim == 1 and channels == (1,):
+            values = values[:, None]
+        if values.shape[1:] != channels:
+            raise ConfigError(f"StreamingPredictor.push: {modality}: expected samples of shape "
+                              f"[n{', ' + str(channels[0]) if channels else ''}], found {list(values.shape)}")
+        if values.shape[0]:
+            self._buffers[modality].append(values)
+            self._buffered[modality] += values.shape[0]
+        return self._drain()
+
+    def push_many(self, chunks: Mapping) -> list[dict]:
+        """Append chunks of several modalities at once (``{modality: samples}``)."""
+        rows = []
+        for modality, samples in chunks.items():
+            rows.extend(self.push(modality, samples))
+        return rows
+
+    def _first_index(self, modality: str, k: int) -> int:
+        return int(round(k * self.window.hop * self.rates[modality]))
+
+    def _ready(self, k: int) -> bool:
+        return all(self._offset[m] + self._buffered[m] >= self._first_index(m, k) + self.lengths[m]
+                   for m in self.streamed)
+
+    def _drain(self) -> list[dict]:
+        ready = []
+        while self._ready(self.next_window + len(ready)):
+            ready.append(self.next_window + len(ready))
+        if not ready:
+            return []
+        raw, presence = {}, {}
+        for m in self.predictor.modalities:
+            n = self.lengths[m]
+            shape = (len(ready), n) + self._shape(m)
+            block = np.zeros(shape, dtype=np.float32)
+            present = np.zeros(len(ready), dtype=bool)
+            if m in self.streamed:
+                data = np.concatenate(self._buffers[m]) if len(self._buffers[m]) > 1 else self._buffers[m][0]
+                self._buffers[m] = [data]
+                for row, k in enumerate(ready):
+                    i0 = self._first_index(m, k) - self._offset[m]
+                    window = data[i0:i0 + n]
+                    if np.isfinite(window).all():
+                        block[row] = window
+                        present[row] = True
+            raw[m], presence[m] = block, present
+        self.next_window = ready[-1] + 1
+        self._trim()
+        starts = self.start + np.asarray(ready, dtype=np.float64) * self.window.hop
+        inputs = model_inputs_from_windows(self.predictor, raw, presence)
+        probabilities = self.predictor.predict(inputs)
+        return _rows(self.predictor, self.participant, starts, self.start, presence, probabilities)
+
+    def _trim(self) -> None:
+        for m in self.streamed:
+            keep_from = self._first_index(m, self.next_window)
+            drop = keep_from - self._offset[m]
+            if drop <= 0 or not self._buffers[m]:
+                continue
+            data = self._buffers[m][0] if len(self._buffers[m]) == 1 else np.concatenate(self._buffers[m])
+            drop = min(drop, data.shape[0])
+            self._buffers[m] = [data[drop:]]
+            self._buffered[m] -= drop
+            self._offset[m] += drop

@@ -1,0 +1,727 @@
+"""Export for phones: SavedModel and TFLite (builtin ops only), with a JSON sidecar.
+
+:func:`export_model` writes one file (TFLite) or folder (SavedModel) plus ``<path>.json``
+describing inputs, outputs, quantisation and the kfusion version; :func:`export_variants`
+writes many quantisations of one model from a single SavedModel export (benchmarks, tests).
+
+Quantisations (TFLite): ``none`` (float32), ``float16`` (weights stored as float16),
+``dynamic`` (int8 weights, float activations quantised on the fly) and ``int8`` (int8 weights
+and activations calibrated on a representative set of training windows; float32 inputs and
+outputs, so the app code is the same for every variant).
+
+Raw-input models (``raw_inputs=True``) carry the :mod:`~kfusion.export.frontend` in the graph.
+Its constants (DFT, mel, DCT matrices) and its arithmetic stay float32 in every variant: the
+power spectrum spans many decades, and an int8 or float16 DFT would change the MFCCs by far
+more than the model tolerates (measured: dynamic range quantisation of the front end alone
+moves CMVN-normalised MFCCs by up to 7 standard deviations). For ``int8`` the front-end
+operations are excluded from quantisation (calibrated conversion, then quantisation with a
+node deny-list, as ``tf.lite.experimental.QuantizationDebugger`` does); for ``float16`` and
+``dynamic``, which the converter applies to every constant, the front end's constants are put
+back to their float32 values in the converted file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import kfusion
+from kfusion.config import FeatureConfig, WindowConfig
+from kfusion.data.features import MFCC_SETTINGS, window_features
+from kfusion.data.labels import TARGET_CLASSES
+from kfusion.data.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
+from kfusion.data.readers.stress_predict import STRESS_CLASSES
+from kfusion.errors import ConfigError, DataError
+from kfusion.export.frontend import FRONT_END_LAYERS, PRESENCE, raw_input_model
+
+__all__ = ["export_model", "export_variants", "QUANTIZATIONS", "FORMATS", "UnsupportedOpsError",
+           "representative_inputs", "sidecar_path", "read_sidecar", "tflite_ops", "load_keras_model",
+           "model_targets", "model_modalities", "is_raw_input_model"]
+
+QUANTIZATIONS: tuple[str, ...] = ("none", "float16", "dynamic", "int8")
+FORMATS: tuple[str, ...] = ("savedmodel", "tflite")
+SIGNATURE = "serving_default"
+SIDECAR_VERSION = 1
+#: Class names of the targets of the built-in readers (K-EmoCon's; Stress-Predict's "stress").
+_KNOWN_CLASSES = {**{t: tuple(c) for t, c in TARGET_CLASSES.items()}, "stress": STRESS_CLASSES}
+
+_UNITS = {
+    "raw": {SPEECH: "audio samples in [-1, 1] (float PCM, mono)",
+            "acc": "1/64 g (Empatica E4 raw units; 64 = 1 g) for x, y, z",
+            "bvp": "Empatica E4 BVP (photoplethysmograph, arbitrary units)",
+            "eda": "microsiemens (µS)", "temp": "degrees Celsius (°C)"},
+    "features": {SPEECH: "MFCC (40 coefficients per 10 ms frame)",
+                 "acc": "per-window z-score of 1/64 g", "bvp": "per-window z-score",
+                 "eda": "per-window z-score of µS", "temp": "per-window z-score of °C"},
+}
+
+
+class UnsupportedOpsError(ConfigError):
+    """The model needs operations outside TFLite's builtin set (Flex / TF Select or custom ops),
+    which a phone's plain LiteRT runtime cannot run. ``ops`` names them."""
+
+    def __init__(self, ops, detail: str = ""):
+        self.ops = sorted(set(ops)) or ["(unnamed)"]
+        super().__init__(
+            "TFLite export: the model needs operation(s) outside the TFLite builtin set: "
+            f"{', '.join(self.ops)}; a phone's plain LiteRT runtime cannot run them (they would "
+            "need the Flex / TF Select delegate). Rewrite the layer(s) using these with builtin "
+            "operations" + (f". Converter said: {detail}" if detail else ""))
+
+
+# --------------------------------------------------------------------------- model facts
+
+def load_keras_model(path) -> "keras.Model":
+    """A ``.keras`` file written by kfusion (its custom layers registered)."""
+    import keras
+
+    import kfusion.export.frontend  # noqa: F401 (registers the front-end layers)
+    import kfusion.models  # noqa: F401 (registers the model layers)
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ConfigError(f"{path}: expected a .keras model file")
+    if not path.is_file():
+        raise DataError(path, "file", "a .keras model file", "nothing")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError, KeyError) as err:
+        # Keras wraps a layer's own error in "Error when deserializing ... Exception encountered: ..."
+        reason = str(err).rpartition("Exception encountered:")[2].strip() or str(err)
+        raise DataError(path, "contents", "a Keras 3 model saved with model.save(...)",
+                        f"unreadable ({type(err).__name__}: {reason[:300]})") from None
+
+
+def _check_model(model, where: str):
+    import keras
+
+    if isinstance(model, (str, os.PathLike)):
+        return load_keras_model(model)
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{where}: model: expected a keras.Model or a .keras path, found "
+                          f"{type(model).__name__}")
+    return model
+
+
+def _input_specs(model) -> dict[str, tuple]:
+    return {t.name.split(":")[0]: tuple(t.shape[1:]) for t in model.inputs}
+
+
+def model_modalities(model) -> tuple[str, ...]:
+    """Modalities a model takes (canonical order: the ``presence`` column order)."""
+    names = _input_specs(model)
+    found = tuple(m for m in MODALITIES if m in names)
+    if not found:
+        raise ConfigError(f"model {model.name!r}: no input named by a modality "
+                          f"({', '.join(MODALITIES)}); found inputs {list(names)}")
+    return found
+
+
+def model_targets(model) -> dict[str, int]:
+    """``{target: n_classes}`` of a model whose outputs are a dict of class probabilities."""
+    names = getattr(model, "output_names", None) or []
+    shapes = model.output_shape
+    if isinstance(shapes, Mapping):
+        items = list(shapes.items())
+    elif isinstance(shapes, list) and len(names) == len(shapes):
+        items = list(zip(names, shapes))
+    elif isinstance(shapes, tuple) and names:
+        items = [(names[0], shapes)]
+    else:
+        raise ConfigError(f"model {model.name!r}: expected named outputs (a dict of class "
+                          f"probabilities per target), found output shapes {shapes}")
+    out = {}
+    for name, shape in items:
+        if len(shape) != 2 or shape[-1] is None:
+            raise ConfigError(f"model {model.name!r}: output {name!r}: expected [batch, classes], "
+                              f"found {tuple(shape)}")
+        out[str(name)] = int(shape[-1])
+    return out
+
+
+def is_raw_input_model(model) -> bool:
+    """True when the model holds the in-graph front end (takes raw buffers)."""
+    def walk(layer):
+        if isinstance(layer, FRONT_END_LAYERS):
+            return True
+        return any(walk(sub) for sub in getattr(layer, "layers", []) or [])
+    return any(walk(layer) for layer in model.layers)
+
+
+def _class_names(targets: dict[str, int], classes: Mapping | None) -> dict[str, list[str]]:
+    out = {}
+    classes = dict(classes or {})
+    for target, count in targets.items():
+        names = classes.get(target) or _KNOWN_CLASSES.get(target)
+        if names is None or len(names) != count:
+            if target in classes:
+                raise ConfigError(f"classes[{target!r}]: expected {count} class names (the "
+                                  f"model's output size), found {list(classes[target])}")
+            names = [f"class_{i}" for i in range(count)]
+        out[target] = [str(n) for n in names]
+    return out
+
+
+# --------------------------------------------------------------------------- representative data
+
+def _as_windows_list(data) -> list | None:
+    from kfusion.data.windows import RecordingWindows
+
+    if isinstance(data, RecordingWindows):
+        return [data]
+    if isinstance(data, (list, tuple)) and data and all(isinstance(d, RecordingWindows) for d in data):
+        return list(data)
+    return None
+
+
+def representative_inputs(data, model, raw_inputs: bool, size: int = 300, seed: int = 0,
+                          features: FeatureConfig | None = None) -> dict[str, np.ndarray]:
+    """Up to ``size`` windows (drawn with ``seed``) as the exported model's inputs.
+
+    ``data``: a :class:`~kfusion.data.dataset.WindowedDataset` (features; for a raw-input
+    model only without speech, whose raw input the z-scored windows stand in for: a z-score
+    of a z-scored window is itself), a :class:`~kfusion.data.windows.RecordingWindows` or a
+    list of them (raw windows, from :func:`kfusion.export.predict.recording_windows`; turned into
+    features for a features-input model), or a dict ``{input name: array [N, ...]}`` in the
+    exported model's own input layout (``presence`` may be left out: all present).
+    """
+    from kfusion.data.dataset import WindowedDataset
+    from kfusion.models import presence_array
+
+    features = features or FeatureConfig()
+    modalities = model_modalities(model)
+    wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
+    windows = _as_windows_list(data)
+    if isinstance(data, WindowedDataset):
+        if raw_inputs and SPEECH in modalities:
+            raise ConfigError("representative: a raw-input model with speech needs raw audio "
+                              "windows to calibrate; pass RecordingWindows (kfusion.export."
+                              "recording_windows(source)) instead of a WindowedDataset")
+        missing = [m for m in modalities if m not in data.inputs]
+        if missing:
+            raise ConfigError(f"representative: the data set lacks the model's modalities "
+                              f"{', '.join(missing)} (it has {', '.join(data.inputs)})")
+        arrays = {m: data.inputs[m] for m in modalities}
+        arrays[PRESENCE] = presence_array(data.presence, modalities)
+    elif windows is not None:
+        blocks = []
+        for w in windows:
+            missing = [m for m in modalities if m not in w.raw]
+            if missing:
+                raise ConfigError(f"representative: windows of participant {w.participant} lack "
+                                  f"the model's modalities {', '.join(missing)}")
+            raw = {m: w.raw[m] for m in modalities}
+            presence = {m: w.presence[m] for m in modalities}
+            block = raw if raw_inputs else window_features(raw, presence, features)
+            block = dict(block)
+            block[PRESENCE] = presence_array(presence, modalities)
+            blocks.append(block)
+        arrays = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    elif isinstance(data, Mapping):
+        arrays = {str(k): np.asarray(v, dtype=np.float32) for k, v in data.items()}
+        lengths = {k: v.shape[0] for k, v in arrays.items() if v.ndim}
+        if len(set(lengths.values())) != 1:
+            raise ConfigError(f"representative: expected arrays with one row per window, found "
+                              f"lengths {lengths}")
+        if PRESENCE in wanted and PRESENCE not in arrays:
+            n = next(iter(lengths.values()))
+            arrays[PRESENCE] = np.ones((n, wanted[PRESENCE][-1]), dtype=np.float32)
+    else:
+        raise ConfigError("representative: expected a WindowedDataset, RecordingWindows (or a "
+                          f"list of them) or a dict of arrays, found {type(data).__name__}")
+    missing = [k for k in wanted if k not in arrays]
+    if missing:
+        raise ConfigError(f"representative: no data for the model input(s) {', '.join(missing)}")
+    for name, shape in wanted.items():
+        if tuple(arrays[name].shape[1:]) != tuple(shape):
+            raise ConfigError(f"representative: input {name!r}: expected windows of shape "
+                              f"{list(shape)}, found {list(arrays[name].shape[1:])}")
+    n = arrays[next(iter(wanted))].shape[0]
+    if n == 0:
+        raise ConfigError("representative: expected at least one window, found none")
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(n, size=min(int(size), n), replace=False))
+    return {k: np.ascontiguousarray(arrays[k][index], dtype=np.float32) for k in wanted}
+
+
+def _raw_specs(model) -> dict[str, tuple]:
+    from kfusion.export.frontend import raw_input_shapes
+
+    return raw_input_shapes(model)
+
+
+# --------------------------------------------------------------------------- conversion
+
+def _saved_model(model, directory: Path) -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):  # keras prints the signature otherwise
+        model.export(str(directory), format="tf_saved_model", verbose=False)
+
+
+def _flex_ops(message: str) -> list[str]:
+    ops = set()
+    for line in re.findall(r"TF Select ops: ([^\n]+)", message):
+        ops.update(o.strip() for o in line.split(",") if o.strip())
+    ops.update(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message))
+    ops.update(re.findall(r"Custom ops: ([^\n]+)", message))
+    return sorted(ops)
+
+
+def _converter(saved_dir: Path):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = False
+    return converter
+
+
+def _convert(converter) -> bytes:
+    import warnings
+
+    try:
+        from tensorflow.lite.python.convert_phase import ConverterError
+    except ImportError:  # pragma: no cover
+        ConverterError = Exception  # noqa: N806
+    try:
+        with warnings.catch_warnings():
+            # the converter's own calibrator still uses tf.lite.Interpreter internally
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            return converter.convert()
+    except ConverterError as err:
+        message = str(err)
+        ops = _flex_ops(message)
+        if ops or "not supported" in message or "neither a custom op" in message:
+            raise UnsupportedOpsError(ops, message.strip().splitlines()[-1][:300]) from None
+        raise ConfigError(f"TFLite conversion failed: {message[:1500]}") from None
+
+
+def tflite_ops(content: bytes) -> list[str]:
+    """Names of the operators in a TFLite flatbuffer (custom ops by their custom name)."""
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for code in model.operatorCodes or []:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            out.append((code.customCode or b"?").decode() if isinstance(code.customCode, bytes)
+                       else str(code.customCode))
+        else:
+            out.append(names.get(builtin, str(builtin)))
+    return sorted(set(out))
+
+
+def _check_builtin_only(content: bytes) -> None:
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    custom = []
+    for code in model.operatorCodes or []:
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CUSTOM:
+            name = code.customCode
+            custom.append(name.decode() if isinstance(name, bytes) else str(name))
+    if custom:
+        raise UnsupportedOpsError(custom)
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    return schema
+
+
+def _front_end_scopes(model) -> list[str]:
+    """Name fragments of the front-end layers' operations in the converted graph."""
+    scopes = []
+    for layer in model.layers:
+        if isinstance(layer, FRONT_END_LAYERS):
+            scopes.append(f"/{layer.name}")
+    return scopes
+
+
+def _front_end_tensor_names(float_content: bytes, scopes: list[str]) -> list[str]:
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(float_content), 0)
+    names = []
+    for sub in model.subgraphs:
+        for tensor in sub.tensors:
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+            if any(_in_scope(name, s) for s in scopes):
+                names.append(name)
+    return names
+
+
+def _in_scope(name: str, scope: str) -> bool:
+    # Keras names the graph scope "<layer>_1" (or "<layer>"): match the layer's own scope only.
+    return re.search(re.escape(scope) + r"(_\d+)?/", name) is not None
+
+
+def _is_constant(model, tensor) -> bool:
+    if tensor.buffer <= 0 or tensor.buffer >= len(model.buffers):
+        return False
+    data = model.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0
+
+
+def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes: list[str]) -> bytes:
+    """Give the front-end operations of a float16- or dynamic-range-quantised file their
+    float32 constants back (taken from the float conversion of the same SavedModel), and drop
+    the DEQUANTIZE operations and quantised constants left unused."""
+    import flatbuffers
+
+    schema = _schema()
+    quant = schema.ModelT.InitFromPackedBuf(bytearray(quant_content), 0)
+    floating = schema.ModelT.InitFromPackedBuf(bytearray(float_content), 0)
+    qsub, fsub = quant.subgraphs[0], floating.subgraphs[0]
+
+    def name(sub, index):
+        value = sub.tensors[index].name
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def opcode(model, op):
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    dequantize = schema.BuiltinOperator.DEQUANTIZE
+
+    def front_end_ops(model, sub):
+        return [op for op in sub.operators if len(op.outputs) and opcode(model, op) != dequantize
+                and any(_in_scope(name(sub, op.outputs[0]), s) for s in scopes)]
+
+    # Quantisation only changes constants (and adds DEQUANTIZE), so the front-end operations
+    # come in the same order in both conversions; names may gain a numeric suffix.
+    pairs = list(zip(front_end_ops(quant, qsub), front_end_ops(floating, fsub)))
+    if not pairs or len(pairs) != len(front_end_ops(floating, fsub)) or any(
+            opcode(quant, a) != opcode(floating, b) or len(a.inputs) != len(b.inputs)
+            or list(qsub.tensors[a.outputs[0]].shape) != list(fsub.tensors[b.outputs[0]].shape)
+            for a, b in pairs):
+        raise ConfigError("TFLite export: the front-end operations of the quantised conversion "
+                          "do not match those of the float conversion; cannot keep them float32")
+    producer = {out: op for op in qsub.operators for out in op.outputs}
+    float32 = schema.TensorType.FLOAT32
+    restored = 0
+    for op, twin in pairs:
+        for slot, index in enumerate(op.inputs):
+            if index < 0 or twin.inputs[slot] < 0:
+                continue
+            maker = producer.get(index)
+            from_dequantize = (maker is not None and opcode(quant, maker) == dequantize
+                               and _is_constant(quant, qsub.tensors[maker.inputs[0]]))
+            converted = from_dequantize or (_is_constant(quant, qsub.tensors[index])
+                                            and qsub.tensors[index].type != float32)
+            original = fsub.tensors[twin.inputs[slot]]
+            if not converted or original.type != float32 or not _is_constant(floating, original):
+                continue
+            if list(qsub.tensors[index].shape) != list(original.shape):
+                raise ConfigError("TFLite export: a front-end constant changed shape in "
+                                  f"quantisation ({list(original.shape)} -> "
+                                  f"{list(qsub.tensors[index].shape)})")
+            # A new float32 constant for this operation; the quantised one is dropped below
+            # when nothing else reads it.
+            fresh_buffer = schema.BufferT()
+            fresh_buffer.data = np.array(floating.buffers[original.buffer].data, dtype=np.uint8)
+            quant.buffers.append(fresh_buffer)
+            fresh = schema.TensorT()
+            fresh.shape = np.array(original.shape, dtype=np.int32)
+            fresh.type = float32
+            fresh.buffer = len(quant.buffers) - 1
+            fresh.name = original.name
+            qsub.tensors.append(fresh)
+            op.inputs[slot] = len(qsub.tensors) - 1
+            restored += 1
+    # Drop DEQUANTIZE operations whose outputs nobody reads any more, then empty the buffers
+    # of constants no operation uses.
+    while True:
+        used = {i for op in qsub.operators for i in op.inputs} | set(qsub.outputs)
+        dead = [op for op in qsub.operators if opcode(quant, op) == dequantize
+                and not any(o in used for o in op.outputs)]
+        if not dead:
+            break
+        qsub.operators = [op for op in qsub.operators if all(op is not d for d in dead)]
+    referenced = ({i for op in qsub.operators for i in list(op.inputs) + list(op.outputs)}
+                  | set(qsub.inputs) | set(qsub.outputs))
+    live_buffers = {qsub.tensors[i].buffer for i in referenced if i >= 0}
+    for sub in quant.subgraphs[1:]:
+        live_buffers |= {t.buffer for t in sub.tensors}
+    for position, buffer in enumerate(quant.buffers):
+        if position not in live_buffers and buffer.data is not None and len(buffer.data):
+            buffer.data = None
+    if restored == 0:
+        return quant_content
+    builder = flatbuffers.Builder(len(quant_content) + len(float_content))
+    builder.Finish(quant.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None,
+                     front_end_scopes: list[str], float_content: bytes | None = None) -> bytes:
+    import tensorflow as tf
+
+    converter = _converter(saved_dir)
+    if quantize == "none":
+        content = _convert(converter)
+    elif quantize in ("float16", "dynamic"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        content = _convert(converter)
+        if front_end_scopes:
+            if float_content is None:
+                float_content = _convert(_converter(saved_dir))
+            content = _restore_float_front_end(content, float_content, front_end_scopes)
+    else:  # int8
+        if representative is None:
+            raise ConfigError("export_model: quantize='int8' needs representative windows "
+                              "(a WindowedDataset, RecordingWindows or a dict of arrays)")
+        names = list(representative)
+        count = representative[names[0]].shape[0]
+
+        def samples():
+            for i in range(count):
+                yield {k: representative[k][i:i + 1] for k in names}
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        if not front_end_scopes:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            content = _convert(converter)
+        else:
+            from tensorflow.lite.python import convert as tflite_convert
+
+            if float_content is None:
+                float_content = _convert(_converter(saved_dir))
+            keep_float = _front_end_tensor_names(float_content, front_end_scopes)
+            converter._experimental_calibrate_only = True  # noqa: SLF001 (as QuantizationDebugger)
+            calibrated = _convert(converter)
+            content = tflite_convert.mlir_quantize(calibrated, fully_quantize=False,
+                                                   denylisted_nodes=keep_float)
+    _check_builtin_only(content)
+    return content
+
+
+# --------------------------------------------------------------------------- sidecar
+
+def sidecar_path(path) -> Path:
+    """``<path>.json`` (``model.tflite`` -> ``model.tflite.json``; a folder -> ``<folder>.json``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path) -> dict | None:
+    """The sidecar of an exported model, or None when there is none."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        return json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(side, "contents", "the JSON written by kfusion export", f"unreadable ({err})") from None
+
+
+def _window_seconds(model) -> float:
+    specs = _input_specs(model)
+    for m in MODALITIES:
+        if m in specs:
+            if m == SPEECH:
+                return specs[m][0] * MFCC_SETTINGS.hop_length / MFCC_SETTINGS.sample_rate
+            return specs[m][0] / NOMINAL_RATES[m]
+    raise ConfigError(f"model {model.name!r}: no modality input")
+
+
+def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) -> list[dict]:
+    modalities = model_modalities(features_model)
+    specs = _raw_specs(features_model) if raw_inputs else _input_specs(features_model)
+    kind = "raw" if raw_inputs else "features"
+    out = []
+    order = [m for m in MODALITIES if m in specs] + [n for n in specs if n not in MODALITIES]
+    for name in order:
+        shape = specs[name]
+        entry = {"name": name, "shape": [1, *[int(s) for s in shape]], "dtype": "float32"}
+        if name == PRESENCE:
+            entry.update(units="1 = modality present, 0 = absent (> 0.5 counts as present)",
+                         order=f"columns {', '.join(modalities)}")
+        elif name == SPEECH:
+            entry.update(units=_UNITS[kind][SPEECH], sample_rate_hz=AUDIO_RATE)
+            if raw_inputs:
+                entry["order"] = "samples in time order, mono"
+                entry["preprocessing_in_graph"] = (
+                    "MFCC (kfusion MFCC_SETTINGS)" + (" then CMVN per window"
+                                                      if features.speech_norm == "cmvn" else ""))
+            else:
+                entry["order"] = "[frame (10 ms hop), MFCC coefficient c0..c39]"
+                entry["preprocessing"] = ("MFCC per kfusion MFCC_SETTINGS" + (
+                    ", then each coefficient z-scored over the window's frames (CMVN)"
+                    if features.speech_norm == "cmvn" else ""))
+        else:
+            entry.update(units=_UNITS[kind][name], sample_rate_hz=NOMINAL_RATES[name],
+                         order="[time, channel]" + (" (channels x, y, z)" if CHANNELS[name] == 3 else ""))
+            if raw_inputs:
+                entry["preprocessing_in_graph"] = ("z-score per window and channel"
+                                                   if features.wearable_norm == "zscore" else "none")
+            else:
+                entry["preprocessing"] = ("z-score per window and channel (std < 1e-6 -> zeros)"
+                                          if features.wearable_norm == "zscore" else "none")
+        out.append(entry)
+    return out
+
+
+def _sidecar(features_model, path: Path, fmt: str, quantize: str, raw_inputs: bool,
+             features: FeatureConfig, classes: dict, window: WindowConfig, content: bytes | None) -> dict:
+    import tensorflow as tf
+
+    info = {
+        "sidecar_version": SIDECAR_VERSION,
+        "kfusion_version": kfusion.__version__,
+        "tensorflow_version": tf.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "file": path.name,
+        "format": fmt,
+        "signature": SIGNATURE,
+        "quantization": quantize,
+        "raw_inputs": bool(raw_inputs),
+        "modalities": list(model_modalities(features_model)),
+        "window": {"seconds": _window_seconds(features_model), "hop_seconds": window.hop},
+        "features": features.to_dict(),
+        "mfcc": MFCC_SETTINGS.to_dict(),
+        "inputs": _describe_inputs(features_model, raw_inputs, features),
+        "outputs": [{"name": t, "shape": [1, len(c)], "dtype": "float32",
+                     "meaning": "class probabilities (softmax)", "classes": c}
+                    for t, c in classes.items()],
+    }
+    if content is not None:
+        info["bytes"] = len(content)
+        info["ops"] = tflite_ops(content)
+    return info
+
+
+# --------------------------------------------------------------------------- public API
+
+def _check_choice(where: str, value, choices) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, found {value!r}")
+    return value
+
+
+def _prepare(model, raw_inputs, features, where):
+    model = _check_model(model, where)
+    if not isinstance(raw_inputs, bool):
+        raise ConfigError(f"{where}: raw_inputs: expected True or False, found {raw_inputs!r}")
+    features = features or FeatureConfig()
+    if not isinstance(features, FeatureConfig):
+        raise ConfigError(f"{where}: features: expected a FeatureConfig, found {type(features).__name__}")
+    if is_raw_input_model(model):
+        raise ConfigError(f"{where}: model: expected a features-input model (the front end is "
+                          "added by raw_inputs=True), found one that already holds MfccFrontEnd / "
+                          "WindowNormalization layers")
+    model_modalities(model)
+    model_targets(model)
+    return model, features
+
+
+def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
+                 representative=None, raw_inputs: bool = False, *,
+                 features: FeatureConfig | None = None, classes: Mapping | None = None,
+                 window: WindowConfig | None = None, representative_size: int = 300,
+                 seed: int = 0) -> Path:
+    """Export a features-input kfusion model (a ``keras.Model`` or ``.keras`` path) to ``out``.
+
+    ``format``: ``"savedmodel"`` (a folder; ``model.export(..., "tf_saved_model")``) or
+    ``"tflite"`` (one file, builtin ops only; a model needing Flex/custom ops raises
+    :class:`UnsupportedOpsError` naming them). ``quantize`` (TFLite only): ``none``,
+    ``float16``, ``dynamic`` or ``int8`` (needs ``representative``: see
+    :func:`representative_inputs`; ``representative_size`` windows drawn with ``seed``).
+    ``raw_inputs``: put the front end in the graph (inputs: raw 4 s buffers, see
+    :func:`kfusion.export.frontend.raw_input_model`), normalising as ``features`` says.
+    ``classes``: class names per target (default: K-EmoCon's and Stress-Predict's names).
+    Writes ``<out>.json`` beside it (inputs, outputs, quantisation, versions). Returns ``out``.
+    """
+    where = "export_model"
+    model, features = _prepare(model, raw_inputs, features, where)
+    _check_choice(f"{where}: format", format, FORMATS)
+    _check_choice(f"{where}: quantize", quantize, QUANTIZATIONS)
+    if format == "savedmodel" and quantize != "none":
+        raise ConfigError(f"{where}: quantize={quantize!r} applies to format='tflite' only")
+    window = window or WindowConfig()
+    class_names = _class_names(model_targets(model), classes or getattr(representative, "classes", None))
+    out = Path(out)
+    rep = None
+    if quantize == "int8":
+        if representative is None:
+            raise ConfigError(f"{where}: quantize='int8' needs representative windows "
+                              "(a WindowedDataset, RecordingWindows or a dict of arrays)")
+        rep = representative_inputs(representative, model, raw_inputs, representative_size, seed,
+                                    features)
+    exported = raw_input_model(model, features) if raw_inputs else model
+    out.parent.mkdir(parents=True, exist_ok=True)
+    content = None
+    if format == "savedmodel":
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        _saved_model(exported, out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kfusion-export-") as tmp:
+            saved = Path(tmp) / "saved_model"
+            _saved_model(exported, saved)
+            scopes = _front_end_scopes(exported) if raw_inputs else []
+            content = _convert_variant(saved, quantize, rep, scopes)
+        out.write_bytes(content)
+    info = _sidecar(model, out, format, quantize, raw_inputs, features, class_names, window, content)
+    sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(False, True),
+                    representative=None, *, features: FeatureConfig | None = None,
+                    classes: Mapping | None = None, window: WindowConfig | None = None,
+                    representative_size: int = 300, seed: int = 0, name: str = "model") -> dict:
+    """Several TFLite variants of one model, exporting the SavedModel once per input kind.
+
+    Files ``<out_dir>/<name>-<features|raw>-<quantization>.tflite`` (+ sidecars). Returns
+    ``{(raw_inputs, quantization): path}``. ``representative`` is needed for ``int8`` (for a
+    raw-input model with speech: raw windows).
+    """
+    where = "export_variants"
+    model, features = _prepare(model, False, features, where)
+    quantizations = [_check_choice(f"{where}: quantizations", q, QUANTIZATIONS) for q in quantizations]
+    kinds = [bool(k) for k in raw_inputs]
+    window = window or WindowConfig()
+    class_names = _class_names(model_targets(model), classes or getattr(representative, "classes", None))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for raw in kinds:
+        rep = None
+        if "int8" in quantizations:
+            if representative is None:
+                raise ConfigError(f"{where}: 'int8' needs representative windows")
+            rep = representative_inputs(representative, model, raw, representative_size, seed, features)
+        exported = raw_input_model(model, features) if raw else model
+        scopes = _front_end_scopes(exported) if raw else []
+        with tempfile.TemporaryDirectory(prefix="kfusion-export-") as tmp:
+            saved = Path(tmp) / "saved_model"
+            _saved_model(exported, saved)
+            float_content = None
+            for quantize in ["none"] + [q for q in quantizations if q != "none"]:
+                if quantize == "none" and "none" not in quantizations and not scopes:
+                    continue
+                content = _convert_variant(saved, quantize, rep, scopes, float_content)
+                if quantize == "none":
+                    float_content = content
+                    if "none" not in quantizations:
+                        continue
+                path = out_dir / f"{name}-{'raw' if raw else 'features'}-{quantize}.tflite"
+                path.write_bytes(content)
+                info = _sidecar(model, path, "tflite", quantize, raw, features, class_names, window, content)
+                sidecar_path(path).write_text(json.dumps(info, indent=2) + "\n")
+                paths[(raw, quantize)] = path
+    return paths
