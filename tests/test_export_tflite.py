@@ -246,3 +246,21 @@ def test_export_bad_arguments(tmp_path, trained):
 
     with pytest.raises(DataError, match="a .keras model file"):
         export_model(tmp_path / "missing.keras", tmp_path / "m.tflite", format="tflite")
+
+
+def test_representative_set_takes_every_window_or_an_even_share_per_participant(trained):
+    from kfusion.export.tflite import REPRESENTATIVE_SIZE, representative_inputs
+
+    dataset = trained.dataset
+    assert len(dataset) <= REPRESENTATIVE_SIZE
+    every = representative_inputs(dataset, trained.model, False)
+    np.testing.assert_array_equal(every["acc"], dataset.inputs["acc"])   # all windows, in order
+    ids = dataset.participant_ids()
+    picked = representative_inputs(dataset, trained.model, False, size=6 * len(ids), seed=3)
+    rows = [int(np.flatnonzero((dataset.inputs["eda"] == w).all(axis=(1, 2)))[0]) for w in picked["eda"]]
+    counts = {p: int(np.sum(dataset.participants[rows] == p)) for p in ids}
+    assert set(counts.values()) == {6}, counts
+    raw = representative_inputs(trained.windows, trained.model, True, size=2 * len(trained.windows))
+    assert raw["speech"].shape == (2 * len(trained.windows), 64000)
+    with pytest.raises(ConfigError, match="size: expected an integer >= 1"):
+        representative_inputs(dataset, trained.model, False, size=0)

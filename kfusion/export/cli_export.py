@@ -64,8 +64,9 @@ def add_export_commands(subparsers) -> tuple[argparse.ArgumentParser, argparse.A
                              "16 kHz audio and raw E4 samples")
     export.add_argument("--representative", action="append", metavar="SOURCE", default=[],
                         help="training data for int8 calibration, e.g. kemocon:PATH (repeatable)")
-    export.add_argument("--representative-windows", type=int, default=300,
-                        help="windows drawn for calibration (default 300)")
+    export.add_argument("--representative-windows", type=int, default=1000,
+                        help="calibration windows: all of them up to this many, else an even "
+                             "share per participant (default 1000)")
     export.add_argument("--seed", type=int, default=0)
     export.set_defaults(func=cmd_export)
 
