@@ -1,0 +1,635 @@
+"""The paper's evaluation (§4.2, §5): leave-one-subject-out over the rows of Table 1.
+
+For every row, target and held-out participant ("fold"): train on the other participants'
+windows labelled for the target, early-stop on a validation set of some of those participants
+(chosen by the seed, never the held-out one), and score accuracy and macro F1 on the held-out
+participant's windows. Every finished fold is appended to ``folds.jsonl`` of the run folder at
+once; calling :func:`evaluate` again with the same arguments skips finished folds (resume).
+
+Speed: frozen parts are deterministic and were trained without these labels, so their outputs
+are computed once per (data set, pretrained model) — encoder embeddings for the speech-only,
+wearable-only and "without" rows, projection outputs for the "with" rows — and only the
+trainable layers are trained per fold (``EvaluationConfig.cache_frozen``; switch it off to train
+the whole model with its frozen layers in it, which gives the same numbers, only slower). One
+model per row and target is built and reset between folds; every fold starts from the same
+initial weights (drawn from the seed per row and target) and draws its batch order from the
+seed, the row, the target and the held-out participant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from kfusion.config import _Config
+from kfusion.data.dataset import WindowedDataset
+from kfusion.data.labels import UNLABELLED
+from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
+from kfusion.errors import ConfigError, DataError
+from kfusion.evaluation import baselines, metrics, report, stats
+from kfusion.evaluation.report import ALL_ROWS, FUSION_PAIRS, MECHANISMS, TARGETS
+from kfusion.models import PRESENCE, backbone_modalities, backbone_of, encoder_name, presence_array
+from kfusion.runs import RunFolder
+from kfusion.training.emotion import (
+    PROJECTION_FEATURES,
+    EmotionTrainer,
+    EmotionTraining,
+    copy_trainable_weights,
+    derive_seed,
+    fusion_emotion_model,
+    identity_encoder,
+    pretrained_emotion_model,
+    projection_stub,
+    validation_participants,
+    wearable_only_model,
+)
+
+FOLDS_FILE = "folds.jsonl"
+RUN_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- configuration
+
+def _positive_units(name: str, value) -> tuple:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name}: expected a list of positive whole numbers, found {value!r}")
+    units = tuple(value)
+    if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
+        raise ConfigError(f"{name}: expected a non-empty list of positive whole numbers, found {value!r}")
+    return units
+
+
+@dataclass(frozen=True)
+class EvaluationConfig(_Config):
+    """Everything that decides the numbers of an evaluation (saved as ``config.json``).
+
+    Training (paper §4.2): ``epochs`` (at most), ``patience`` (early stopping on the validation
+    loss, best weights restored), ``batch_size``, ``learning_rate`` (Adam). ``validation_fraction``
+    of the training participants (at least one, at least one left to train on) form the
+    validation set. ``head_units``: the emotion head's hidden Dense layers (paper Fig. 1(f));
+    ``projection_units``, ``attention_tokens``, ``attention_heads``, ``use_presence``: the fresh
+    fusion layers of the "without" and speech-only rows (keep them as in the pretrained
+    backbones). ``handcrafted_c``: inverse regularisation of the hand-crafted row's logistic
+    regression. ``cache_frozen``: train on outputs of the frozen layers computed once (fast) or
+    through the whole model (slow; same numbers).
+    """
+
+    epochs: int = 32
+    patience: int = 5
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.15
+    head_units: tuple = (32, 16)
+    projection_units: tuple = (128, 64)
+    attention_tokens: int = 5
+    attention_heads: int = 2
+    use_presence: bool = True
+    handcrafted_c: float = 1.0
+    cache_frozen: bool = True
+
+    def __post_init__(self):
+        self.training()  # validates epochs, patience, batch size and learning rate
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
+        object.__setattr__(self, "head_units", _positive_units("head_units", self.head_units))
+        object.__setattr__(self, "projection_units", _positive_units("projection_units", self.projection_units))
+        for name in ("attention_tokens", "attention_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: expected a positive whole number, found {value!r}")
+        for name in ("use_presence", "cache_frozen"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, found {getattr(self, name)!r}")
+        c = self.handcrafted_c
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < float("inf"):
+            raise ConfigError(f"handcrafted_c: expected a positive number, found {c!r}")
+
+    def training(self) -> EmotionTraining:
+        return EmotionTraining(epochs=self.epochs, patience=self.patience,
+                               batch_size=self.batch_size, learning_rate=self.learning_rate)
+
+
+# --------------------------------------------------------------------------- pretrained models
+
+@dataclass
+class Pretrained:
+    """The self-supervised models the protocol starts from.
+
+    ``encoders``: ``{modality: keras.Model [B, T, C] -> [B, D]}`` (stage 1: SigRep encoders,
+    speech encoder); ``fusion_backbones``: ``{mechanism: backbone}`` from fusion pretraining
+    (stage 2; a fusion-pretraining model with its heads is reduced to its backbone). Models are
+    used frozen: their ``trainable`` flags are set to False where they are used.
+    """
+
+    encoders: dict = field(default_factory=dict)
+    fusion_backbones: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.encoders, Mapping) or not isinstance(self.fusion_backbones, Mapping):
+            raise ConfigError("Pretrained: expected dicts encoders={modality: model} and "
+                              "fusion_backbones={mechanism: model}")
+        encoders = {}
+        for modality, model in self.encoders.items():
+            if str(modality).lower() not in MODALITIES:
+                raise ConfigError(f"Pretrained.encoders: unknown modality {modality!r}; expected some of "
+                                  f"{', '.join(MODALITIES)}")
+            if not isinstance(model, keras.Model):
+                raise ConfigError(f"Pretrained.encoders[{modality!r}]: expected a keras.Model, "
+                                  f"found {type(model).__name__}")
+            encoders[str(modality).lower()] = model
+        backbones = {}
+        for mechanism, model in self.fusion_backbones.items():
+            if mechanism not in MECHANISMS:
+                raise ConfigError(f"Pretrained.fusion_backbones: unknown mechanism {mechanism!r}; "
+                                  f"expected some of {', '.join(MECHANISMS)}")
+            if not isinstance(model, keras.Model):
+                raise ConfigError(f"Pretrained.fusion_backbones[{mechanism!r}]: expected a keras.Model, "
+                                  f"found {type(model).__name__}")
+            if not _has_layer(model, "projection"):
+                raise ConfigError(f"Pretrained.fusion_backbones[{mechanism!r}]: expected a model built by "
+                                  "kfusion.models.fusion_backbone (a layer named 'projection')")
+            if len(model.outputs) != 1 or model.outputs[0] is not model.get_layer("projection").output:
+                model = backbone_of(model, name=f"{mechanism}_backbone")
+            backbones[mechanism] = model
+        self.encoders, self.fusion_backbones = encoders, backbones
+
+    def fingerprint(self) -> str:
+        """Hex digest of every model's name, variable paths, shapes and values."""
+        digest = hashlib.sha256()
+        for kind, models in (("encoder", self.encoders), ("fusion", self.fusion_backbones)):
+            for key in sorted(models):
+                digest.update(f"{kind}:{key}".encode())
+                for variable in models[key].weights:
+                    value = np.ascontiguousarray(variable.numpy())
+                    digest.update(f"{variable.path}{value.shape}{value.dtype}".encode())
+                    digest.update(value.tobytes())
+        return digest.hexdigest()[:32]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``<modality>_encoder.keras`` and ``fusion_<mechanism>.keras`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for modality, model in self.encoders.items():
+            model.save(folder / f"{encoder_name(modality)}.keras")
+        for mechanism, model in self.fusion_backbones.items():
+            model.save(folder / f"fusion_{mechanism}.keras")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Pretrained":
+        """Read the ``.keras`` files of a folder: ``<modality>_encoder.keras`` (an encoder, or any
+        model holding a layer of that name, e.g. an autoencoder) and ``fusion_<mechanism>.keras``
+        (a backbone or a fusion-pretraining model)."""
+        import kfusion.models  # noqa: F401  (registers the custom layers before loading)
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(folder, "folder", "a folder of pretrained .keras models", "nothing")
+        encoders, backbones = {}, {}
+        for modality in MODALITIES:
+            path = folder / f"{encoder_name(modality)}.keras"
+            if path.is_file():
+                model = _load_model(path)
+                if model.name != encoder_name(modality) and _has_layer(model, encoder_name(modality)):
+                    model = model.get_layer(encoder_name(modality))
+                encoders[modality] = model
+        for mechanism in MECHANISMS:
+            path = folder / f"fusion_{mechanism}.keras"
+            if path.is_file():
+                model = _load_model(path)
+                if not _has_layer(model, "projection"):
+                    raise DataError(path, "layers", "a fusion backbone with a layer named 'projection'",
+                                    f"a model {model.name!r} without one")
+                backbones[mechanism] = model
+        if not encoders and not backbones:
+            raise DataError(folder, "files", "<modality>_encoder.keras or fusion_<mechanism>.keras files",
+                            ", ".join(sorted(p.name for p in folder.iterdir())) or "an empty folder")
+        return cls(encoders, backbones)
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
+def _load_model(path: Path) -> keras.Model:
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types for unreadable files
+        raise DataError(path, "model", "a Keras 3 .keras model file", f"unreadable ({type(err).__name__}: {err})") from None
+
+
+# --------------------------------------------------------------------------- folds
+
+@dataclass(frozen=True)
+class Fold:
+    """One leave-one-subject-out fold; indices are positions in the target's labelled windows."""
+
+    index: int
+    held_out: str
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    validation_participants: tuple
+
+
+def loso_folds(participants, seed: int = 0, validation_fraction: float = 0.15,
+               where: str = "participants") -> list[Fold]:
+    """A fold per participant of ``participants`` (one id per window, in the order the ids first
+    appear): that participant's windows are the test set; of the others, ``validation_fraction``
+    (at least one, chosen by ``seed`` and the held-out id) validate and the rest train."""
+    participants = np.asarray(participants).astype(str)
+    _, first = np.unique(participants, return_index=True)
+    ids = [str(participants[i]) for i in sorted(first)]
+    if len(ids) < 3:
+        raise DataError(None, where, "at least 3 participants with labelled windows (one held out, "
+                        "one to train on, one to validate on)", f"{len(ids)}: {', '.join(ids) or 'none'}")
+    folds = []
+    for index, held_out in enumerate(ids):
+        others = [p for p in ids if p != held_out]
+        chosen = validation_participants(others, validation_fraction,
+                                         derive_seed(seed, "validation", held_out))
+        validate = np.isin(participants, chosen)
+        test = participants == held_out
+        folds.append(Fold(index, held_out, np.flatnonzero(~test & ~validate), np.flatnonzero(validate),
+                          np.flatnonzero(test), tuple(chosen)))
+    return folds
+
+
+@dataclass
+class _TargetView:
+    """The windows labelled for one target: ``index`` into the data set, labels ``y``."""
+
+    target: str
+    n_classes: int
+    index: np.ndarray
+    y: np.ndarray
+    participants: np.ndarray
+    folds: list
+
+
+def _target_view(dataset: WindowedDataset, target: str, seed: int, fraction: float) -> _TargetView:
+    index = np.flatnonzero(dataset.labels[target] != UNLABELLED)
+    participants = np.asarray(dataset.participants)[index].astype(str)
+    where = f"labels of target '{target}'"
+    folds = loso_folds(participants, seed, fraction, where=where)
+    n_classes = len(dataset.classes[target])
+    y = dataset.labels[target][index].astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise DataError(None, where, f"class indices 0..{n_classes - 1}", f"{y.min()}..{y.max()}")
+    return _TargetView(target, n_classes, index, y, participants, folds)
+
+
+# --------------------------------------------------------------------------- frozen outputs
+
+class _FrozenOutputs:
+    """Outputs of the frozen models on the windows ``pool`` of the data set, computed on first
+    use and kept: encoder embeddings, backbone projections, hand-crafted features."""
+
+    def __init__(self, dataset: WindowedDataset, pretrained: Pretrained | None, pool: np.ndarray):
+        self.dataset, self.pretrained, self.pool = dataset, pretrained, pool
+        self.position = np.full(len(dataset), -1, dtype=np.int64)
+        self.position[pool] = np.arange(pool.size)
+        self._embeddings: dict = {}
+        self._projections: dict = {}
+        self._handcrafted = None
+
+    def _inputs(self, modality: str) -> np.ndarray:
+        return self.dataset.inputs[modality][self.pool]
+
+    def embeddings(self, modality: str) -> np.ndarray:
+        if modality not in self._embeddings:
+            encoder = self.pretrained.encoders[modality]
+            self._embeddings[modality] = _frozen_outputs(encoder, self._inputs(modality))
+        return self._embeddings[modality]
+
+    def projections(self, mechanism: str) -> np.ndarray:
+        if mechanism not in self._projections:
+            backbone = self.pretrained.fusion_backbones[mechanism]
+            self._projections[mechanism] = _frozen_outputs(
+                backbone, _backbone_inputs(backbone, self.dataset, self.pool))
+        return self._projections[mechanism]
+
+    def handcrafted(self) -> np.ndarray:
+        if self._handcrafted is None:
+            inputs = {m: self._inputs(m) for m in self.dataset.inputs}
+            presence = {m: np.asarray(self.dataset.presence[m])[self.pool] for m in self.dataset.inputs}
+            self._handcrafted = baselines.handcrafted_features(inputs, presence)[0]
+        return self._handcrafted
+
+
+def _frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
+    """``model(x)`` in inference mode, eagerly in chunks (no tf.function traced per model)."""
+    arrays = x if isinstance(x, Mapping) else {None: x}
+    count = len(next(iter(arrays.values())))
+    parts = []
+    for start in range(0, count, chunk):
+        piece = {k: v[start:start + chunk] for k, v in arrays.items()}
+        parts.append(np.asarray(model(piece if isinstance(x, Mapping) else piece[None], training=False)))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _backbone_inputs(backbone: keras.Model, dataset: WindowedDataset, index: np.ndarray) -> dict:
+    modalities = backbone_modalities(backbone)
+    x = {m: dataset.inputs[m][index] for m in modalities}
+    if PRESENCE in [t.name for t in backbone.inputs]:
+        x[PRESENCE] = presence_array(dataset.presence, modalities)[index]
+    return x
+
+
+# --------------------------------------------------------------------------- rows
+
+def _row_modalities(row: str, dataset: WindowedDataset) -> tuple[str, ...]:
+    if row == "speech_only":
+        return (SPEECH,)
+    if row == "wearable_only":
+        return tuple(m for m in WEARABLES if m in dataset.inputs)
+    return tuple(m for m in MODALITIES if m in dataset.inputs)
+
+
+def _check_pretrained(pretrained: Pretrained | None, rows: Sequence[str], dataset: WindowedDataset) -> None:
+    needs_models = [r for r in rows if r != "handcrafted"]
+    if needs_models and not isinstance(pretrained, Pretrained):
+        raise ConfigError(f"evaluate: pretrained: rows {', '.join(needs_models)} need a Pretrained "
+                          f"(encoders and fusion backbones), found {type(pretrained).__name__}")
+    for row in needs_models:
+        if row.endswith("_with"):
+            mechanism = row.removesuffix("_with")
+            backbone = pretrained.fusion_backbones.get(mechanism)
+            if backbone is None:
+                raise ConfigError(f"evaluate: row {row!r} needs a pretrained {mechanism} fusion backbone "
+                                  f"(Pretrained.fusion_backbones[{mechanism!r}], file fusion_{mechanism}.keras)")
+            missing = [m for m in backbone_modalities(backbone) if m not in dataset.inputs]
+            if missing:
+                raise ConfigError(f"evaluate: row {row!r}: the {mechanism} backbone takes "
+                                  f"{', '.join(missing)}, which the data set does not hold")
+            shapes = {t.name: tuple(t.shape[1:]) for t in backbone.inputs}
+            for m in backbone_modalities(backbone):
+                _check_shape(row, m, shapes[m], dataset)
+            continue
+        modalities = _row_modalities(row, dataset)
+        if not modalities or (row == "speech_only" and SPEECH not in dataset.inputs):
+            raise ConfigError(f"evaluate: row {row!r} needs "
+                              f"{'speech' if row == 'speech_only' else 'wearable'} windows in the data set, "
+                              f"which holds {', '.join(dataset.inputs)}")
+        missing = [m for m in modalities if m not in pretrained.encoders]
+        if missing:
+            raise ConfigError(f"evaluate: row {row!r} needs pretrained encoders for "
+                              f"{', '.join(missing)} (files {', '.join(encoder_name(m) + '.keras' for m in missing)})")
+        for m in modalities:
+            _check_shape(row, m, tuple(pretrained.encoders[m].input_shape[1:]), dataset)
+
+
+def _check_shape(row: str, modality: str, shape: tuple, dataset: WindowedDataset) -> None:
+    found = tuple(dataset.inputs[modality].shape[1:])
+    if tuple(shape) != found:
+        raise ConfigError(f"evaluate: row {row!r}: the pretrained {modality} model takes windows of "
+                          f"shape {list(shape)}, the data set holds {list(found)}")
+
+
+class _KerasRow:
+    """A Keras row for one target: the model, its inputs over the target's windows, a trainer."""
+
+    def __init__(self, row: str, view: _TargetView, dataset: WindowedDataset, pretrained: Pretrained,
+                 frozen: _FrozenOutputs, config: EvaluationConfig, seed: int):
+        self.row, self.view = row, view
+        keras.utils.set_random_seed(derive_seed(seed, "init", row, view.target))
+        cached_model, cached_x = self._cached(row, view, dataset, frozen, config)
+        if config.cache_frozen:
+            model, x = cached_model, cached_x
+        else:
+            model, x = self._uncached(row, view, dataset, pretrained, config)
+            copy_trainable_weights(cached_model, model)
+        self.x = {k: tf.convert_to_tensor(v) for k, v in x.items()}
+        self.trainer = EmotionTrainer(model, view.target, config.training())
+
+    @staticmethod
+    def _presence(dataset, view, modalities) -> np.ndarray:
+        return presence_array(dataset.presence, modalities)[view.index]
+
+    def _cached(self, row, view, dataset, frozen, config):
+        target, n = view.target, view.n_classes
+        positions = frozen.position[view.index]
+        if row.endswith("_with"):
+            projections = frozen.projections(row.removesuffix("_with"))[positions]
+            model = pretrained_emotion_model(projection_stub(projections.shape[1]), target, n,
+                                             config.head_units)
+            return model, {PROJECTION_FEATURES: projections}
+        modalities = _row_modalities(row, dataset)
+        embeddings = {m: frozen.embeddings(m)[positions] for m in modalities}
+        encoders = {m: identity_encoder(m, embeddings[m].shape[1]) for m in modalities}
+        x = {m: e[..., None] for m, e in embeddings.items()}
+        return self._model(row, encoders, view, config), self._with_presence(x, dataset, view, modalities, config)
+
+    def _uncached(self, row, view, dataset, pretrained, config):
+        target, n = view.target, view.n_classes
+        if row.endswith("_with"):
+            backbone = pretrained.fusion_backbones[row.removesuffix("_with")]
+            model = pretrained_emotion_model(backbone, target, n, config.head_units)
+            return model, _backbone_inputs(backbone, dataset, view.index)
+        modalities = _row_modalities(row, dataset)
+        encoders = {m: pretrained.encoders[m] for m in modalities}
+        x = {m: dataset.inputs[m][view.index] for m in modalities}
+        return self._model(row, encoders, view, config), self._with_presence(x, dataset, view, modalities, config)
+
+    def _with_presence(self, x, dataset, view, modalities, config) -> dict:
+        if config.use_presence:
+            x[PRESENCE] = self._presence(dataset, view, modalities)
+        return x
+
+    @staticmethod
+    def _model(row, encoders, view, config) -> keras.Model:
+        if row == "wearable_only":
+            return wearable_only_model(encoders, view.target, view.n_classes, config.use_presence)
+        mechanism = "unweighted" if row == "speech_only" else row.removesuffix("_without")
+        return fusion_emotion_model(encoders, view.target, view.n_classes, mechanism,
+                                    config.projection_units, config.head_units, config.use_presence,
+                                    config.attention_tokens, config.attention_heads)
+
+    def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
+        history = self.trainer.fit(self.x, self.view.y, fold.train, fold.validation, seed=seed)
+        probabilities = self.trainer.predict(self.x, fold.test)
+        extra = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch,
+                 "best_val_loss": min(history.val_loss)}
+        return extra, probabilities, self.trainer
+
+
+class _HandcraftedRow:
+    def __init__(self, view: _TargetView, frozen: _FrozenOutputs, config: EvaluationConfig):
+        self.view, self.config = view, config
+        self.features = frozen.handcrafted()[frozen.position[view.index]]
+
+    def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
+        fitted_on = np.concatenate([fold.train, fold.validation])
+        pipeline = baselines.fit_handcrafted(self.features, self.view.y, fitted_on,
+                                             self.config.handcrafted_c, seed)
+        probabilities = baselines.predict_handcrafted(pipeline, self.features, fold.test, self.view.n_classes)
+        return {}, probabilities, pipeline
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class FoldRun:
+    """Passed to ``evaluate(on_fold=...)`` after every newly finished fold: the record written,
+    the fold's indices (into ``windows``, the data-set indices of the target's labelled
+    windows) and the fitted object (an :class:`EmotionTrainer` or a scikit-learn pipeline)."""
+
+    row: str
+    target: str
+    fold: Fold
+    windows: np.ndarray
+    record: dict
+    fitted: object
+
+
+@dataclass
+class Results:
+    """An evaluation's outcome. ``table``: one line per row, target and metric (``mean``, ``se``,
+    ``n_folds``, ``paper_mean``, ``paper_se``); ``tests``: paired t-tests with vs without fusion
+    training; ``folds``: the fold records; ``complete``: every fold finished."""
+
+    out: Path
+    table: pd.DataFrame
+    tests: pd.DataFrame
+    folds: pd.DataFrame
+    complete: bool
+    files: dict = field(default_factory=dict)
+
+    def wide(self, source: str = "ours") -> pd.DataFrame:
+        """Table 1 layout: one line per row, ``"mean (± se)"`` per target and metric."""
+        return report.wide_table(self.table, source)
+
+
+def _check_rows(rows) -> tuple[str, ...]:
+    rows = (rows,) if isinstance(rows, str) else tuple(rows)
+    unknown = [r for r in rows if r not in ALL_ROWS]
+    if unknown or not rows or len(set(rows)) != len(rows):
+        raise ConfigError(f"evaluate: rows: expected distinct names among {', '.join(ALL_ROWS)}, "
+                          f"found {list(rows)}")
+    return tuple(r for r in ALL_ROWS if r in rows)
+
+
+def _check_targets(dataset: WindowedDataset, targets) -> tuple[str, ...]:
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    unknown = [t for t in targets if t not in dataset.labels]
+    if unknown or not targets or len(set(targets)) != len(targets):
+        raise ConfigError(f"evaluate: targets: expected distinct names among the data set's targets "
+                          f"({', '.join(dataset.labels) or 'none'}), found {list(targets)}")
+    return targets
+
+
+def collect_results(out: Path, records: Sequence[dict], rows: Sequence[str], targets: Sequence[str],
+                    folds: Mapping[str, Sequence[str]]) -> Results:
+    """Summaries of ``records`` restricted to ``rows``, ``targets`` and the held-out ids
+    ``folds[target]`` (in that order, so the numbers do not depend on the order folds finished)."""
+    order = {(t, pid): i for t in targets for i, pid in enumerate(folds[t])}
+    kept = sorted((r for r in records if r["row"] in rows and (r["target"], r["fold"]) in order),
+                  key=lambda r: (rows.index(r["row"]), targets.index(r["target"]), order[(r["target"], r["fold"])]))
+    table = report.with_paper(stats.summarize(kept, rows, targets))
+    pairs = {m: p for m, p in FUSION_PAIRS.items() if p[0] in rows and p[1] in rows}
+    tests = stats.compare_rows(kept, pairs, targets)
+    complete = len(kept) == len(rows) * sum(len(folds[t]) for t in targets)
+    return Results(Path(out), table, tests, pd.DataFrame(kept), complete)
+
+
+def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequence[str] = ALL_ROWS,
+             targets: Sequence[str] = TARGETS, out: str | Path = "runs/evaluation", seed: int = 0,
+             config: EvaluationConfig | None = None, progress: bool = True, verbose: int = 0,
+             max_folds: int | None = None, on_fold: Callable[[FoldRun], None] | None = None) -> Results:
+    """Leave-one-subject-out evaluation of ``rows`` (see :data:`ALL_ROWS`) for ``targets``.
+
+    ``out``: the run folder (``config.json``, ``versions.json``, ``data.json``, ``folds.jsonl``,
+    ``table.md/.csv/.tex``, ``figure3.png``); a folder holding a run with another config, seed,
+    data set or pretrained models is refused; one with the same resumes (finished folds are
+    kept, the rest is run; more rows or targets may be added). ``progress``: a tqdm bar over
+    folds; ``verbose``: 1 prints a line per finished fold (no Keras progress bars either way).
+    ``max_folds``: stop after that many newly finished folds (the reports then cover what is
+    finished and ``Results.complete`` is False). ``on_fold``: called with a :class:`FoldRun`
+    after each newly finished fold.
+    """
+    if not isinstance(dataset, WindowedDataset):
+        raise ConfigError(f"evaluate: dataset: expected a WindowedDataset (build_dataset), found "
+                          f"{type(dataset).__name__}")
+    config = EvaluationConfig() if config is None else config
+    if not isinstance(config, EvaluationConfig):
+        raise ConfigError(f"evaluate: config: expected an EvaluationConfig, found {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"evaluate: seed: expected a whole number, found {seed!r}")
+    if max_folds is not None and (isinstance(max_folds, bool) or not isinstance(max_folds, int) or max_folds < 0):
+        raise ConfigError(f"evaluate: max_folds: expected None or a whole number >= 0, found {max_folds!r}")
+    seed = int(seed)
+    rows = _check_rows(rows)
+    targets = _check_targets(dataset, targets)
+    _check_pretrained(pretrained, rows, dataset)
+    views = {t: _target_view(dataset, t, seed, config.validation_fraction) for t in targets}
+
+    run_config = {"format": RUN_FORMAT, "evaluation": config.to_dict(), "seed": seed,
+                  "data_fingerprint": dataset.fingerprint,
+                  "pretrained": pretrained.fingerprint() if isinstance(pretrained, Pretrained) else None}
+    run = RunFolder(out).start(run_config, dataset.fingerprint, command="kfusion.evaluation.evaluate")
+    done: dict = {}
+    for record in run.read_records(FOLDS_FILE):
+        done.setdefault((record["row"], record["target"], record["fold"]), record)
+    held_out = {t: [f.held_out for f in views[t].folds] for t in targets}
+    work = [(row, t, fold) for row in rows for t in targets for fold in views[t].folds
+            if (row, t, fold.held_out) not in done]
+    total = len(rows) * sum(len(held_out[t]) for t in targets)
+
+    # Frozen outputs of every window labelled for any target of the data set, not only the
+    # requested ones: the float rounding of batched frozen models depends on what is batched
+    # together, so a fixed pool keeps a fold's numbers independent of the rows and targets
+    # asked for (and a resumed run that adds a target consistent with the first).
+    pool = np.flatnonzero(np.any([dataset.labels[t] != UNLABELLED for t in dataset.labels], axis=0))
+    frozen = _FrozenOutputs(dataset, pretrained, pool)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=total - len(work), desc="LOSO folds", unit="fold",
+               disable=not progress)
+    finished = 0
+    runner, runner_key = None, None
+    try:
+        for row, target, fold in work:
+            if max_folds is not None and finished >= max_folds:
+                break
+            if runner_key != (row, target):
+                bar.set_postfix_str(f"{row} / {target}")
+                view = views[target]
+                runner = (_HandcraftedRow(view, frozen, config) if row == "handcrafted"
+                          else _KerasRow(row, view, dataset, pretrained, frozen, config, seed))
+                runner_key = (row, target)
+            # The fold's only randomness is its batch order (numpy, from this seed). No
+            # keras.utils.set_random_seed here: changing TF's global seed makes every traced
+            # function slow to run again (measured: 0.1 s -> 1 s per fold).
+            fold_seed = derive_seed(seed, "fold", row, target, fold.held_out)
+            started = time.perf_counter()
+            extra, probabilities, fitted = runner.run(fold, fold_seed)
+            view = views[target]
+            record = {"row": row, "target": target, "fold": fold.held_out, "fold_index": fold.index,
+                      **metrics.fold_metrics(view.y[fold.test], probabilities),
+                      "n_train": int(fold.train.size), "n_validation": int(fold.validation.size),
+                      "validation_participants": list(fold.validation_participants), **extra,
+                      "seconds": round(time.perf_counter() - started, 3)}
+            run.append_record(FOLDS_FILE, record)
+            done[(row, target, fold.held_out)] = record
+            finished += 1
+            bar.update(1)
+            if verbose:
+                bar.write(f"{row} {target} fold {fold.held_out}: accuracy {record['accuracy']:.4f} "
+                          f"F1 {record['f1']:.4f} (n={record['n_test']}, {record['seconds']:.1f} s)")
+            if on_fold is not None:
+                on_fold(FoldRun(row, target, fold, view.index, record, fitted))
+    finally:
+        bar.close()
+
+    results = collect_results(run.path, list(done.values()), rows, targets, held_out)
+    results.files = report.write_report(run.path, results.table, results.tests, results.complete)
+    return results

@@ -1,0 +1,383 @@
+"""Emotion training (paper §4.2, stage 3): the supervised models of Table 1 and their trainer.
+
+Model builders (all take dict inputs keyed by modality plus ``"presence"``, and give a dict
+output ``{target: [B, n_classes] softmax}``):
+
+- :func:`fusion_emotion_model` — a fusion backbone on frozen encoders with fresh presence gate,
+  fusion and projection, plus an emotion head (the "without fusion training" rows; with one
+  speech encoder it is the speech-only row).
+- :func:`pretrained_emotion_model` — a pretrained fusion backbone frozen up to and including the
+  projection, plus an emotion head (the "with fusion training" rows).
+- :func:`wearable_only_model` — the authors' wearable app head (DESIGN.md §2) on frozen SigRep
+  encoders.
+- :func:`identity_encoder` / :func:`projection_stub` stand in for frozen parts whose outputs
+  were computed once, so the trainable layers can be trained on cached features.
+
+:class:`EmotionTrainer` trains one such model many times (once per cross-validation fold) from
+the same initial state: Adam, sparse categorical cross-entropy, at most ``epochs`` epochs,
+early stopping on a validation loss with the best weights restored. The loop runs one
+``tf.function`` per epoch (TensorFlow backend), so a fold costs no retracing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kfusion.config import _Config
+from kfusion.data.modalities import WEARABLES
+from kfusion.errors import ConfigError
+from kfusion.models import (
+    PRESENCE,
+    PresenceGate,
+    emotion_model,
+    encoder_name,
+    freeze_encoders,
+    freeze_for_fusion_training,
+    fusion_backbone,
+)
+
+#: Name of the single input of :func:`projection_stub` (cached projection outputs).
+PROJECTION_FEATURES = "projection_features"
+#: The wearable app head (DESIGN.md §2): shared per-modality Dense units, then Dense units.
+APP_MODALITY_UNITS = (32, 16)
+APP_UNITS = (16, 8)
+
+
+@dataclass(frozen=True)
+class EmotionTraining(_Config):
+    """How one emotion model is trained (paper §4.2): Adam at ``learning_rate``, categorical
+    cross-entropy, at most ``epochs`` epochs of mini-batches of ``batch_size`` windows, stopped
+    when the validation loss has not improved for ``patience`` epochs (best weights restored)."""
+
+    epochs: int = 32
+    patience: int = 5
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+
+    def __post_init__(self):
+        for name, low in (("epochs", 1), ("patience", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name}: expected a whole number >= {low}, found {value!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+            raise ConfigError(f"learning_rate: expected a positive number, found {rate!r}")
+
+
+@dataclass
+class TrainingHistory:
+    """What one training did: mean training loss and validation loss per epoch run, the
+    (0-based) epoch whose weights were kept, and whether early stopping ended it."""
+
+    loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.loss)
+
+
+# --------------------------------------------------------------------------- model builders
+
+def identity_encoder(modality: str, dim: int) -> keras.Model:
+    """A stand-in encoder ``[B, dim, 1] -> [B, dim]`` named ``<modality>_encoder``: feed it the
+    embeddings a frozen encoder gave (``embeddings[..., None]``)."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ConfigError(f"identity_encoder: dim: expected a positive whole number, found {dim!r}")
+    inputs = keras.Input((int(dim), 1), name=f"{encoder_name(modality)}_input")
+    return keras.Model(inputs, keras.layers.Flatten(name="embedding")(inputs),
+                       name=encoder_name(modality))
+
+
+def projection_stub(dim: int) -> keras.Model:
+    """A stand-in backbone whose ``"projection"`` layer passes through ``dim`` cached projection
+    values (input ``{"projection_features": [B, dim]}``); put :func:`emotion_model` on it."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ConfigError(f"projection_stub: dim: expected a positive whole number, found {dim!r}")
+    inputs = keras.Input((int(dim),), name=PROJECTION_FEATURES)
+    outputs = keras.layers.Identity(name="projection")(inputs)
+    return keras.Model({PROJECTION_FEATURES: inputs}, outputs, name="projection_stub")
+
+
+def _named_encoder(modality: str, encoder) -> keras.Model:
+    if not isinstance(encoder, keras.Model):
+        raise ConfigError(f"encoders[{modality!r}]: expected a keras.Model, found {type(encoder).__name__}")
+    if encoder.name == encoder_name(modality):
+        return encoder
+    inputs = keras.Input(encoder.input_shape[1:], name=f"{encoder_name(modality)}_input")
+    return keras.Model(inputs, encoder(inputs), name=encoder_name(modality))
+
+
+def fusion_emotion_model(encoders: Mapping[str, keras.Model], target: str, n_classes: int,
+                         mechanism: str = "unweighted", projection_units=(128, 64),
+                         head_units=(32, 16), use_presence: bool = True,
+                         attention_tokens: int = 5, attention_heads: int = 2) -> keras.Model:
+    """Frozen ``encoders`` -> fresh presence gate, ``mechanism`` fusion and projection -> emotion
+    head ``head_units`` -> ``Dense(n_classes, softmax)`` named ``target``.
+
+    Only the encoders are frozen (paper §4.2, "without fusion training"); with a single speech
+    encoder this is the speech-only model. Output ``{target: [B, n_classes]}``.
+    """
+    backbone = fusion_backbone(encoders, mechanism, projection_units, use_presence,
+                               attention_tokens=attention_tokens, attention_heads=attention_heads)
+    model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model")
+    return freeze_encoders(model)
+
+
+def pretrained_emotion_model(backbone: keras.Model, target: str, n_classes: int,
+                             head_units=(32, 16)) -> keras.Model:
+    """A pretrained fusion ``backbone`` frozen up to and including its projection, plus a fresh
+    emotion head (paper §4.2, "with fusion training"). Output ``{target: [B, n_classes]}``."""
+    model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model")
+    return freeze_for_fusion_training(model)
+
+
+def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_classes: int,
+                        use_presence: bool = True, modality_units=APP_MODALITY_UNITS,
+                        units=APP_UNITS) -> keras.Model:
+    """The authors' wearable-only app model (DESIGN.md §2) on frozen ``encoders`` (wearables
+    only, all giving embeddings of one size D):
+
+    stack the embeddings ``[B, k, D]`` -> ``Dense(u, ReLU)`` for ``u`` in ``modality_units``,
+    shared by the k modalities -> flatten -> ``Dense(u, ReLU)`` for ``u`` in ``units`` ->
+    ``Dense(n_classes, softmax)`` named ``target``. With ``use_presence`` an absent modality's
+    embedding is replaced by a learned vector first (our addition; no effect when all are
+    present). With the default sizes and four SigRep encoders the model has ~14.5 k parameters.
+    """
+    if not isinstance(encoders, Mapping) or not encoders:
+        raise ConfigError("wearable_only_model: encoders: expected a non-empty dict {modality: keras.Model}")
+    unknown = [m for m in encoders if m not in WEARABLES]
+    if unknown:
+        raise ConfigError(f"wearable_only_model: encoders: expected wearable modalities "
+                          f"({', '.join(WEARABLES)}), found {', '.join(map(str, unknown))}")
+    modalities = [m for m in WEARABLES if m in encoders]
+    named = {m: _named_encoder(m, encoders[m]) for m in modalities}
+    dims = {m: named[m].output_shape[-1] for m in modalities}
+    if len(set(dims.values())) != 1:
+        raise ConfigError(f"wearable_only_model: encoders: expected embeddings of one size to stack, "
+                          f"found {dims}")
+    dim = next(iter(dims.values()))
+    inputs = {m: keras.Input(named[m].input_shape[1:], name=m) for m in modalities}
+    embeddings = [named[m](inputs[m]) for m in modalities]
+    if use_presence:
+        inputs[PRESENCE] = keras.Input((len(modalities),), name=PRESENCE)
+        embeddings = PresenceGate(modalities, name="presence_gate")(embeddings + [inputs[PRESENCE]])
+    rows = [keras.layers.Reshape((1, dim), name=f"row_{m}")(e) for m, e in zip(modalities, embeddings)]
+    x = keras.layers.Concatenate(axis=1, name="stack")(rows) if len(rows) > 1 else rows[0]
+    for i, width in enumerate(modality_units, start=1):
+        x = keras.layers.Dense(int(width), activation="relu", name=f"{target}_modality_dense_{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i, width in enumerate(units, start=1):
+        x = keras.layers.Dense(int(width), activation="relu", name=f"{target}_dense_{i}")(x)
+    outputs = keras.layers.Dense(int(n_classes), activation="softmax", name=target)(x)
+    model = keras.Model(inputs, {target: outputs}, name=f"{target}_wearable_only")
+    for m in modalities:
+        model.get_layer(encoder_name(m)).trainable = False
+    return model
+
+
+def copy_trainable_weights(source: keras.Model, destination: keras.Model) -> int:
+    """Copy the weights of every trainable layer of ``destination`` from the layer of the same
+    name in ``source``; returns how many variables were copied. Raises when a trainable layer
+    has no counterpart (the two models would not train the same layers)."""
+    copied = 0
+    for layer in destination.layers:
+        if not layer.trainable or not layer.weights:
+            continue
+        try:
+            twin = source.get_layer(layer.name)
+        except ValueError:
+            raise ConfigError(f"copy_trainable_weights: {source.name!r} has no layer {layer.name!r}") from None
+        if len(twin.weights) != len(layer.weights):
+            raise ConfigError(f"copy_trainable_weights: layer {layer.name!r} holds {len(twin.weights)} "
+                              f"variables in {source.name!r} but {len(layer.weights)} in {destination.name!r}")
+        layer.set_weights(twin.get_weights())
+        copied += len(layer.weights)
+    return copied
+
+
+# --------------------------------------------------------------------------- splits and seeds
+
+def derive_seed(seed: int, *parts) -> int:
+    """A seed in ``[0, 2**31)`` derived from ``seed`` and any strings/numbers (stable across
+    processes and Python versions, unlike ``hash``)."""
+    text = "\x1f".join([str(int(seed)), *map(str, parts)])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def validation_participants(participants: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """Pick ``max(1, round(fraction * n))`` of the (training) ``participants`` for validation,
+    leaving at least one for training; the choice depends only on ``seed`` and the set."""
+    pool = sorted(str(p) for p in set(participants))
+    if len(pool) < 2:
+        raise ConfigError(f"validation split: expected at least 2 training participants (one to "
+                          f"train on, one to validate on), found {len(pool)}: {pool}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
+    count = min(max(1, int(round(fraction * len(pool)))), len(pool) - 1)
+    rng = np.random.default_rng(seed)
+    return sorted(pool[i] for i in rng.choice(len(pool), size=count, replace=False))
+
+
+# --------------------------------------------------------------------------- the trainer
+
+_RESET, _SAVE_BEST, _RESTORE_BEST = 0, 1, 2
+
+
+def _copier(plans):
+    """One graph function ``copy(k)`` that assigns ``sources[i]`` to ``targets[i]`` for the
+    ``k``-th ``(targets, sources)`` of ``plans`` (one function, traced once)."""
+    def branch(targets, sources):
+        def assign_all():
+            for target, source in zip(targets, sources):
+                target.assign(source.value if isinstance(source, keras.Variable) else source)
+            return tf.constant(0)
+        return assign_all
+
+    @tf.function
+    def copy(action):
+        return tf.switch_case(action, [branch(t, s) for t, s in plans])
+
+    return copy
+
+
+def _as_tensors(x: Mapping) -> dict:
+    return {k: v if isinstance(v, tf.Tensor) else tf.convert_to_tensor(v) for k, v in x.items()}
+
+
+class EmotionTrainer:
+    """Trains ``model`` (dict inputs, output ``{output: [B, n] softmax}``) repeatedly.
+
+    Every :meth:`fit` starts from the state the model and a fresh Adam had when the trainer was
+    made (weights and optimizer variables are restored, nothing is rebuilt or retraced). Only
+    ``model.trainable_variables`` are updated. The model is called with ``training=True`` as in
+    ``Model.fit``; the loss is the cross-entropy alone (``model.losses``, e.g. activity penalties,
+    are not added — the kfusion emotion models have none in their trainable layers).
+    """
+
+    def __init__(self, model: keras.Model, output: str, settings: EmotionTraining | None = None):
+        if not isinstance(model, keras.Model):
+            raise ConfigError(f"EmotionTrainer: model: expected a keras.Model, found {type(model).__name__}")
+        self.settings = settings or EmotionTraining()
+        if not isinstance(self.settings, EmotionTraining):
+            raise ConfigError("EmotionTrainer: settings: expected an EmotionTraining")
+        self.model = model
+        self.output = output
+        self.variables = list(model.trainable_variables)
+        if not self.variables:
+            raise ConfigError(f"EmotionTrainer: model {model.name!r} has no trainable weights")
+        self.optimizer = keras.optimizers.Adam(self.settings.learning_rate)
+        self.optimizer.build(self.variables)
+        # Shadow copies, written and read by one graph call each (eager assigns of a hundred
+        # small variables would cost more than a whole epoch of a small model).
+        state = self.variables + list(self.optimizer.variables)
+        initial = [tf.Variable(tf.identity(v.value), trainable=False) for v in state]
+        best = [tf.Variable(tf.identity(v.value), trainable=False) for v in self.variables]
+        self._copy_fn = _copier([(state, initial), (best, self.variables), (self.variables, best)])
+        self._loss = keras.losses.SparseCategoricalCrossentropy()
+        self._epoch_fn = self._make_epoch_fn()
+        self._predict_fn = tf.function(lambda x: self.model(x, training=False)[self.output],
+                                       reduce_retracing=True)
+
+    def reset(self) -> None:
+        """Back to the initial weights and a fresh optimizer state."""
+        self._copy_fn(tf.constant(_RESET))
+
+    def _make_epoch_fn(self):
+        model, variables, optimizer, output = self.model, self.variables, self.optimizer, self.output
+        batch_size, loss_fn = self.settings.batch_size, self._loss
+
+        @tf.function(reduce_retracing=True)
+        def run_epoch(x, y, order):
+            count = tf.size(order)
+            steps = (count + batch_size - 1) // batch_size
+            total = tf.constant(0.0)
+            for step in tf.range(steps):
+                index = order[step * batch_size:tf.minimum((step + 1) * batch_size, count)]
+                batch = {k: tf.gather(v, index) for k, v in x.items()}
+                with tf.GradientTape() as tape:
+                    probabilities = model(batch, training=True)[output]
+                    loss = loss_fn(tf.gather(y, index), probabilities)
+                gradients = tape.gradient(loss, variables)
+                optimizer.apply_gradients(zip(gradients, variables))
+                total += loss * tf.cast(tf.size(index), tf.float32)
+            return total / tf.cast(count, tf.float32)
+
+        return run_epoch
+
+    def predict(self, x: Mapping, index=None, chunk: int = 2048) -> np.ndarray:
+        """Class probabilities ``[n, n_classes]`` of the rows ``index`` (default all) of ``x``."""
+        x = _as_tensors(x)
+        if index is None:
+            index = np.arange(int(next(iter(x.values())).shape[0]))
+        index = np.asarray(index, dtype=np.int64)
+        parts = []
+        for start in range(0, index.size, chunk):
+            picked = tf.constant(index[start:start + chunk])
+            parts.append(self._predict_fn({k: tf.gather(v, picked) for k, v in x.items()}).numpy())
+        if not parts:
+            return np.zeros((0, int(self.model.output[self.output].shape[-1])), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def loss(self, x: Mapping, y, index) -> float:
+        """Mean cross-entropy on the rows ``index`` of ``x`` (labels ``y`` int ``[N]``)."""
+        probabilities = self.predict(x, index)
+        labels = np.asarray(y)[np.asarray(index, dtype=np.int64)]
+        return float(self._loss(labels, probabilities))
+
+    def fit(self, x: Mapping, y, train, validation, seed: int = 0) -> TrainingHistory:
+        """Reset, then train on the rows ``train`` of ``x`` / ``y`` (int labels ``[N]``), early
+        stopping on the rows ``validation``; the best epoch's weights are kept.
+
+        Batches: a fresh permutation of ``train`` per epoch from ``numpy.random.default_rng(seed)``,
+        so the same seed gives the same batches whatever the inputs are.
+        """
+        train = np.asarray(train, dtype=np.int64)
+        validation = np.asarray(validation, dtype=np.int64)
+        if train.size == 0 or validation.size == 0:
+            raise ConfigError(f"EmotionTrainer.fit: expected training and validation windows, found "
+                              f"{train.size} and {validation.size}")
+        x = _as_tensors(x)
+        y_tensor = tf.convert_to_tensor(np.asarray(y, dtype=np.int64))
+        self.reset()
+        rng = np.random.default_rng(seed)
+        history = TrainingHistory()
+        best, waited = math.inf, 0
+        for epoch in range(self.settings.epochs):
+            order = tf.constant(train[rng.permutation(train.size)])
+            history.loss.append(float(self._epoch_fn(x, y_tensor, order)))
+            val_loss = self.loss(x, y, validation)
+            history.val_loss.append(val_loss)
+            if val_loss < best:
+                best, waited = val_loss, 0
+                self._copy_fn(tf.constant(_SAVE_BEST))
+                history.best_epoch = epoch
+            else:
+                waited += 1
+                if waited >= self.settings.patience or not math.isfinite(val_loss):
+                    history.stopped_early = epoch + 1 < self.settings.epochs
+                    break
+        if history.best_epoch >= 0:
+            self._copy_fn(tf.constant(_RESTORE_BEST))
+        return history
+
+
+def train_emotion_model(model: keras.Model, output: str, x: Mapping, y, train, validation,
+                        settings: EmotionTraining | None = None, seed: int = 0) -> TrainingHistory:
+    """Train ``model`` once (see :class:`EmotionTrainer`); the model keeps the best weights."""
+    return EmotionTrainer(model, output, settings).fit(x, y, train, validation, seed)
+
+
+__all__ = ["EmotionTraining", "TrainingHistory", "EmotionTrainer", "train_emotion_model",
+           "identity_encoder", "projection_stub", "fusion_emotion_model", "pretrained_emotion_model",
+           "wearable_only_model", "copy_trainable_weights", "derive_seed", "validation_participants",
+           "PROJECTION_FEATURES"]

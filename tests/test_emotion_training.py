@@ -1,0 +1,140 @@
+"""Emotion training: the trainer (reset, early stopping, frozen layers) and the row models."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kfusion.errors import ConfigError
+from kfusion.models import sigrep_encoder
+from kfusion.training.emotion import (
+    EmotionTrainer,
+    EmotionTraining,
+    copy_trainable_weights,
+    derive_seed,
+    fusion_emotion_model,
+    identity_encoder,
+    pretrained_emotion_model,
+    projection_stub,
+    train_emotion_model,
+    validation_participants,
+    wearable_only_model,
+)
+
+SHAPES = {"acc": (16, 3), "bvp": (16, 1)}
+
+
+def _encoder(modality: str, dim: int = 10) -> keras.Model:
+    inputs = keras.Input(SHAPES[modality], name=f"{modality}_in")
+    x = keras.layers.GlobalAveragePooling1D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(dim, activation="tanh")(x), name=f"{modality}_encoder")
+
+
+def _data(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = {m: (rng.normal(size=(n, *s)) + y[:, None, None]).astype("float32") for m, s in SHAPES.items()}
+    x["presence"] = np.ones((n, len(SHAPES)), "float32")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def fusion_model():
+    keras.utils.set_random_seed(0)
+    return fusion_emotion_model({m: _encoder(m) for m in SHAPES}, "arousal", 3, "unweighted",
+                                projection_units=(8,), head_units=(8,))
+
+
+def test_settings_validation():
+    with pytest.raises(ConfigError, match="epochs"):
+        EmotionTraining(epochs=0)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        EmotionTraining(learning_rate=-1.0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        EmotionTraining(batch_size=2.5)
+    assert EmotionTraining.from_dict(EmotionTraining(patience=3).to_dict()) == EmotionTraining(patience=3)
+
+
+def test_fit_keeps_best_weights_and_freezes_encoders(fusion_model):
+    x, y = _data()
+    encoder_before = [w.copy() for w in fusion_model.get_layer("acc_encoder").get_weights()]
+    trainer = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=6, patience=6, batch_size=16))
+    train, validation = np.arange(0, 80), np.arange(80, 120)
+    history = trainer.fit(x, y, train, validation, seed=1)
+    assert history.epochs_run == 6 and not history.stopped_early
+    assert history.loss[-1] < history.loss[0]
+    # the model ends with the weights of the epoch whose validation loss was lowest
+    assert trainer.loss(x, y, validation) == pytest.approx(min(history.val_loss), rel=1e-5)
+    assert history.best_epoch == int(np.argmin(history.val_loss))
+    for before, after in zip(encoder_before, fusion_model.get_layer("acc_encoder").get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_fit_resets_and_is_deterministic(fusion_model):
+    x, y = _data()
+    trainer = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=3, batch_size=16))
+    first = trainer.fit(x, y, np.arange(80), np.arange(80, 120), seed=4)
+    second = trainer.fit(x, y, np.arange(80), np.arange(80, 120), seed=4)   # from the same start
+    other = trainer.fit(x, y, np.arange(80), np.arange(80, 120), seed=5)    # other batch order
+    assert first.loss == second.loss and first.val_loss == second.val_loss
+    assert other.loss != first.loss
+
+
+def test_early_stopping_stops_after_patience():
+    keras.utils.set_random_seed(2)
+    model = pretrained_emotion_model(projection_stub(4), "valence", 2, head_units=(8,))
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 4)).astype("float32")
+    y = (features[:, 0] > 0).astype(np.int64)
+    y[150:] = 1 - y[150:]                      # validation labels contradict the training ones
+    history = train_emotion_model(model, "valence", {"projection_features": features}, y,
+                                  np.arange(150), np.arange(150, 200),
+                                  EmotionTraining(epochs=30, patience=3, batch_size=16, learning_rate=0.01))
+    assert history.stopped_early
+    assert history.epochs_run == history.best_epoch + 1 + 3
+    assert history.epochs_run < 30
+
+
+def test_wearable_only_model_matches_the_app_size():
+    keras.utils.set_random_seed(0)
+    encoders = {m: sigrep_encoder(m) for m in ("acc", "bvp", "eda", "temp")}
+    model = wearable_only_model(encoders, "emotion", 3, use_presence=False)
+    # DESIGN.md §2: about 14.5 k parameters (encoders 2,912 + 3 x 2,848 = 11,456; head 3,043)
+    assert model.count_params() == 14_499
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert trainable == 3_043
+    assert model.get_layer("emotion_modality_dense_1").output.shape == (None, 4, 32)
+    gated = wearable_only_model(encoders, "emotion", 3, use_presence=True)
+    assert gated.count_params() == 14_499 + 4 * 40
+
+
+def test_copy_trainable_weights_makes_twins():
+    keras.utils.set_random_seed(0)
+    cached = fusion_emotion_model({m: identity_encoder(m, 10) for m in SHAPES}, "arousal", 3,
+                                  "attention", projection_units=(8,), head_units=(8,))
+    keras.utils.set_random_seed(99)
+    full = fusion_emotion_model({m: _encoder(m) for m in SHAPES}, "arousal", 3, "attention",
+                                projection_units=(8,), head_units=(8,))
+    copied = copy_trainable_weights(cached, full)
+    assert copied == len(full.trainable_variables)
+    x, _ = _data(8)
+    embeddings = {m: full.get_layer(f"{m}_encoder")(x[m]).numpy()[..., None] for m in SHAPES}
+    embeddings["presence"] = x["presence"]
+    np.testing.assert_allclose(full(x)["arousal"], cached(embeddings)["arousal"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="no layer"):
+        copy_trainable_weights(projection_stub(8), full)
+
+
+def test_validation_participants():
+    ids = [f"P{i}" for i in range(20)]
+    chosen = validation_participants(ids, 0.15, seed=3)
+    assert len(chosen) == 3 and set(chosen) <= set(ids)
+    assert chosen == validation_participants(list(reversed(ids)), 0.15, seed=3)
+    assert validation_participants(["a", "b"], 0.9, seed=0) in (["a"], ["b"])  # one left to train
+    assert len(validation_participants(ids[:3], 0.01, seed=0)) == 1           # at least one
+    with pytest.raises(ConfigError, match="at least 2 training participants"):
+        validation_participants(["a"], 0.15, seed=0)
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        validation_participants(ids, 1.5, seed=0)
+    assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1) != derive_seed(1, "a", 1)

@@ -1,0 +1,243 @@
+"""The leave-one-subject-out protocol: splits, no leakage, resume, cached = uncached, run files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfusion.config import DataConfig
+from kfusion.data.dataset import WindowedDataset
+from kfusion.errors import ConfigError, DataError
+from kfusion.evaluation import EvaluationConfig, Pretrained, evaluate, loso_folds
+from kfusion.evaluation.baselines import handcrafted_features
+from kfusion.models import fusion_backbone
+
+SHAPES = {"speech": (20, 4), "acc": (16, 3), "bvp": (16, 1), "eda": (4, 1), "temp": (4, 1)}
+CONFIG = EvaluationConfig(epochs=2, patience=2, batch_size=16, projection_units=(8,), head_units=(8,))
+
+
+def tiny_dataset(participants: int = 4, per: int = 24, seed: int = 0, fingerprint: str = "tiny") -> WindowedDataset:
+    """Random windows whose mean shifts with the arousal class; valence partly unlabelled."""
+    rng = np.random.default_rng(seed)
+    n = participants * per
+    arousal = rng.integers(0, 3, n)
+    inputs = {m: (rng.normal(size=(n, *s)) + 0.7 * arousal[:, None, None]).astype("float32")
+              for m, s in SHAPES.items()}
+    presence = {m: np.ones(n, bool) for m in SHAPES}
+    presence["eda"][::5] = False
+    valence = rng.integers(0, 3, n)
+    valence[: per // 2] = -1
+    labels = {"arousal": arousal.astype(np.int64), "valence": valence.astype(np.int64)}
+    classes = {t: ("low", "neutral", "high") for t in labels}
+    participants_ = np.repeat([f"P{i}" for i in range(participants)], per)
+    return WindowedDataset(inputs, presence, labels, classes, participants_, np.arange(n) * 3.0,
+                           DataConfig(), fingerprint)
+
+
+def tiny_encoder(modality: str, dim: int = 10) -> keras.Model:
+    inputs = keras.Input(SHAPES[modality], name=f"{modality}_in")
+    x = keras.layers.GlobalAveragePooling1D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(dim, activation="tanh")(x), name=f"{modality}_encoder")
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return tiny_dataset()
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    keras.utils.set_random_seed(11)
+    encoders = {m: tiny_encoder(m) for m in SHAPES}
+    backbones = {mechanism: fusion_backbone({m: tiny_encoder(m) for m in SHAPES}, mechanism,
+                                            projection_units=(8,))
+                 for mechanism in ("unweighted", "weighted", "attention")}
+    return Pretrained(encoders, backbones)
+
+
+# --------------------------------------------------------------------------- splits
+
+def test_loso_folds_never_leak_the_held_out_participant():
+    participants = np.repeat(["a", "b", "c", "d", "e", "f", "g"], [3, 5, 2, 4, 4, 1, 6])
+    folds = loso_folds(participants, seed=3, validation_fraction=0.3)
+    assert [f.held_out for f in folds] == ["a", "b", "c", "d", "e", "f", "g"]
+    for fold in folds:
+        train, val, test = (set(participants[i]) for i in (fold.train, fold.validation, fold.test))
+        assert test == {fold.held_out}
+        assert fold.held_out not in train | val
+        assert val and train and not (val & train)
+        assert val == set(fold.validation_participants) and len(val) == 2  # round(0.3 * 6)
+        everything = np.sort(np.concatenate([fold.train, fold.validation, fold.test]))
+        np.testing.assert_array_equal(everything, np.arange(participants.size))
+    again = loso_folds(participants, seed=3, validation_fraction=0.3)
+    assert [f.validation_participants for f in again] == [f.validation_participants for f in folds]
+    others = [loso_folds(participants, seed=s, validation_fraction=0.3) for s in range(4, 9)]
+    assert any([f.validation_participants for f in o] != [f.validation_participants for f in folds]
+               for o in others)
+
+
+def test_loso_needs_three_participants():
+    with pytest.raises(DataError, match="at least 3 participants"):
+        loso_folds(np.array(["a", "a", "b"]))
+
+
+# --------------------------------------------------------------------------- end to end
+
+def test_tiny_end_to_end_run_writes_the_report(tmp_path, dataset, pretrained):
+    out = tmp_path / "run"
+    results = evaluate(dataset, pretrained, rows=["unweighted_without", "unweighted_with"],
+                       targets=["arousal"], out=out, config=CONFIG, progress=False)
+    assert results.complete
+    for name in ("config.json", "versions.json", "data.json", "folds.jsonl", "table.md", "table.csv",
+                 "table.tex", "figure3.png"):
+        assert (out / name).is_file(), name
+    assert (out / "figure3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = [json.loads(line) for line in (out / "folds.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 4
+    assert {r["n_test"] for r in records} == {24}
+    # the report holds the numbers of folds.jsonl
+    table = pd.read_csv(out / "table.csv")
+    markdown = (out / "table.md").read_text()
+    latex = (out / "table.tex").read_text()
+    for row in ("unweighted_without", "unweighted_with"):
+        for metric in ("accuracy", "f1"):
+            values = np.array([r[metric] for r in records if r["row"] == row])
+            line = table[(table.row == row) & (table.metric == metric)].iloc[0]
+            assert line["mean"] == pytest.approx(values.mean(), abs=1e-9)
+            assert line["se"] == pytest.approx(values.std(ddof=1) / 2, abs=1e-9)
+            cell = f"{values.mean():.4f} (± {values.std(ddof=1) / 2:.4f})"
+            assert cell in markdown
+            assert cell.replace("±", r"$\pm$") in latex
+    assert "0.7382 (± 0.0355)" in markdown          # the paper's number beside ours
+    assert len(results.tests) == 2 and results.tests["n"].tolist() == [4, 4]
+    config = json.loads((out / "config.json").read_text())
+    assert config["evaluation"] == json.loads(json.dumps(CONFIG.to_dict()))
+    assert config["data_fingerprint"] == "tiny" and config["pretrained"] == pretrained.fingerprint()
+
+
+def test_resume_redoes_nothing_and_gives_the_same_table(tmp_path, dataset, pretrained):
+    rows, targets = ["speech_only", "handcrafted"], ["arousal", "valence"]
+    trained = []
+    first = evaluate(dataset, pretrained, rows=rows, targets=targets, out=tmp_path / "a", config=CONFIG,
+                     progress=False, max_folds=5, on_fold=lambda run: trained.append(run.record))
+    assert len(trained) == 5 and not first.complete
+    assert len((tmp_path / "a" / "folds.jsonl").read_text().splitlines()) == 5
+    done = {(r["row"], r["target"], r["fold"]) for r in trained}
+    resumed_runs = []
+    resumed = evaluate(dataset, pretrained, rows=rows, targets=targets, out=tmp_path / "a", config=CONFIG,
+                       progress=False, on_fold=lambda run: resumed_runs.append(run.record))
+    assert len(resumed_runs) == 2 * 2 * 4 - 5
+    assert not done & {(r["row"], r["target"], r["fold"]) for r in resumed_runs}
+    assert resumed.complete
+
+    straight = evaluate(dataset, pretrained, rows=rows, targets=targets, out=tmp_path / "b",
+                        config=CONFIG, progress=False)
+    pd.testing.assert_frame_equal(resumed.table, straight.table)
+    assert (tmp_path / "a" / "table.md").read_text() == (tmp_path / "b" / "table.md").read_text()
+    assert (tmp_path / "a" / "table.csv").read_text() == (tmp_path / "b" / "table.csv").read_text()
+
+    # a crash mid-write: the cut last line and the line before are redone, nothing else
+    lines = (tmp_path / "a" / "folds.jsonl").read_text().splitlines()
+    (tmp_path / "a" / "folds.jsonl").write_text("\n".join(lines[:-2]) + "\n" + lines[-2][:20])
+    again = []
+    evaluate(dataset, pretrained, rows=rows, targets=targets, out=tmp_path / "a", config=CONFIG,
+             progress=False, on_fold=lambda run: again.append(run.record))
+    assert len(again) == 2
+    assert (tmp_path / "a" / "table.csv").read_text() == (tmp_path / "b" / "table.csv").read_text()
+
+
+def test_handcrafted_scaler_sees_training_participants_only(tmp_path, dataset):
+    seen = []
+    evaluate(dataset, None, rows=["handcrafted"], targets=["valence"], out=tmp_path / "h",
+             config=CONFIG, progress=False, on_fold=seen.append)
+    features = handcrafted_features(dataset.inputs, dataset.presence)[0]
+    assert len(seen) == 4
+    for run in seen:
+        fitted_on = run.windows[np.concatenate([run.fold.train, run.fold.validation])]
+        assert run.fold.held_out not in set(dataset.participants[fitted_on])
+        assert np.all(dataset.labels["valence"][fitted_on] >= 0)       # labelled windows only
+        scaler = run.fitted.named_steps["scale"]
+        assert scaler.n_samples_seen_ == fitted_on.size
+        np.testing.assert_allclose(scaler.mean_, features[fitted_on].mean(axis=0), rtol=1e-9, atol=1e-9)
+        test_windows = run.windows[run.fold.test]
+        assert set(dataset.participants[test_windows]) == {run.fold.held_out}
+        assert run.record["n_test"] == test_windows.size
+
+
+def test_cached_and_uncached_training_agree(tmp_path, dataset, pretrained):
+    rows = ["wearable_only", "weighted_without", "attention_with"]
+    config = CONFIG.replace(epochs=3)
+    cached = evaluate(dataset, pretrained, rows=rows, targets=["arousal"], out=tmp_path / "c",
+                      config=config, progress=False)
+    uncached = evaluate(dataset, pretrained, rows=rows, targets=["arousal"], out=tmp_path / "u",
+                        config=config.replace(cache_frozen=False), progress=False)
+    columns = ["accuracy", "f1", "n_test", "epochs_run", "best_epoch"]
+    pd.testing.assert_frame_equal(cached.folds[columns], uncached.folds[columns])
+    np.testing.assert_allclose(cached.folds["best_val_loss"], uncached.folds["best_val_loss"], rtol=1e-4)
+    pd.testing.assert_frame_equal(cached.table, uncached.table)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_bad_arguments_are_named(tmp_path, dataset, pretrained):
+    out = tmp_path / "bad"
+    with pytest.raises(ConfigError, match="rows"):
+        evaluate(dataset, pretrained, rows=["speech_alone"], out=out, progress=False)
+    with pytest.raises(ConfigError, match="targets"):
+        evaluate(dataset, pretrained, rows=["handcrafted"], targets=["emotion"], out=out, progress=False)
+    with pytest.raises(ConfigError, match="WindowedDataset"):
+        evaluate({"speech": np.zeros(3)}, pretrained, out=out, progress=False)
+    with pytest.raises(ConfigError, match="need a Pretrained"):
+        evaluate(dataset, None, rows=["speech_only"], targets=["arousal"], out=out, progress=False)
+    no_attention = Pretrained(pretrained.encoders, {"unweighted": pretrained.fusion_backbones["unweighted"]})
+    with pytest.raises(ConfigError, match="attention fusion backbone"):
+        evaluate(dataset, no_attention, rows=["attention_with"], targets=["arousal"], out=out, progress=False)
+    wrong_shape = Pretrained({**pretrained.encoders, "bvp": _encoder_of_shape("bvp", (32, 1))})
+    with pytest.raises(ConfigError, match=r"bvp model takes windows of shape \[32, 1\]"):
+        evaluate(dataset, wrong_shape, rows=["wearable_only"], targets=["arousal"], out=out, progress=False)
+    with pytest.raises(ConfigError, match="unknown mechanism"):
+        Pretrained({}, {"gated": pretrained.fusion_backbones["weighted"]})
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        EvaluationConfig(validation_fraction=0.0)
+    with pytest.raises(ConfigError, match="head_units"):
+        EvaluationConfig(head_units=())
+    two = tiny_dataset(participants=2)
+    with pytest.raises(DataError, match="labels of target 'arousal'.*at least 3 participants"):
+        evaluate(two, None, rows=["handcrafted"], targets=["arousal"], out=out, progress=False)
+    assert not out.exists()  # nothing was started
+
+
+def _encoder_of_shape(modality, shape):
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)), name=f"{modality}_encoder")
+
+
+def test_a_folder_of_another_run_is_refused(tmp_path, dataset):
+    evaluate(dataset, None, rows=["handcrafted"], targets=["arousal"], out=tmp_path / "r", config=CONFIG,
+             progress=False)
+    with pytest.raises(ConfigError, match="another configuration"):
+        evaluate(dataset, None, rows=["handcrafted"], targets=["arousal"], out=tmp_path / "r",
+                 config=CONFIG.replace(handcrafted_c=0.5), progress=False)
+    other_data = tiny_dataset(seed=1, fingerprint="other")
+    with pytest.raises(ConfigError, match="another configuration"):
+        evaluate(other_data, None, rows=["handcrafted"], targets=["arousal"], out=tmp_path / "r",
+                 config=CONFIG, progress=False)
+
+
+def test_pretrained_round_trip(tmp_path, pretrained):
+    folder = pretrained.save(tmp_path / "models")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{m}_encoder.keras" for m in SHAPES] + [f"fusion_{m}.keras" for m in ("attention", "unweighted", "weighted")])
+    loaded = Pretrained.load(folder)
+    assert loaded.fingerprint() == pretrained.fingerprint()
+    with pytest.raises(DataError, match="fusion_<mechanism>.keras"):
+        Pretrained.load(tmp_path)  # holds only the models/ folder
+    (folder / "acc_encoder.keras").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="acc_encoder.keras: model"):
+        Pretrained.load(folder)
+    shutil.rmtree(folder)
