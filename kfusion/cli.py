@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kfusion.errors import KfusionError
 
-DEMO_PARTICIPANTS = 6
-DEMO_MINUTES = 2.0
+DEMO_PARTICIPANTS = 8
+DEMO_MINUTES = 3.0
 DEMO_SEED = 0
 
 
@@ -52,22 +52,60 @@ def cmd_data_synth(args) -> int:
     return 0
 
 
+def _print_table(results) -> None:
+    table = results.out / "table.md"
+    print(table.read_text() if table.is_file() else results.wide().to_string())
+    print(f"[kfusion] run folder: {results.out}")
+
+
 def cmd_demo(args) -> int:
-    from kfusion.config import DataConfig
-    from kfusion.data.inspect import format_inspection, inspect_source
     from kfusion.data.synthetic import write_kemocon_like
+    from kfusion.pipeline import PipelineConfig, run_pipeline
 
     started = time.perf_counter()
-    data_dir = Path(args.out) / "data"
-    # subjects.csv is written last: without it, a previous write was cut short.
-    if not (data_dir / "metadata" / "subjects.csv").is_file():
-        print(f"[demo] writing the embedded synthetic data set to {data_dir}")
-        write_kemocon_like(data_dir, participants=DEMO_PARTICIPANTS, minutes=DEMO_MINUTES,
-                           seed=DEMO_SEED, overwrite=True)
-    info = inspect_source([f"kemocon:{data_dir}"], DataConfig(),
-                          cache_dir=Path(args.out) / "cache")
-    print(format_inspection(info))
-    print(f"[demo] done in {time.perf_counter() - started:.1f} s")
+    out = Path(args.out)
+    sets = {}
+    for name, seed in (("data", DEMO_SEED), ("pretraining-data", DEMO_SEED + 1)):
+        folder = out / name
+        # subjects.csv is written last: without it, a previous write was cut short.
+        if not (folder / "metadata" / "subjects.csv").is_file():
+            print(f"[demo] writing the synthetic K-EmoCon-layout set {folder} (seed {seed})")
+            write_kemocon_like(folder, participants=DEMO_PARTICIPANTS, minutes=DEMO_MINUTES,
+                               seed=seed, overwrite=True)
+        sets[name] = f"kemocon:{folder}"
+    print("[demo] pretraining on one synthetic set (no labels), then leave-one-subject-out "
+          "evaluation on the other")
+    results = run_pipeline(sets["data"], sets["pretraining-data"], out / "run",
+                           PipelineConfig.demo(), verbose=0)
+    _print_table(results)
+    print(f"[demo] done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from kfusion.data.dataset import build_dataset
+    from kfusion.evaluation import ALL_ROWS, TARGETS, EvaluationConfig, Pretrained, evaluate
+    from kfusion.pipeline import shipped_pretrained
+
+    config = EvaluationConfig.load(args.config) if args.config else EvaluationConfig()
+    data_config = _data_config(args)
+    pretrained = (shipped_pretrained(data_config.modalities) if args.pretrained == "saved"
+                  else Pretrained.load(args.pretrained))
+    dataset = build_dataset(args.sources, data_config, cache_dir=_cache_dir(args), progress=True)
+    results = evaluate(dataset, pretrained, rows=args.rows.split(",") if args.rows else ALL_ROWS,
+                       targets=args.targets.split(",") if args.targets else TARGETS,
+                       out=args.out, seed=args.seed, config=config)
+    _print_table(results)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from kfusion.pipeline import PipelineConfig, run_pipeline
+
+    source = f"kemocon:{args.kemocon}"
+    config = PipelineConfig.load(args.config) if args.config else PipelineConfig()
+    results = run_pipeline(source, args.pretraining or [source], args.out, config)
+    _print_table(results)
     return 0
 
 
@@ -80,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kfusion {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the main job on the embedded synthetic data set")
-    demo.add_argument("--out", default="runs/demo", help="folder for data, cache and results")
+    demo = commands.add_parser("demo", help="the whole pipeline on the embedded synthetic data set")
+    demo.add_argument("--out", default="runs/demo", help="folder for data, runs and results")
     demo.set_defaults(func=cmd_demo)
 
     data = commands.add_parser("data", help="read, window and inspect data sets")
@@ -92,22 +130,55 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("sources", nargs="+", metavar="SOURCE",
                          help="kemocon:PATH, e4:PATH, stresspredict:PATH or generic:PATH")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
-    inspect.add_argument("--modalities", help="comma-separated subset of speech,acc,bvp,eda,temp "
-                                              "(default: all the sources can hold)")
-    inspect.add_argument("--annotations", default="self",
-                         choices=["self", "partner", "external", "aggregated_external"],
-                         help="K-EmoCon annotation perspective (default: self)")
-    inspect.add_argument("--window", type=float, default=4.0, help="window length, s (default 4)")
-    inspect.add_argument("--overlap", type=float, default=1.0, help="window overlap, s (default 1)")
-    inspect.add_argument("--missing", choices=["drop", "fill"], default="drop",
-                         help="windows lacking a modality: drop them, or zero-fill with a mask")
-    inspect.add_argument("--skip-bad", action="store_true",
-                         help="report participants with bad files and go on")
-    inspect.add_argument("--cache-dir", default=None, help="window cache (default $KFUSION_CACHE "
-                                                           "or ~/.cache/kfusion)")
-    inspect.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    _add_data_options(inspect)
     inspect.set_defaults(func=cmd_data_inspect)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="leave-one-subject-out evaluation of Table 1's rows (resumable)")
+    evaluate.add_argument("--data", dest="sources", nargs="+", required=True, metavar="SOURCE")
+    evaluate.add_argument("--pretrained", default="saved",
+                          help="folder of <modality>_encoder.keras / fusion_<mechanism>.keras, "
+                               "or 'saved' for the models in saved_models/ (default)")
+    evaluate.add_argument("--rows", help="comma-separated rows (default: all nine)")
+    evaluate.add_argument("--targets", help="comma-separated targets (default: arousal,valence,emotion)")
+    evaluate.add_argument("--out", required=True, help="run folder (re-running resumes)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--config", help="EvaluationConfig JSON file")
+    _add_data_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="the paper's whole procedure on the real K-EmoCon, beside its Table 1")
+    reproduce.add_argument("--kemocon", required=True, help="the K-EmoCon release folder")
+    reproduce.add_argument("--pretraining", nargs="+", metavar="SOURCE",
+                           help="unlabelled sources for pretraining (default: K-EmoCon itself)")
+    reproduce.add_argument("--out", default="runs/reproduce")
+    reproduce.add_argument("--config", help="PipelineConfig JSON file")
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    _add_synth(data_commands)
+    _add_other_commands(commands)
+    return parser
+
+
+def _add_data_options(parser) -> None:
+    parser.add_argument("--modalities", help="comma-separated subset of speech,acc,bvp,eda,temp "
+                                             "(default: all the sources can hold)")
+    parser.add_argument("--annotations", default="self",
+                         choices=["self", "partner", "external", "aggregated_external"],
+                        help="K-EmoCon annotation perspective (default: self)")
+    parser.add_argument("--window", type=float, default=4.0, help="window length, s (default 4)")
+    parser.add_argument("--overlap", type=float, default=1.0, help="window overlap, s (default 1)")
+    parser.add_argument("--missing", choices=["drop", "fill"], default="drop",
+                        help="windows lacking a modality: drop them, or zero-fill with a mask")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="report participants with bad files and go on")
+    parser.add_argument("--cache-dir", default=None, help="window cache (default $KFUSION_CACHE "
+                                                          "or ~/.cache/kfusion)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+
+
+def _add_synth(data_commands) -> None:
     synth = data_commands.add_parser(
         "synth", help="write a synthetic data set in K-EmoCon's exact layout")
     synth.add_argument("out", help="output folder")
@@ -118,11 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace a data set already in OUT")
     synth.set_defaults(func=cmd_data_synth)
 
+
+def _add_other_commands(commands) -> None:
+    from kfusion.export.cli_export import add_export_commands
     from kfusion.training.cli_pretrain import add_models_commands, add_pretrain_commands
 
     add_pretrain_commands(commands)
     add_models_commands(commands)
-    return parser
+    add_export_commands(commands)
 
 
 def main(argv: list[str] | None = None) -> int:
