@@ -219,18 +219,6 @@ def test_weights_are_reproducible_from_the_keras_seed():
         np.testing.assert_array_equal(a, b)
 
 
-def test_models_package_imports_nothing_from_higher_layers():
-    import pathlib
-
-    import kfusion.models
-
-    package = pathlib.Path(kfusion.models.__file__).parent
-    for source in package.glob("*.py"):
-        text = source.read_text()
-        for higher in ("kfusion.training", "kfusion.evaluation", "kfusion.export"):
-            assert higher not in text, f"{source.name} imports {higher}"
-
-
 def test_presence_array_stacks_dataset_flags_in_model_order():
     from kfusion.models import presence_array
 
