@@ -32,7 +32,7 @@ class _Config:
                               f"expected some of {', '.join(fields)}")
         kwargs = {}
         for name, value in data.items():
-            sub = _nested.get((cls.__name__, name))
+            sub = _nested_config_class(fields[name])
             kwargs[name] = sub.from_dict(value, f"{where}.{name}") if sub else (
                 tuple(value) if isinstance(value, list) else value)
         return cls(**kwargs)
@@ -125,4 +125,10 @@ class DataConfig(_Config):
                               f"found {self.annotations!r}")
 
 
-_nested = {("DataConfig", "window"): WindowConfig, ("DataConfig", "features"): FeatureConfig}
+def _nested_config_class(f: dataclasses.Field):
+    """The config class of a field whose default is itself a config (read as a sub-dict)."""
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+        if isinstance(default, _Config):
+            return type(default)
+    return None

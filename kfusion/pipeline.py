@@ -12,7 +12,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kfusion import config as _config_module
 from kfusion.config import DataConfig, _Config
 from kfusion.errors import ConfigError
 from kfusion.evaluation import ALL_ROWS, TARGETS, EvaluationConfig, Pretrained, Results, evaluate
@@ -61,7 +60,6 @@ class PipelineConfig(_Config):
 
 _PIPELINE_PARTS = {"data": DataConfig, "encoders": EncoderPretrainConfig, "speech": SpeechPretrainConfig,
                    "fusion": FusionPretrainConfig, "evaluation": EvaluationConfig}
-_config_module._nested.update({("PipelineConfig", k): v for k, v in _PIPELINE_PARTS.items()})
 
 
 def _seeded(config: PipelineConfig) -> PipelineConfig:
