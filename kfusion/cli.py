@@ -109,6 +109,39 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from kfusion.data.dataset import build_dataset
+    from kfusion.errors import ConfigError
+    from kfusion.evaluation import EvaluationConfig, Pretrained
+    from kfusion.pipeline import PipelineConfig, shipped_pretrained
+    from kfusion.training.tuning import TuningConfig, tune
+
+    config = TuningConfig.load(args.config) if args.config else TuningConfig()
+    flags = {"trials": args.trials, "algorithm": args.algorithm, "seed": args.seed,
+             "inner_folds": args.inner_folds}
+    config = config.replace(**{k: v for k, v in flags.items() if v is not None})
+    rows = [r for r in args.rows.split(",") if r]
+    if len(rows) != 1 and "KERASTUNER_ORACLE_IP" in os.environ:
+        raise ConfigError(f"--rows: distributed tuning serves one search at a time: expected one row, "
+                          f"found {', '.join(rows) or 'none'} (start one chief and its workers per row)")
+    data_config = _data_config(args)
+    pretrained = (shipped_pretrained(data_config.modalities) if args.pretrained == "saved"
+                  else Pretrained.load(args.pretrained))
+    dataset = build_dataset(args.sources, data_config, cache_dir=_cache_dir(args), progress=True)
+    held_out = [p for p in args.held_out.split(",") if p] if args.held_out else ()
+    for row in rows:
+        result = tune(dataset, pretrained, row, args.target, Path(args.out) / row, config, held_out,
+                      args.pretraining, evaluation=EvaluationConfig(),
+                      pipeline=PipelineConfig(data=data_config), cache_dir=_cache_dir(args))
+        if result.role == "worker":
+            print(f"[kfusion] worker {os.environ.get('KERASTUNER_TUNER_ID')} ran {len(result.table)} "
+                  f"trial(s): {', '.join(result.table['trial']) if len(result.table) else 'none'}")
+            continue
+        print((result.out / "trials.md").read_text())
+        print(f"[kfusion] run folder: {result.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kfusion import __version__
 
@@ -197,6 +230,30 @@ def _add_other_commands(commands) -> None:
     add_pretrain_commands(commands)
     add_models_commands(commands)
     add_export_commands(commands)
+
+    tune = commands.add_parser(
+        "tune", help="KerasTuner search of a row's head sizes and learning rate (resumable, distributable)",
+        description="Search the learning rate and head sizes of each row on participant-wise inner folds "
+                    "(one search per row in OUT/<row>/: trials.csv, trials.md, best_evaluation.json for "
+                    "'kfusion evaluate --config', best_pipeline.json for 'kfusion reproduce --config'). "
+                    "Distributed: set KERASTUNER_TUNER_ID (chief / tuner0, tuner1, ...), "
+                    "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT and run the same command in every process.")
+    tune.add_argument("--data", dest="sources", nargs="+", required=True, metavar="SOURCE")
+    tune.add_argument("--rows", required=True, help="comma-separated rows, one search each")
+    tune.add_argument("--target", required=True, help="the target to tune for, e.g. arousal")
+    tune.add_argument("--trials", type=int, help="number of trials (default: the config's, 10)")
+    tune.add_argument("--out", required=True, help="folder; one run folder per row (re-running resumes)")
+    tune.add_argument("--algorithm", choices=["random", "bayesian", "hyperband"])
+    tune.add_argument("--held-out", help="comma-separated participants never seen (the outer test folds)")
+    tune.add_argument("--pretrained", default="saved",
+                      help="folder of <modality>_encoder.keras / fusion_<mechanism>.keras, or 'saved'")
+    tune.add_argument("--pretraining", nargs="+", metavar="SOURCE",
+                      help="unlabelled sources for trials that pretrain fusion backbones ('with' rows)")
+    tune.add_argument("--seed", type=int)
+    tune.add_argument("--inner-folds", type=int, help="participant-wise inner folds (default 3)")
+    tune.add_argument("--config", help="TuningConfig JSON file (flags override it)")
+    _add_data_options(tune)
+    tune.set_defaults(func=cmd_tune)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,931 @@
+"""Hyperparameter search (KerasTuner) for the trainable part of one row of Table 1.
+
+What is searched: the learning rate (log-uniform range) and, where the row has them, the units
+of the emotion head's two Dense layers, the units of the fresh projection (speech-only and
+"without fusion training" rows) and, for a "with fusion training" row, the projection and the
+fusion-pretraining heads of a backbone pretrained for the trial (see :class:`TuningConfig`).
+The objective (``"mean_f1"``, maximised) is the mean macro F1 over participant-wise *inner*
+folds of the participants the tuner may see: each inner fold holds out a group of participants
+as its test set, early-stops on a validation group of the others and trains on the rest. The
+participants of ``held_out`` (the outer protocol's test participants) are removed from the data
+set before anything is computed, so neither their windows nor their labels enter the search.
+
+As in :mod:`kfusion.evaluation.protocol`, frozen parts (pretrained encoders, pretrained fusion
+backbones up to the projection) are run once per search and only the trainable layers are
+trained, on their cached outputs; every inner fold of a trial starts from the same initial
+weights (from the seed). This layer does not import ``kfusion.evaluation``: ``pretrained`` is
+any object with ``.encoders`` ``{modality: keras.Model}`` and ``.fusion_backbones``
+``{mechanism: keras.Model}`` (e.g. ``kfusion.evaluation.Pretrained``), and the best
+configuration is written as plain dicts that ``EvaluationConfig`` / ``PipelineConfig`` read.
+
+Distributed search uses KerasTuner's own mechanism: with ``KERASTUNER_TUNER_ID``,
+``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` set, the process whose id contains
+``chief`` serves the oracle (and writes the results once every trial is finished); the others
+are workers that fetch trials from it and run them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from kfusion.config import _Config
+from kfusion.data.labels import UNLABELLED
+from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
+from kfusion.errors import ConfigError, DataError, KfusionError
+from kfusion.models import PRESENCE, backbone_modalities, encoder_name, presence_array
+from kfusion.runs import RunFolder, write_json_atomic
+from kfusion.training.emotion import (
+    PROJECTION_FEATURES,
+    EmotionTrainer,
+    EmotionTraining,
+    derive_seed,
+    fusion_emotion_model,
+    identity_encoder,
+    pretrained_emotion_model,
+    projection_stub,
+    validation_participants,
+    wearable_only_model,
+)
+from kfusion.training.pretrain import FusionPretrainConfig, pretrain_fusion
+
+ALGORITHMS: tuple[str, ...] = ("random", "bayesian", "hyperband")
+#: The rows a search can tune (Table 1's Keras rows; the hand-crafted row has no Keras model).
+TUNABLE_ROWS: tuple[str, ...] = (
+    "speech_only", "wearable_only",
+    "unweighted_without", "weighted_without", "attention_without",
+    "unweighted_with", "weighted_with", "attention_with",
+)
+OBJECTIVE = "mean_f1"
+PROJECT_NAME = "keras_tuner"
+TRIALS_CSV, TRIALS_MD = "trials.csv", "trials.md"
+BEST_EVALUATION, BEST_PIPELINE = "best_evaluation.json", "best_pipeline.json"
+LOGS_FOLDER = "logs"
+PRETRAINING_FOLDER = "pretraining"
+RUN_FORMAT = 1
+#: Settings of the fresh fusion layers taken from the evaluation config (not searched).
+MODEL_SETTINGS = {"attention_tokens": 5, "attention_heads": 2, "use_presence": True}
+
+
+# --------------------------------------------------------------------------- configuration
+
+def units_key(units) -> str:
+    """Hyperparameter value of a layer-size list: ``(32, 16)`` -> ``"32-16"``, ``()`` -> ``"none"``."""
+    return "-".join(str(int(u)) for u in units) or "none"
+
+
+def parse_units(key: str) -> tuple[int, ...]:
+    """Inverse of :func:`units_key`."""
+    return () if key == "none" else tuple(int(u) for u in str(key).split("-"))
+
+
+def _whole(where: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"TuningConfig.{where}: expected a whole number >= {minimum}, found {value!r}")
+    return int(value)
+
+
+def _choices(where: str, value, allow_empty_units: bool = False) -> tuple[tuple[int, ...], ...]:
+    """A non-empty list of distinct layer-size lists, e.g. ``[[32, 16], [64, 32]]``."""
+    expected = (f"TuningConfig.{where}: expected a non-empty list of layer-size lists of positive "
+                f"whole numbers, e.g. [[32, 16], [64, 32]]")
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(f"{expected}, found {value!r}")
+    choices = []
+    for units in value:
+        if isinstance(units, (str, bytes)) or not isinstance(units, Sequence) or (
+                not units and not allow_empty_units) or not all(
+                isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in units):
+            raise ConfigError(f"{expected}, found {value!r}")
+        choices.append(tuple(int(u) for u in units))
+    if len(set(choices)) != len(choices):
+        raise ConfigError(f"TuningConfig.{where}: expected distinct choices, found {value!r}")
+    return tuple(choices)
+
+
+@dataclass(frozen=True)
+class TuningConfig(_Config):
+    """One search (saved in the run folder; ``kfusion tune --config FILE`` reads it).
+
+    ``algorithm``: ``random`` | ``bayesian`` | ``hyperband``; ``trials``: how many trials at
+    most (Hyperband: its brackets, cut at ``trials``); ``inner_folds``: participant-wise inner
+    folds (fewer when there are fewer participants); ``epochs``, ``patience``, ``batch_size``,
+    ``validation_fraction``: emotion training in every inner fold, as in the evaluation (Hyperband
+    uses ``epochs`` as its largest budget); ``seed`` fixes the inner folds, the oracle, initial
+    weights and batch order.
+
+    Search space: ``learning_rate`` = ``(low, high)`` searched log-uniformly (equal = fixed);
+    ``head_units``, ``projection_units``, ``pretraining_head_units``: lists of choices (each a
+    list of layer sizes; a single choice is fixed). ``projection_units`` applies to the fresh
+    projection of the speech-only and "without" rows, and to "with" rows only when fusion
+    pretraining is searched; ``pretraining_head_units`` only to "with" rows. Fusion pretraining
+    is searched when pretraining sources are given (or ``pretraining_head_units`` differs from
+    ``backbone_head_units``, which then requires them): a trial whose (projection, pretraining
+    heads) differ from the given backbone's — projection read from the backbone, heads =
+    ``backbone_head_units`` — pretrains one with ``pretraining`` (a short
+    :class:`FusionPretrainConfig`; its sizes are replaced by the trial's).
+    """
+
+    algorithm: str = "random"
+    trials: int = 10
+    inner_folds: int = 3
+    epochs: int = 32
+    patience: int = 5
+    batch_size: int = 256
+    validation_fraction: float = 0.15
+    seed: int = 0
+    learning_rate: tuple = (1e-4, 1e-2)
+    head_units: tuple = ((32, 16), (64, 32), (16, 8))
+    projection_units: tuple = ((128, 64), (64, 32), (256, 128))
+    pretraining_head_units: tuple = ((16,),)
+    backbone_head_units: tuple = (16,)
+    hyperband_factor: int = 3
+    pretraining: FusionPretrainConfig = field(default_factory=lambda: FusionPretrainConfig(epochs=3))
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"TuningConfig.algorithm: expected one of {', '.join(ALGORITHMS)}, "
+                              f"found {self.algorithm!r}")
+        set_("trials", _whole("trials", self.trials, 1))
+        set_("inner_folds", _whole("inner_folds", self.inner_folds, 2))
+        set_("epochs", _whole("epochs", self.epochs, 1))
+        set_("patience", _whole("patience", self.patience, 1))
+        set_("batch_size", _whole("batch_size", self.batch_size, 1))
+        set_("seed", _whole("seed", self.seed, 0))
+        set_("hyperband_factor", _whole("hyperband_factor", self.hyperband_factor, 2))
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise ConfigError(f"TuningConfig.validation_fraction: expected a fraction in (0, 1), "
+                              f"found {fraction!r}")
+        rate = self.learning_rate
+        pair = (list(rate) if isinstance(rate, Sequence) and not isinstance(rate, (str, bytes)) else [])
+        if len(pair) != 2 or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in pair) \
+                or not 0 < pair[0] <= pair[1] < math.inf:
+            raise ConfigError(f"TuningConfig.learning_rate: expected a range [low, high] with "
+                              f"0 < low <= high, found {rate!r}")
+        low, high = float(pair[0]), float(pair[1])
+        set_("learning_rate", (low, high))
+        set_("head_units", _choices("head_units", self.head_units))
+        set_("projection_units", _choices("projection_units", self.projection_units))
+        set_("pretraining_head_units", _choices("pretraining_head_units", self.pretraining_head_units,
+                                                allow_empty_units=True))
+        set_("backbone_head_units", _choices("backbone_head_units", [self.backbone_head_units],
+                                             allow_empty_units=True)[0])
+        if not isinstance(self.pretraining, FusionPretrainConfig):
+            raise ConfigError(f"TuningConfig.pretraining: expected a FusionPretrainConfig, found "
+                              f"{type(self.pretraining).__name__}")
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        for name in ("head_units", "projection_units", "pretraining_head_units"):
+            out[name] = [list(units) for units in getattr(self, name)]
+        return out
+
+
+# --------------------------------------------------------------------------- inner folds
+
+@dataclass(frozen=True)
+class InnerFold:
+    """One participant-wise inner fold; indices are positions in the tuned windows."""
+
+    index: int
+    test_participants: tuple
+    validation_participants: tuple
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def inner_folds(participants, folds: int, seed: int, validation_fraction: float = 0.15,
+                where: str = "participants") -> list[InnerFold]:
+    """Split the participants (one id per window) into ``min(folds, n)`` groups (shuffled with
+    ``seed``, sizes differing by at most one); fold k tests on group k, validates on
+    ``validation_fraction`` of the other participants (at least one) and trains on the rest.
+    Raises :class:`DataError` when a fold would not keep one participant to train on and one to
+    validate on."""
+    participants = np.asarray(participants).astype(str)
+    ids = sorted(set(participants.tolist()))
+    count = min(int(folds), len(ids))
+    if count < 2 or len(ids) - math.ceil(len(ids) / count) < 2:
+        raise DataError(None, where, f"at least 3 participants with labelled windows (inner folds of "
+                        f"at least one test participant, each leaving one to train on and one to "
+                        f"validate on; {folds} inner folds asked)", f"{len(ids)}: {', '.join(ids) or 'none'}")
+    order = np.random.default_rng(derive_seed(seed, "inner folds")).permutation(len(ids))
+    groups = [sorted(ids[i] for i in part) for part in np.array_split(order, count)]
+    result = []
+    for k, group in enumerate(groups):
+        others = [p for p in ids if p not in group]
+        chosen = validation_participants(others, validation_fraction, derive_seed(seed, "inner validation", k))
+        test = np.isin(participants, group)
+        validate = np.isin(participants, chosen)
+        result.append(InnerFold(k, tuple(group), tuple(chosen), np.flatnonzero(~test & ~validate),
+                                np.flatnonzero(validate), np.flatnonzero(test)))
+    return result
+
+
+def macro_f1(y_true, y_pred) -> float:
+    """Macro F1 over the classes present in ``y_true`` or ``y_pred`` (the protocol's convention)."""
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    scores = []
+    for label in np.union1d(y_true, y_pred):
+        tp = np.sum((y_true == label) & (y_pred == label))
+        wrong = np.sum((y_true == label) != (y_pred == label))
+        scores.append(2.0 * tp / (2.0 * tp + wrong))
+    return float(np.mean(scores))
+
+
+# --------------------------------------------------------------------------- what is tuned
+
+def _frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
+    """``model(x)`` in inference mode, eagerly, in chunks."""
+    arrays = x if isinstance(x, Mapping) else {None: x}
+    count = len(next(iter(arrays.values())))
+    parts = []
+    for start in range(0, count, chunk):
+        piece = {k: v[start:start + chunk] for k, v in arrays.items()}
+        parts.append(np.asarray(model(piece if isinstance(x, Mapping) else piece[None], training=False)))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _projection_units(backbone: keras.Model) -> tuple[int, ...]:
+    """Units of the backbone's Dense layers ``projection_1``, ``projection_2``, ... in order."""
+    dense = {int(layer.name.rsplit("_", 1)[1]): int(layer.units) for layer in backbone.layers
+             if re.fullmatch(r"projection_\d+", layer.name) and hasattr(layer, "units")}
+    return tuple(dense[k] for k in sorted(dense))
+
+
+def _models_fingerprint(pretrained) -> str:
+    digest = hashlib.sha256()
+    for kind in ("encoders", "fusion_backbones"):
+        models = getattr(pretrained, kind)
+        for key in sorted(models):
+            digest.update(f"{kind}:{key}".encode())
+            for variable in models[key].weights:
+                value = np.ascontiguousarray(variable.numpy())
+                digest.update(f"{variable.path}{value.shape}".encode() + value.tobytes())
+    return digest.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between processes (distributed workers sharing one folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (one process at a time is then the user's job)
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class TuningProblem:
+    """The windows, labels, inner folds and frozen outputs one search works on.
+
+    ``dataset``: a ``WindowedDataset``; the windows of ``held_out`` participants are dropped
+    first. ``model_settings``: ``attention_tokens``, ``attention_heads``, ``use_presence`` of the
+    fresh fusion layers (as in the evaluation config).
+    """
+
+    def __init__(self, dataset, pretrained, row: str, target: str, config: TuningConfig,
+                 held_out: Sequence[str] = (), model_settings: Mapping | None = None,
+                 pretraining_sources=None, out: str | Path | None = None, cache_dir=None):
+        self.row, self.target, self.config = row, target, config
+        self.out = Path(out) if out is not None else None
+        self.cache_dir = cache_dir
+        self.settings = {**MODEL_SETTINGS, **{k: v for k, v in dict(model_settings or {}).items()
+                                              if k in MODEL_SETTINGS}}
+        if row not in TUNABLE_ROWS:
+            hint = " (the hand-crafted row has no Keras model to tune)" if row == "handcrafted" else ""
+            raise ConfigError(f"tune: row: expected one of {', '.join(TUNABLE_ROWS)}, found {row!r}{hint}")
+        for name in ("inputs", "presence", "labels", "classes", "participants", "select"):
+            if not hasattr(dataset, name):
+                raise ConfigError(f"tune: dataset: expected a WindowedDataset (build_dataset), found "
+                                  f"{type(dataset).__name__}")
+        if target not in dataset.labels:
+            raise ConfigError(f"tune: target: expected one of the data set's targets "
+                              f"({', '.join(dataset.labels) or 'none'}), found {target!r}")
+        if not hasattr(pretrained, "encoders") or not hasattr(pretrained, "fusion_backbones"):
+            raise ConfigError(f"tune: pretrained: expected an object with .encoders and .fusion_backbones "
+                              f"(kfusion.evaluation.Pretrained), found {type(pretrained).__name__}")
+        self.pretrained = pretrained
+        held_out = [held_out] if isinstance(held_out, str) else [str(p) for p in held_out]
+        known = sorted(set(np.asarray(dataset.participants).astype(str).tolist()))
+        unknown = [p for p in held_out if p not in known]
+        if unknown:
+            raise ConfigError(f"tune: held_out: participant(s) {', '.join(unknown)} not in the data set; "
+                              f"expected some of {', '.join(known)}")
+        self.held_out = tuple(sorted(set(held_out)))
+        # Drop the held-out participants before anything else looks at the data.
+        keep = ~np.isin(np.asarray(dataset.participants).astype(str), self.held_out)
+        self.dataset = dataset.select(keep) if self.held_out else dataset
+        labels = np.asarray(self.dataset.labels[target])
+        self.index = np.flatnonzero(labels != UNLABELLED)
+        self.y = labels[self.index].astype(np.int64)
+        self.n_classes = len(self.dataset.classes[target])
+        if self.y.size and self.y.max() >= self.n_classes:
+            raise DataError(None, f"labels of target '{target}'", f"class indices 0..{self.n_classes - 1}",
+                            int(self.y.max()))
+        self.participants = np.asarray(self.dataset.participants)[self.index].astype(str)
+        self.folds = inner_folds(self.participants, config.inner_folds, config.seed, config.validation_fraction,
+                                 where=f"labels of target '{target}' (held out: {', '.join(self.held_out) or 'none'})")
+        self.modalities = self._row_modalities()
+        self.pretraining_sources = pretraining_sources
+        self._check_models()
+        self._embeddings: dict = {}
+        self._projections: dict = {}
+
+    # ---- rows and models
+    @property
+    def mechanism(self) -> str:
+        if self.row in ("speech_only", "wearable_only"):
+            return "unweighted"
+        return self.row.rsplit("_", 1)[0]
+
+    @property
+    def with_fusion_training(self) -> bool:
+        return self.row.endswith("_with")
+
+    def _row_modalities(self) -> tuple[str, ...]:
+        inputs = self.dataset.inputs
+        if self.row == "speech_only":
+            return (SPEECH,)
+        if self.row == "wearable_only":
+            return tuple(m for m in WEARABLES if m in inputs)
+        return tuple(m for m in MODALITIES if m in inputs)
+
+    def _check_shape(self, modality: str, shape) -> None:
+        found = tuple(self.dataset.inputs[modality].shape[1:])
+        if tuple(shape) != found:
+            raise ConfigError(f"tune: row {self.row!r}: the pretrained {modality} model takes windows of "
+                              f"shape {list(shape)}, the data set holds {list(found)}")
+
+    def _check_models(self) -> None:
+        config = self.config
+        self.backbone = None
+        self.backbone_key = None
+        if self.with_fusion_training:
+            self.backbone = self.pretrained.fusion_backbones.get(self.mechanism)
+            if self.backbone is not None:
+                modalities = backbone_modalities(self.backbone)
+                missing = [m for m in modalities if m not in self.dataset.inputs]
+                if missing:
+                    raise ConfigError(f"tune: row {self.row!r}: the {self.mechanism} backbone takes "
+                                      f"{', '.join(missing)}, which the data set does not hold")
+                shapes = {t.name: tuple(t.shape[1:]) for t in self.backbone.inputs}
+                for m in modalities:
+                    self._check_shape(m, shapes[m])
+                self.modalities = modalities
+                self.backbone_key = (_projection_units(self.backbone), config.backbone_head_units)
+            heads_differ = set(config.pretraining_head_units) != {config.backbone_head_units}
+            self.search_pretraining = bool(self.pretraining_sources) or heads_differ or self.backbone is None
+            if self.search_pretraining and not self.pretraining_sources:
+                why = (f"there is no pretrained {self.mechanism} backbone" if self.backbone is None else
+                       f"pretraining_head_units {[list(u) for u in config.pretraining_head_units]} differ from "
+                       f"the given backbone's {list(config.backbone_head_units)}")
+                raise ConfigError(f"tune: row {self.row!r}: {why}, so trials pretrain fusion backbones; "
+                                  "give pretraining sources (pretraining_sources=..., CLI --pretraining SOURCE)")
+            if self.search_pretraining:
+                self._check_encoders(self.modalities)
+            return
+        self.search_pretraining = False
+        if not self.modalities or (self.row == "speech_only" and SPEECH not in self.dataset.inputs):
+            raise ConfigError(f"tune: row {self.row!r} needs "
+                              f"{'speech' if self.row == 'speech_only' else 'wearable'} windows in the data set, "
+                              f"which holds {', '.join(self.dataset.inputs)}")
+        self._check_encoders(self.modalities)
+
+    def _check_encoders(self, modalities) -> None:
+        missing = [m for m in modalities if m not in self.pretrained.encoders]
+        if missing:
+            raise ConfigError(f"tune: row {self.row!r} needs pretrained encoders for {', '.join(missing)} "
+                              f"(files {', '.join(encoder_name(m) + '.keras' for m in missing)})")
+        for m in modalities:
+            self._check_shape(m, self.pretrained.encoders[m].input_shape[1:])
+
+    # ---- frozen outputs
+    def _inputs(self, modalities) -> dict:
+        x = {m: self.dataset.inputs[m][self.index] for m in modalities}
+        return x
+
+    def _presence(self, modalities) -> np.ndarray:
+        return presence_array(self.dataset.presence, modalities)[self.index]
+
+    def embeddings(self, modality: str) -> np.ndarray:
+        if modality not in self._embeddings:
+            self._embeddings[modality] = _frozen_outputs(self.pretrained.encoders[modality],
+                                                         self.dataset.inputs[modality][self.index])
+        return self._embeddings[modality]
+
+    def _backbone_for(self, key) -> keras.Model:
+        if self.backbone is not None and key == self.backbone_key:
+            return self.backbone
+        return self.pretrain_backbone(*key)
+
+    def projections(self, key) -> np.ndarray:
+        """Projection outputs of the backbone for ``key`` = (projection units, pretraining heads)."""
+        if key not in self._projections:
+            backbone = self._backbone_for(key)
+            modalities = backbone_modalities(backbone)
+            x = self._inputs(modalities)
+            if PRESENCE in [t.name for t in backbone.inputs]:
+                x[PRESENCE] = self._presence(modalities)
+            self._projections[key] = _frozen_outputs(backbone, x)
+        return self._projections[key]
+
+    def pretraining_folder(self, projection_units, head_units) -> Path:
+        key = f"{self.mechanism}_p{units_key(projection_units)}_h{units_key(head_units)}"
+        return self.out / PRETRAINING_FOLDER / key
+
+    def pretrain_backbone(self, projection_units, head_units) -> keras.Model:
+        """A fusion backbone pretrained (self-supervised, no labels) on the pretraining sources with
+        these sizes, into ``out/pretraining/<key>/`` (reused when already finished)."""
+        if self.out is None:
+            raise ConfigError("tune: pretraining a fusion backbone needs an output folder")
+        folder = self.pretraining_folder(projection_units, head_units)
+        window = self.dataset.config.window
+        config = self.config.pretraining.replace(
+            projection_units=tuple(projection_units), head_units=tuple(head_units),
+            modalities=tuple(self.modalities), seed=self.config.seed,
+            window_seconds=float(window.seconds), window_overlap=float(window.overlap))
+        # Copies: pretrain_fusion builds on the encoder objects and may change their flags.
+        encoders = {}
+        for m in self.modalities:
+            original = self.pretrained.encoders[m]
+            copy = keras.models.clone_model(original)
+            copy.set_weights(original.get_weights())
+            encoders[m] = copy
+        with _file_lock(folder.with_suffix(".lock")):
+            paths = pretrain_fusion(self.pretraining_sources, folder, config, encoders=encoders,
+                                    mechanisms=[self.mechanism], cache_dir=self.cache_dir,
+                                    progress=False, verbose=0)
+        return keras.saving.load_model(paths[self.mechanism]["backbone"], compile=False)
+
+    def prepare(self) -> None:
+        """Compute the frozen outputs every trial needs (so trial times compare)."""
+        if self.with_fusion_training:
+            if self.backbone is not None:
+                self.projections(self.backbone_key)
+        else:
+            for m in self.modalities:
+                self.embeddings(m)
+
+    def embedding_dim(self, modality: str) -> int:
+        return int(self.pretrained.encoders[modality].output_shape[-1])
+
+    def inputs_for(self, key=None) -> dict:
+        """Model inputs over the tuned windows: cached projections (with rows, backbone ``key``) or
+        embeddings ``[N, D, 1]`` per modality plus ``presence``."""
+        if self.with_fusion_training:
+            return {PROJECTION_FEATURES: self.projections(key)}
+        x = {m: self.embeddings(m)[..., None] for m in self.modalities}
+        if self.settings["use_presence"]:
+            x[PRESENCE] = self._presence(self.modalities)
+        return x
+
+
+# --------------------------------------------------------------------------- the hypermodel
+
+class EmotionHyperModel(keras_tuner.HyperModel):
+    """Builds the trainable part of one row for a trial's hyperparameters and scores it.
+
+    ``build(hp)``: the row's model on stand-ins for its frozen parts (as the evaluation does with
+    cached outputs), initial weights from the seed. ``fit(hp, model)``: trains it on every inner
+    fold from the same initial weights (:class:`EmotionTrainer`) and returns ``{"mean_f1",
+    "f1_se", "f1_fold1", ..., "seconds"}`` (macro F1 on each fold's test participants).
+    """
+
+    def __init__(self, problem: TuningProblem, config: TuningConfig):
+        super().__init__(name=f"{problem.row}_{problem.target}", tunable=True)
+        self.problem, self.config = problem, config
+
+    # ---- the search space
+    def _units(self, hp, name: str, choices) -> tuple[int, ...]:
+        keys = [units_key(u) for u in choices]
+        value = hp.Fixed(name, keys[0]) if len(keys) == 1 else hp.Choice(name, keys, ordered=False)
+        return parse_units(value)
+
+    def backbone_key(self, hp):
+        """(projection units, pretraining head units) of a "with" row's trial."""
+        problem, config = self.problem, self.config
+        if problem.search_pretraining:
+            projection = self._units(hp, "projection_units", config.projection_units)
+            heads = self._units(hp, "pretraining_head_units", config.pretraining_head_units)
+            return projection, heads
+        projection = self._units(hp, "projection_units", [problem.backbone_key[0]])
+        heads = self._units(hp, "pretraining_head_units", [problem.backbone_key[1]])
+        return projection, heads
+
+    def declare(self, hp) -> dict:
+        """Declare the hyperparameters on ``hp``; returns the trial's values (units as tuples)."""
+        problem, config = self.problem, self.config
+        low, high = config.learning_rate
+        values = {"learning_rate": hp.Fixed("learning_rate", low) if low == high else
+                  hp.Float("learning_rate", low, high, sampling="log")}
+        if problem.row != "wearable_only":
+            values["head_units"] = self._units(hp, "head_units", config.head_units)
+        if problem.with_fusion_training:
+            values["projection_units"], values["pretraining_head_units"] = self.backbone_key(hp)
+        elif problem.row != "wearable_only":
+            values["projection_units"] = self._units(hp, "projection_units", config.projection_units)
+        return values
+
+    def build(self, hp) -> keras.Model:
+        problem, settings = self.problem, self.problem.settings
+        values = self.declare(hp)
+        keras.utils.set_random_seed(derive_seed(self.config.seed, "init", problem.row, problem.target))
+        if problem.with_fusion_training:
+            dim = values["projection_units"][-1]
+            return pretrained_emotion_model(projection_stub(dim), problem.target, problem.n_classes,
+                                            values["head_units"])
+        encoders = {m: identity_encoder(m, problem.embedding_dim(m)) for m in problem.modalities}
+        if problem.row == "wearable_only":
+            return wearable_only_model(encoders, problem.target, problem.n_classes, settings["use_presence"])
+        return fusion_emotion_model(encoders, problem.target, problem.n_classes, problem.mechanism,
+                                    values["projection_units"], values["head_units"], settings["use_presence"],
+                                    settings["attention_tokens"], settings["attention_heads"])
+
+    def fit(self, hp, model, *args, epochs=None, **kwargs) -> dict:
+        problem, config = self.problem, self.config
+        started = time.perf_counter()
+        key = self.backbone_key(hp) if problem.with_fusion_training else None
+        x = {k: tf.convert_to_tensor(v) for k, v in problem.inputs_for(key).items()}
+        settings = EmotionTraining(epochs=int(epochs or config.epochs), patience=config.patience,
+                                   batch_size=config.batch_size,
+                                   learning_rate=float(hp.get("learning_rate")))
+        trainer = EmotionTrainer(model, problem.target, settings)
+        scores = []
+        for fold in problem.folds:
+            trainer.fit(x, problem.y, fold.train, fold.validation,
+                        seed=derive_seed(config.seed, "inner fold", problem.row, problem.target, fold.index))
+            predicted = trainer.predict(x, fold.test).argmax(axis=-1)
+            scores.append(macro_f1(problem.y[fold.test], predicted))
+        scores = np.asarray(scores)
+        results = {OBJECTIVE: float(scores.mean()),
+                   "f1_se": float(scores.std(ddof=1) / math.sqrt(scores.size)) if scores.size > 1 else 0.0}
+        results.update({f"f1_fold{i + 1}": float(s) for i, s in enumerate(scores)})
+        results["seconds"] = round(time.perf_counter() - started, 3)
+        return results
+
+
+# --------------------------------------------------------------------------- the tuner
+
+def _role() -> str:
+    """``single``, ``chief`` or ``worker`` from KerasTuner's environment variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        if not os.environ.get(name):
+            raise ConfigError(f"distributed tuning: KERASTUNER_ORACLE_IP is set but {name} is not; set "
+                              "KERASTUNER_TUNER_ID ('chief' or e.g. 'tuner0'), KERASTUNER_ORACLE_IP and "
+                              "KERASTUNER_ORACLE_PORT in every process")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+class _InnerFoldTuner(keras_tuner.Tuner):
+    """Runs a trial as build + :meth:`EmotionHyperModel.fit` (no Keras callbacks or checkpoints:
+    a trial trains one model per inner fold; Hyperband's budget is the epoch limit, every trial
+    trains from its initial weights). Logs each trial to ``out/logs/<tuner id>.jsonl``."""
+
+    def __init__(self, *args, log_folder: Path, bar=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_folder, self.bar, self.user_error = log_folder, bar, None
+        self.log_folder.mkdir(parents=True, exist_ok=True)
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        record = {"trial": trial.trial_id, "tuner": self.tuner_id,
+                  "hyperparameters": {k: v for k, v in hp.values.items()}}
+        try:
+            keras.backend.clear_session()
+            model = self.hypermodel.build(hp)
+            results = self.hypermodel.fit(hp, model, epochs=hp.values.get("tuner/epochs"))
+        except KfusionError as err:  # a user-caused problem: stop the search, report it as such
+            self.user_error = err
+            RunFolder(self.log_folder).append_record(f"{self.tuner_id}.jsonl", {**record, "status": "FAILED",
+                                                                                "message": str(err)})
+            raise keras_tuner.errors.FatalError(str(err)) from err
+        except Exception as err:
+            RunFolder(self.log_folder).append_record(f"{self.tuner_id}.jsonl", {
+                **record, "status": "FAILED", "message": f"{type(err).__name__}: {err}"})
+            raise
+        RunFolder(self.log_folder).append_record(f"{self.tuner_id}.jsonl", {**record, "status": "COMPLETED",
+                                                                            **results})
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"last {OBJECTIVE} {results[OBJECTIVE]:.3f}")
+        return results
+
+
+def _oracle(config: TuningConfig):
+    objective = keras_tuner.Objective(OBJECTIVE, "max")
+    seed = derive_seed(config.seed, "oracle") or 1  # KerasTuner draws a random seed for 0
+    if config.algorithm == "random":
+        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=config.trials, seed=seed)
+    if config.algorithm == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(objective, max_trials=config.trials, seed=seed)
+    oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=config.epochs,
+                                                 factor=config.hyperband_factor, hyperband_iterations=None,
+                                                 seed=seed)
+    oracle.max_trials = config.trials  # brackets follow each other until this many trials
+    return oracle
+
+
+def _serve_oracle(oracle, bar=None, poll: float = 0.2) -> None:
+    """Serve ``oracle`` to the workers (KerasTuner's gRPC service) until every trial is finished
+    and every worker was told to stop. KerasTuner's own loop does the same but checks every 20 s
+    once one worker stopped; this one checks every ``poll`` seconds and stops its server."""
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"distributed tuning: the chief cannot listen on {address} "
+                          "(KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT; is the port in use?)")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(poll)
+            if bar is not None:
+                finished = sum(t.status in _FINISHED for t in list(oracle.trials.values()))
+                if finished > bar.n:
+                    bar.update(finished - bar.n)
+    finally:
+        server.stop(grace=1).wait()
+
+
+_FINISHED = ("COMPLETED", "FAILED", "INVALID")
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class TuningResult:
+    """A search's outcome. ``table``: one line per trial (id, status, tuner, hyperparameters,
+    ``mean_f1``, ``f1_se``, ``f1_fold<k>``, ``seconds``), by trial id; ``best_hyperparameters``
+    (units as lists); ``best_evaluation``: an ``EvaluationConfig`` dict with the tuned values;
+    ``best_pipeline``: a ``PipelineConfig`` dict; ``complete``: all trials finished; ``role``:
+    ``single``, ``chief`` or ``worker`` (a worker's table holds only the trials it ran and it
+    writes no result files)."""
+
+    out: Path
+    row: str
+    target: str
+    table: pd.DataFrame
+    best_hyperparameters: dict | None
+    best_evaluation: dict | None
+    best_pipeline: dict | None
+    complete: bool
+    role: str = "single"
+    files: dict = field(default_factory=dict)
+
+
+def _read_logs(folder: Path) -> dict:
+    """``{trial id: last log record}`` from every process's log."""
+    records = {}
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        for record in RunFolder(folder).read_records(path.name):
+            records[record["trial"]] = record
+    return records
+
+
+def _hp_columns(values: Mapping) -> dict:
+    columns = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    if "tuner/epochs" in values:
+        columns["budget_epochs"] = values["tuner/epochs"]
+    return columns
+
+
+def _table_from_oracle(oracle, logs: Mapping, folds: int) -> pd.DataFrame:
+    lines = []
+    for trial_id in sorted(oracle.trials):
+        trial = oracle.trials[trial_id]
+        line = {"trial": trial_id, "status": trial.status, "tuner": logs.get(trial_id, {}).get("tuner", "")}
+        line.update(_hp_columns(trial.hyperparameters.values))
+        for name in [OBJECTIVE, "f1_se", *[f"f1_fold{k + 1}" for k in range(folds)], "seconds"]:
+            line[name] = (float(trial.metrics.get_last_value(name)) if trial.metrics.exists(name)
+                          else math.nan)
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def _table_from_logs(logs: Mapping, tuner_id: str, folds: int) -> pd.DataFrame:
+    lines = []
+    for trial_id in sorted(logs):
+        record = logs[trial_id]
+        if record.get("tuner") != tuner_id:
+            continue
+        line = {"trial": trial_id, "status": record.get("status"), "tuner": tuner_id}
+        line.update(_hp_columns(record.get("hyperparameters", {})))
+        for name in [OBJECTIVE, "f1_se", *[f"f1_fold{k + 1}" for k in range(folds)], "seconds"]:
+            line[name] = float(record.get(name, math.nan))
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def _best_line(table: pd.DataFrame):
+    done = table[(table["status"] == "COMPLETED") & np.isfinite(table[OBJECTIVE].astype(float))] \
+        if len(table) else table
+    if not len(done):
+        return None
+    # Highest mean F1; ties go to the earlier trial (stable sort on trial ids).
+    return done.sort_values(OBJECTIVE, ascending=False, kind="stable").iloc[0]
+
+
+def _config_dict(value) -> dict:
+    if value is None:
+        return {}
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"tune: expected a config dict or an object with to_dict(), found {type(value).__name__}")
+    return json.loads(json.dumps(dict(value)))
+
+
+def _best_configs(best, problem: TuningProblem, config: TuningConfig, evaluation_base: dict,
+                  pipeline_base: dict) -> tuple[dict, dict, dict]:
+    hyper = {"learning_rate": float(best["learning_rate"])}
+    for name in ("head_units", "projection_units", "pretraining_head_units"):
+        if name in best.index and isinstance(best[name], str):
+            hyper[name] = list(parse_units(best[name]))
+    evaluation = {**evaluation_base, **problem.settings,
+                  "epochs": config.epochs, "patience": config.patience, "batch_size": config.batch_size,
+                  "validation_fraction": config.validation_fraction,
+                  "learning_rate": hyper["learning_rate"]}
+    if "head_units" in hyper:
+        evaluation["head_units"] = hyper["head_units"]
+    if "projection_units" in hyper:
+        evaluation["projection_units"] = hyper["projection_units"]
+    pipeline = {**pipeline_base, "evaluation": evaluation, "rows": [problem.row], "targets": [problem.target],
+                "seed": config.seed}
+    if problem.with_fusion_training:
+        fusion = dict(pipeline_base.get("fusion", {}))
+        fusion["projection_units"] = hyper["projection_units"]
+        fusion["head_units"] = hyper["pretraining_head_units"]
+        pipeline["fusion"] = fusion
+    return hyper, evaluation, pipeline
+
+
+def _format_units(value) -> str:
+    return str(value) if not isinstance(value, str) else value
+
+
+def _markdown(table: pd.DataFrame, problem: TuningProblem, config: TuningConfig, best, total: int) -> str:
+    folds = len(problem.folds)
+    finished = int((table["status"] == "COMPLETED").sum()) if len(table) else 0
+    lines = [f"# Tuning: {problem.row} / {problem.target}", "",
+             f"Objective: mean macro F1 over {folds} participant-wise inner folds (maximised); "
+             f"algorithm {config.algorithm}, seed {config.seed}; {finished} of {total} trials completed.",
+             f"Held out (never seen): {', '.join(problem.held_out) or 'none'}.", ""]
+    for fold in problem.folds:
+        lines.append(f"- inner fold {fold.index + 1}: test {', '.join(fold.test_participants)}; "
+                     f"validation {', '.join(fold.validation_participants)}")
+    hp_names = [c for c in table.columns if c not in ("trial", "status", "tuner", OBJECTIVE, "f1_se", "seconds")
+                and not c.startswith("f1_fold")]
+    header = ["trial", *hp_names, "mean F1 (± se)", "F1 per inner fold", "seconds", "status", "tuner"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, line in table.iterrows():
+        mark = " **best**" if best is not None and line["trial"] == best["trial"] else ""
+        values = [f"{line[name]:.3g}" if name == "learning_rate" else _format_units(line[name]) for name in hp_names]
+        score = (f"{line[OBJECTIVE]:.4f} (± {line['f1_se']:.4f})" if np.isfinite(line[OBJECTIVE]) else "–")
+        per_fold = ", ".join(f"{line[f'f1_fold{k + 1}']:.3f}" for k in range(folds)
+                             if np.isfinite(line[f"f1_fold{k + 1}"])) or "–"
+        seconds = f"{line['seconds']:.1f}" if np.isfinite(line["seconds"]) else "–"
+        lines.append("| " + " | ".join([f"{line['trial']}{mark}", *values, score, per_fold, seconds,
+                                        str(line["status"]), str(line["tuner"] or "")]) + " |")
+    if best is not None:
+        lines += ["", f"Best: trial {best['trial']}, mean F1 {best[OBJECTIVE]:.4f} (± {best['f1_se']:.4f}); "
+                  f"see {BEST_EVALUATION} (kfusion evaluate --config) and {BEST_PIPELINE} "
+                  f"(kfusion reproduce --config)."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the search
+
+def tune(dataset, pretrained, row: str, target: str, out: str | Path, config: TuningConfig | None = None,
+         held_out: Sequence[str] = (), pretraining_sources=None, progress: bool = True,
+         evaluation: Mapping | None = None, pipeline: Mapping | None = None, cache_dir=None) -> TuningResult:
+    """Search the hyperparameters of ``row`` for ``target`` (see the module docstring).
+
+    ``dataset``: a ``WindowedDataset``; ``pretrained``: ``.encoders`` / ``.fusion_backbones``
+    (kept frozen); ``held_out``: participant ids never seen (dropped first); ``pretraining_sources``:
+    unlabelled sources for trials that pretrain a fusion backbone ("with" rows). ``evaluation`` /
+    ``pipeline``: base ``EvaluationConfig`` / ``PipelineConfig`` (dicts or config objects) whose
+    other values the best configs keep (``evaluation`` also gives ``attention_tokens``,
+    ``attention_heads``, ``use_presence`` of the fresh fusion layers).
+
+    ``out``: the run folder: ``config.json`` (+ versions, data), KerasTuner's project folder
+    ``keras_tuner/``, ``logs/<tuner>.jsonl`` (a line per trial run), ``pretraining/<key>/``,
+    ``trials.csv``, ``trials.md``, ``best_evaluation.json``, ``best_pipeline.json``. Re-running
+    resumes: finished trials are kept (a trial cut short is run again); ``config.trials`` may
+    grow between runs, anything else changed is refused.
+    """
+    config = TuningConfig() if config is None else config
+    if not isinstance(config, TuningConfig):
+        raise ConfigError(f"tune: config: expected a TuningConfig, found {type(config).__name__}")
+    role = _role()
+    out = Path(out)
+    evaluation_base, pipeline_base = _config_dict(evaluation), _config_dict(pipeline)
+    if pretraining_sources is not None:
+        pretraining_sources = [str(pretraining_sources)] if isinstance(pretraining_sources, (str, Path)) \
+            else [str(s) for s in pretraining_sources]
+    problem = TuningProblem(dataset, pretrained, row, target, config, held_out, evaluation_base,
+                            pretraining_sources, out, cache_dir)
+    identity = {"format": RUN_FORMAT, "row": row, "target": target,
+                "tuning": {k: v for k, v in config.to_dict().items() if k != "trials"},
+                "held_out": list(problem.held_out), "data_fingerprint": getattr(dataset, "fingerprint", None),
+                "pretrained": _models_fingerprint(pretrained), "model_settings": problem.settings,
+                "pretraining_sources": pretraining_sources if problem.search_pretraining else None}
+    RunFolder(out).start(identity, getattr(dataset, "fingerprint", None), command="kfusion.training.tuning.tune")
+    write_json_atomic(out / "inner_folds.json", [
+        {"fold": f.index + 1, "test": list(f.test_participants), "validation": list(f.validation_participants),
+         "n_train": int(f.train.size), "n_validation": int(f.validation.size), "n_test": int(f.test.size)}
+        for f in problem.folds])
+
+    from tqdm.auto import tqdm
+
+    hypermodel = EmotionHyperModel(problem, config)
+    oracle = _oracle(config)
+    bar = tqdm(total=config.trials if role != "worker" else None, desc=f"tuning {row}/{target}",
+               unit="trial", disable=not progress)
+    try:
+        # KerasTuner prints "Reloading Tuner from ..." when it resumes; quiet without progress.
+        with open(os.devnull, "w") as devnull, (contextlib.redirect_stdout(devnull) if not progress
+                                               else contextlib.nullcontext()):
+            tuner = _InnerFoldTuner(oracle=oracle, hypermodel=hypermodel, directory=str(out),
+                                    project_name=PROJECT_NAME, overwrite=False, log_folder=out / LOGS_FOLDER,
+                                    bar=bar)
+        if role == "chief":
+            tuner.oracle.verbose = 0
+            done = sum(t.status in _FINISHED for t in tuner.oracle.trials.values())
+            bar.update(done)
+            if done < config.trials or any(t.status == "RUNNING" for t in tuner.oracle.trials.values()):
+                tuner.save()
+                _serve_oracle(tuner.oracle, bar if progress else None)
+        else:
+            problem.prepare()
+            if role == "single":
+                bar.update(sum(t.status in _FINISHED for t in tuner.oracle.trials.values()))
+            try:
+                tuner.search(verbose=0)
+            except keras_tuner.errors.FatalError:
+                if tuner.user_error is not None:
+                    raise tuner.user_error from None
+                raise
+    finally:
+        bar.close()
+
+    logs = _read_logs(out / LOGS_FOLDER)
+    folds = len(problem.folds)
+    if role == "worker":
+        table = _table_from_logs(logs, tuner.tuner_id, folds)
+        return TuningResult(out, row, target, table, None, None, None, False, role)
+    table = _table_from_oracle(tuner.oracle, logs, folds)
+    best = _best_line(table)
+    files = {"trials_csv": out / TRIALS_CSV, "trials_md": out / TRIALS_MD}
+    table.to_csv(files["trials_csv"], index=False)
+    files["trials_md"].write_text(_markdown(table, problem, config, best, config.trials))
+    hyper = evaluation_dict = pipeline_dict = None
+    if best is not None:
+        hyper, evaluation_dict, pipeline_dict = _best_configs(best, problem, config, evaluation_base, pipeline_base)
+        files["best_evaluation"], files["best_pipeline"] = out / BEST_EVALUATION, out / BEST_PIPELINE
+        write_json_atomic(files["best_evaluation"], evaluation_dict)
+        write_json_atomic(files["best_pipeline"], pipeline_dict)
+        write_json_atomic(out / "best.json", {"trial": best["trial"], OBJECTIVE: float(best[OBJECTIVE]),
+                                              "f1_se": float(best["f1_se"]), "hyperparameters": hyper})
+    # The search returned: every trial is finished (or the space was exhausted before ``trials``).
+    complete = bool(len(table)) and bool(table["status"].isin(_FINISHED).all())
+    return TuningResult(out, row, target, table, hyper, evaluation_dict, pipeline_dict, complete, role, files)
+
+
+__all__ = ["TuningConfig", "TuningProblem", "EmotionHyperModel", "TuningResult", "InnerFold", "tune",
+           "inner_folds", "macro_f1", "units_key", "parse_units", "ALGORITHMS", "TUNABLE_ROWS", "OBJECTIVE"]
