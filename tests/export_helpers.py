@@ -75,7 +75,7 @@ def trained_synthetic(tmp_path_factory, synth_root) -> Trained:
 
     from kfusion.config import DataConfig
     from kfusion.data.dataset import build_dataset
-    from kfusion.export.predict import recording_windows
+    from kfusion.export.prediction import recording_windows
     from kfusion.export.tflite import export_variants
 
     folder = tmp_path_factory.getbasetemp() / "kfusion_export_artifacts"

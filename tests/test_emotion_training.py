@@ -138,3 +138,40 @@ def test_validation_participants():
     with pytest.raises(ConfigError, match="validation_fraction"):
         validation_participants(ids, 1.5, seed=0)
     assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1) != derive_seed(1, "a", 1)
+
+
+def test_balanced_class_weights_come_from_the_training_windows_only():
+    keras.utils.set_random_seed(3)
+    model = pretrained_emotion_model(projection_stub(4), "valence", 3, head_units=(8,))
+    rng = np.random.default_rng(1)
+    x = {"projection_features": rng.normal(size=(60, 4)).astype("float32")}
+    y = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    train = np.arange(40)                           # classes 0 and 1 only: 30 and 10 windows
+    trainer = EmotionTrainer(model, "valence", EmotionTraining(epochs=2, batch_size=8,
+                                                                class_weight="balanced"))
+    np.testing.assert_allclose(trainer.class_weights(y, train), [40 / 60, 40 / 20, 1.0])
+    plain = EmotionTrainer(model, "valence", EmotionTraining(epochs=2, batch_size=8))
+    np.testing.assert_array_equal(plain.class_weights(y, train), [1, 1, 1])
+    history = trainer.fit(x, y, train, np.arange(40, 60), seed=0)
+    # the validation loss is weighted with the training weights (class 2 -> 1.0): plain here
+    assert history.val_loss[history.best_epoch] == pytest.approx(trainer.loss(x, y, np.arange(40, 60)), rel=1e-5)
+    with pytest.raises(ConfigError, match="class_weight"):
+        EmotionTraining(class_weight="inverse")
+
+
+def test_balanced_weights_lift_the_minority_class():
+    keras.utils.set_random_seed(4)
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 270 + [1] * 30)
+    features = (rng.normal(size=(300, 4)) + 0.8 * y[:, None]).astype("float32")
+    x = {"projection_features": features}
+    recalls = {}
+    for weighting in ("none", "balanced"):
+        keras.utils.set_random_seed(4)
+        model = pretrained_emotion_model(projection_stub(4), "arousal", 2, head_units=(8,))
+        trainer = EmotionTrainer(model, "arousal", EmotionTraining(epochs=15, patience=15, batch_size=32,
+                                                                    learning_rate=0.01, class_weight=weighting))
+        trainer.fit(x, y, np.arange(0, 300, 2), np.arange(1, 300, 2), seed=0)
+        predicted = trainer.predict(x).argmax(1)
+        recalls[weighting] = float(np.mean(predicted[y == 1] == 1))
+    assert recalls["balanced"] > recalls["none"] + 0.2

@@ -129,3 +129,19 @@ def test_speech_autoencoder_rejects_bad_arguments(kwargs, words):
     with pytest.raises(ConfigError) as err:
         speech_autoencoder(**kwargs)
     assert words in str(err.value)
+
+
+def test_speech_code_is_global_and_the_timing_goes_to_the_local_code():
+    keras.utils.set_random_seed(5)
+    autoencoder, encoder = speech_autoencoder((64, 6), code_dim=8, filters=(4, 4, 4), local_dim=5)
+    assert autoencoder.get_layer("speech_decoder").input_shape == (None, 13)
+    assert autoencoder.get_layer("speech_local_encoder").output_shape == (None, 5)
+    assert not any(layer.name.startswith("local_") for layer in encoder.layers)
+    # The global code pools over time: moving the content of a window (here by a multiple of
+    # the pooled convolution's stride, away from the edges) leaves it unchanged.
+    x = np.zeros((1, 64, 6), "float32")
+    x[0, 20:28] = np.random.default_rng(0).normal(size=(8, 6))
+    shifted = np.roll(x, 8, axis=1)
+    np.testing.assert_allclose(encoder(x), encoder(shifted), atol=1e-5)
+    without_local, _ = speech_autoencoder((64, 6), code_dim=8, filters=(4, 4, 4), local_dim=0)
+    assert without_local.get_layer("speech_decoder").input_shape == (None, 8)

@@ -20,7 +20,7 @@ from kfusion.data.modalities import WEARABLES  # noqa: E402
 from kfusion.data.sources import load_recordings  # noqa: E402
 from kfusion.data.windows import cut_windows, to_audio_rate, to_nominal_rate  # noqa: E402
 from kfusion.errors import ConfigError, DataError  # noqa: E402
-from kfusion.export.predict import (StreamingPredictor, load_predictor, predict,  # noqa: E402
+from kfusion.export.prediction import (StreamingPredictor, load_predictor, predict,  # noqa: E402
                                     timeline)
 
 STRESS_PREDICT = Path(__file__).parent / "fixtures" / "stress-predict"

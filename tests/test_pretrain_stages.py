@@ -11,6 +11,7 @@ import soundfile
 
 from kfusion.training.audio_corpus import read_audio_corpus
 from kfusion.training.pretrain import (
+    COLLAPSED_CODE_STD,
     EncoderPretrainConfig,
     FusionPretrainConfig,
     SpeechPretrainConfig,
@@ -147,6 +148,20 @@ def test_speech_stage_trains_on_an_audio_folder_and_a_data_set(tmp_path, source)
     assert paths["autoencoder"].is_file()
     history = read_progress(tmp_path / "speech" / "speech")["history"]
     assert len(history) == 1 and {"loss", "val_loss"} <= set(history[0])
+    record = json.loads((tmp_path / "speech" / "results.jsonl").read_text().splitlines()[0])
+    assert record["code_std"] > COLLAPSED_CODE_STD and record["collapsed"] is False
+
+
+def test_a_collapsed_speech_code_is_reported(tmp_path):
+    # An L1 weight far above the reconstruction error drives the code to zero: the stage says so.
+    for k in range(2):
+        _write_tone(tmp_path / "audio" / f"clip{k}.wav", 10.0, 16000, 200.0 + 150 * k, k)
+    config = SpeechPretrainConfig(epochs=3, batch_size=4, validation_fraction=0.0, sparsity=10.0,
+                                  learning_rate=0.01)
+    with pytest.warns(UserWarning, match="speech code collapsed"):
+        pretrain_speech([f"audio:{tmp_path / 'audio'}"], tmp_path / "speech", config, cache_dir=False, verbose=0)
+    record = json.loads((tmp_path / "speech" / "results.jsonl").read_text().splitlines()[0])
+    assert record["collapsed"] is True and record["code_std"] < COLLAPSED_CODE_STD
 
 
 def test_fusion_stage_with_frozen_pretrained_encoders(eda_run, source, tmp_path):

@@ -11,10 +11,15 @@ frequency content*, not only levels:
 
 * arousal: more and larger skin-conductance responses, faster heart beats in a pulse-shaped
   BVP, more and faster movement bursts in ACC, a slight TEMP decrease; in speech a higher f0,
-  more energy and a faster syllable rate;
-* valence: the pitch contour within syllables (rising when positive, falling when negative)
-  and the spectral tilt (brighter when positive); in wearables only a little (heart rate,
-  skin-conductance responses).
+  more energy, a faster syllable rate and shorter pauses between phrases;
+* valence: the pitch contour within syllables (rising when positive, falling when negative),
+  the spectral tilt (brighter when positive) and crisper, shorter syllables when positive; in
+  wearables only a little (heart rate, skin-conductance responses).
+
+The speech effects are :data:`SPEECH_EFFECTS`. They were strengthened (and the pauses and
+syllable lengths added) when per-window CMVN was found to erase most of the weaker first set:
+loudness, f0 level and tilt are static within a window, so only their contrast with pauses and
+the partner's cross-talk survives it.
 
 Every participant has own baselines (resting heart rate, skin conductance level, f0, noise
 levels), and the speech channel of each debater also holds the other one's speech (cross-talk),
@@ -138,6 +143,10 @@ def _emotion_scores(arousal, valence) -> np.ndarray:
 
 
 _NEUTRAL_BELOW = 0.65  # every score below this: neutral (about one slot in six)
+#: Slot-to-slot (5 s) autocorrelation of the latent arousal and valence. At 0.8 a 3-minute
+#: debate held only about four independent states, so each participant's labels sat in one
+#: or two classes and leave-one-subject-out mostly measured the shift between participants.
+STATE_AUTOCORRELATION = 0.6
 
 
 def _category(arousal, valence) -> np.ndarray:
@@ -194,8 +203,8 @@ def _plan(participants, minutes, seed, lead_seconds) -> list[SyntheticParticipan
         n = int((end_ms - start_ms) // int(SLOT_SECONDS * 1000))
         srng = _rng(seed, pid, "state")
         offset_a, offset_v = srng.normal(0, 0.3, 2)
-        arousal = _ar1(srng, n, 0.8) + offset_a
-        valence = _ar1(srng, n, 0.8) + offset_v
+        arousal = _ar1(srng, n, STATE_AUTOCORRELATION) + offset_a
+        valence = _ar1(srng, n, STATE_AUTOCORRELATION) + offset_v
         rrng = _rng(seed, pid, "ratings")
         ratings = {"self": _ratings(rrng, arousal, valence, 0.25),
                    "partner": _ratings(rrng, arousal, valence, 0.6)}
@@ -373,6 +382,12 @@ def _turns(rng, start: float, end: float) -> list[tuple[float, float, int]]:
     return turns
 
 
+#: How the latent state shapes a debater's own speech (log-f0, rate, duty cycle of syllables,
+#: pitch contour, loudness, spectral tilt and pauses per unit of arousal ``a`` / valence ``v``).
+SPEECH_EFFECTS = {"rate_a": 0.4, "duty_v": 0.2, "f0_a": 0.10, "f0_v": 0.08, "slope_v": 0.9,
+                  "amp_a": 0.45, "tilt_v": 0.8, "tilt_a": 0.15, "pause_a": 0.6}
+
+
 _VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240],
                     [530, 1840, 2480], [570, 840, 2410]], dtype=np.float64)
 _HARMONICS = 14
@@ -384,6 +399,7 @@ def _speech_track(rng, person, base, turns, channel, t0: float, n: int, rate: in
     Syllables are harmonic tones (f0 with a rising or falling contour, spectral tilt and a
     vowel's formants) with short noise onsets, grouped into phrases inside the speaker's turns.
     """
+    e = SPEECH_EFFECTS
     starts, lengths, f0a, f0b, amps, tilts, vowels = [], [], [], [], [], [], []
     grid_t = t0 + np.arange(0.0, n / rate + 1.0, 0.1)  # the state on a 10 Hz grid, looked up below
     grid_a, grid_v = _state_at(person, grid_t)
@@ -395,23 +411,24 @@ def _speech_track(rng, person, base, turns, channel, t0: float, n: int, rate: in
         while True:
             g = min(max(int((t - t0) * 10), 0), grid_t.size - 1)
             a, v = float(grid_a[g]), float(grid_v[g])
-            period = 1.0 / (base["syllable_rate"] * (1 + 0.22 * np.tanh(a)))
-            length = period * rng.uniform(0.55, 0.8)
+            period = 1.0 / (base["syllable_rate"] * (1 + e["rate_a"] * np.tanh(a)))
+            duty = float(np.clip(rng.uniform(0.55, 0.8) - e["duty_v"] * np.tanh(v), 0.25, 0.95))
+            length = period * duty
             if t + length > turn_end:
                 break
-            centre = base["f0"] * math.exp(0.10 * a + 0.03 * v + rng.normal(0, 0.04))
-            slope = 0.45 * math.tanh(1.3 * v) + rng.normal(0, 0.08)
+            centre = base["f0"] * math.exp(e["f0_a"] * a + e["f0_v"] * v + rng.normal(0, 0.04))
+            slope = e["slope_v"] * math.tanh(1.3 * v) + rng.normal(0, 0.08)
             starts.append(t)
             lengths.append(length)
             f0a.append(centre * (1 - slope / 2))
             f0b.append(centre * (1 + slope / 2))
-            amps.append(base["speech_amp"] * math.exp(0.3 * a + rng.normal(0, 0.15)))
-            tilts.append(max(0.3, base["tilt"] - 0.5 * v - 0.15 * a + rng.normal(0, 0.1)))
+            amps.append(base["speech_amp"] * math.exp(e["amp_a"] * a + rng.normal(0, 0.15)))
+            tilts.append(max(0.3, base["tilt"] - e["tilt_v"] * v - e["tilt_a"] * a + rng.normal(0, 0.1)))
             vowels.append(int(rng.integers(0, len(_VOWELS))))
             t += period
             phrase_left -= 1
             if phrase_left == 0:
-                t += rng.uniform(0.2, 0.6)
+                t += rng.uniform(0.2, 0.6) * math.exp(-e["pause_a"] * a)
                 phrase_left = int(rng.integers(4, 10))
     out = np.zeros(n, dtype=np.float64)
     if not starts:

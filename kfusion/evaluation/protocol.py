@@ -94,6 +94,7 @@ class EvaluationConfig(_Config):
     use_presence: bool = True
     handcrafted_c: float = 1.0
     cache_frozen: bool = True
+    class_weight: str = "none"
 
     def __post_init__(self):
         self.training()  # validates epochs, patience, batch size and learning rate
@@ -115,7 +116,8 @@ class EvaluationConfig(_Config):
 
     def training(self) -> EmotionTraining:
         return EmotionTraining(epochs=self.epochs, patience=self.patience,
-                               batch_size=self.batch_size, learning_rate=self.learning_rate)
+                               batch_size=self.batch_size, learning_rate=self.learning_rate,
+                               class_weight=self.class_weight)
 
 
 # --------------------------------------------------------------------------- pretrained models

@@ -4,7 +4,7 @@
   (registered Keras layers), :func:`raw_input_model`.
 - :mod:`~kfusion.export.tflite`: :func:`export_model` (SavedModel / TFLite, builtin ops only,
   float32 / float16 / dynamic / int8, JSON sidecar), :func:`export_variants`.
-- :mod:`~kfusion.export.predict`: :func:`load_predictor` (``.keras``, SavedModel, ``.tflite``
+- :mod:`~kfusion.export.prediction`: :func:`load_predictor` (``.keras``, SavedModel, ``.tflite``
   alike), :func:`predict` (a per-window timeline CSV and plot), :class:`StreamingPredictor`.
 
 Submodules import TensorFlow lazily where they can; import them directly
@@ -19,8 +19,8 @@ _EXPORTS = {
     "export_model": "tflite", "export_variants": "tflite", "QUANTIZATIONS": "tflite",
     "FORMATS": "tflite", "UnsupportedOpsError": "tflite", "read_sidecar": "tflite",
     "sidecar_path": "tflite", "representative_inputs": "tflite",
-    "Predictor": "predict", "load_predictor": "predict", "predict": "predict",
-    "StreamingPredictor": "predict", "recording_windows": "predict", "timeline": "predict",
+    "Predictor": "prediction", "load_predictor": "prediction", "predict": "prediction",
+    "StreamingPredictor": "prediction", "recording_windows": "prediction", "timeline": "prediction",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 def _representative(sources, model, seed: int):
     """Raw windows of ``sources`` cut for ``model`` (int8 calibration)."""
     from kfusion.config import DataConfig, WindowConfig
-    from kfusion.export.predict import recording_windows
+    from kfusion.export.prediction import recording_windows
     from kfusion.export.tflite import PRESENCE, model_modalities
 
     uses_presence = any(t.name.split(":")[0] == PRESENCE for t in model.inputs)
@@ -41,7 +41,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from kfusion.export.predict import predict
+    from kfusion.export.prediction import predict
 
     participants = args.participants.split(",") if args.participants else None
     frame = predict(args.model, args.data, args.out, plot=args.plot, participants=participants)

@@ -219,7 +219,7 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     ``data``: a :class:`~kfusion.data.dataset.WindowedDataset` (features; for a raw-input
     model only without speech, whose raw input the z-scored windows stand in for: a z-score
     of a z-scored window is itself), a :class:`~kfusion.data.windows.RecordingWindows` or a
-    list of them (raw windows, from :func:`kfusion.export.predict.recording_windows`; turned into
+    list of them (raw windows, from :func:`kfusion.export.prediction.recording_windows`; turned into
     features for a features-input model), or a dict ``{input name: array [N, ...]}`` in the
     exported model's own input layout (``presence`` may be left out: all present).
     """

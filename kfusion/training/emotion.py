@@ -48,20 +48,29 @@ PROJECTION_FEATURES = "projection_features"
 #: The wearable app head (DESIGN.md §2): shared per-modality Dense units, then Dense units.
 APP_MODALITY_UNITS = (32, 16)
 APP_UNITS = (16, 8)
+CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 
 
 @dataclass(frozen=True)
 class EmotionTraining(_Config):
     """How one emotion model is trained (paper §4.2): Adam at ``learning_rate``, categorical
     cross-entropy, at most ``epochs`` epochs of mini-batches of ``batch_size`` windows, stopped
-    when the validation loss has not improved for ``patience`` epochs (best weights restored)."""
+    when the validation loss has not improved for ``patience`` epochs (best weights restored).
+
+    ``class_weight``: ``"none"`` (plain cross-entropy) or ``"balanced"`` (each class weighted by
+    ``n / (k * n_class)`` of the *training* windows, for training and validation loss alike).
+    """
 
     epochs: int = 32
     patience: int = 5
     batch_size: int = 256
     learning_rate: float = 1e-3
+    class_weight: str = "none"
 
     def __post_init__(self):
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ConfigError(f"class_weight: expected one of {', '.join(CLASS_WEIGHTS)}, "
+                              f"found {self.class_weight!r}")
         for name, low in (("epochs", 1), ("patience", 1), ("batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -297,7 +306,7 @@ class EmotionTrainer:
         batch_size, loss_fn = self.settings.batch_size, self._loss
 
         @tf.function(reduce_retracing=True)
-        def run_epoch(x, y, order):
+        def run_epoch(x, y, order, class_weights):
             count = tf.size(order)
             steps = (count + batch_size - 1) // batch_size
             total = tf.constant(0.0)
@@ -306,7 +315,8 @@ class EmotionTrainer:
                 batch = {k: tf.gather(v, index) for k, v in x.items()}
                 with tf.GradientTape() as tape:
                     probabilities = model(batch, training=True)[output]
-                    loss = loss_fn(tf.gather(y, index), probabilities)
+                    labels = tf.gather(y, index)
+                    loss = loss_fn(labels, probabilities, sample_weight=tf.gather(class_weights, labels))
                 gradients = tape.gradient(loss, variables)
                 optimizer.apply_gradients(zip(gradients, variables))
                 total += loss * tf.cast(tf.size(index), tf.float32)
@@ -328,11 +338,25 @@ class EmotionTrainer:
             return np.zeros((0, int(self.model.output[self.output].shape[-1])), dtype=np.float32)
         return np.concatenate(parts)
 
-    def loss(self, x: Mapping, y, index) -> float:
-        """Mean cross-entropy on the rows ``index`` of ``x`` (labels ``y`` int ``[N]``)."""
+    def loss(self, x: Mapping, y, index, class_weights=None) -> float:
+        """Mean cross-entropy on the rows ``index`` of ``x`` (labels ``y`` int ``[N]``),
+        each window weighted by ``class_weights[label]`` if given."""
         probabilities = self.predict(x, index)
         labels = np.asarray(y)[np.asarray(index, dtype=np.int64)]
-        return float(self._loss(labels, probabilities))
+        weights = None if class_weights is None else np.asarray(class_weights, np.float32)[labels]
+        return float(self._loss(labels, probabilities, sample_weight=weights))
+
+    def class_weights(self, y, train) -> np.ndarray:
+        """Per-class loss weights ``[n_classes]`` from the training labels (see
+        :class:`EmotionTraining`); ones for ``class_weight="none"``."""
+        n_classes = int(self.model.output[self.output].shape[-1])
+        if self.settings.class_weight == "none":
+            return np.ones(n_classes, dtype=np.float32)
+        counts = np.bincount(np.asarray(y)[train], minlength=n_classes).astype(np.float64)
+        present = counts > 0
+        weights = np.ones(n_classes)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return weights.astype(np.float32)
 
     def fit(self, x: Mapping, y, train, validation, seed: int = 0) -> TrainingHistory:
         """Reset, then train on the rows ``train`` of ``x`` / ``y`` (int labels ``[N]``), early
@@ -350,12 +374,14 @@ class EmotionTrainer:
         y_tensor = tf.convert_to_tensor(np.asarray(y, dtype=np.int64))
         self.reset()
         rng = np.random.default_rng(seed)
+        weights = self.class_weights(y, train)
+        weights_tensor = tf.constant(weights)
         history = TrainingHistory()
         best, waited = math.inf, 0
         for epoch in range(self.settings.epochs):
             order = tf.constant(train[rng.permutation(train.size)])
-            history.loss.append(float(self._epoch_fn(x, y_tensor, order)))
-            val_loss = self.loss(x, y, validation)
+            history.loss.append(float(self._epoch_fn(x, y_tensor, order, weights_tensor)))
+            val_loss = self.loss(x, y, validation, None if self.settings.class_weight == "none" else weights)
             history.val_loss.append(val_loss)
             if val_loss < best:
                 best, waited = val_loss, 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -151,7 +152,8 @@ class EncoderPretrainConfig(_StageConfig):
 
 @dataclass(frozen=True)
 class SpeechPretrainConfig(_StageConfig):
-    """Stage 1b. ``sparsity``: L1 weight on the code; ``validation_fraction``: share of
+    """Stage 1b. ``sparsity``: L1 weight on the code; ``local_dim``: the autoencoder's timing
+    code (see :func:`kfusion.models.speech_autoencoder`); ``validation_fraction``: share of
     speakers/participants held out for monitoring (0 = none)."""
 
     epochs: int = 10
@@ -160,7 +162,8 @@ class SpeechPretrainConfig(_StageConfig):
     seed: int = 0
     max_windows: int = 0
     code_dim: int = 40
-    sparsity: float = 1e-4
+    sparsity: float = 1e-6
+    local_dim: int = 40
     validation_fraction: float = 0.1
     max_windows_per_file: int = 0
     window_seconds: float = 4.0
@@ -169,6 +172,7 @@ class SpeechPretrainConfig(_StageConfig):
     def __post_init__(self):
         self._check_common()
         _int("SpeechPretrainConfig.code_dim", self.code_dim)
+        _int("SpeechPretrainConfig.local_dim", self.local_dim, 0)
         _fraction("SpeechPretrainConfig.sparsity", self.sparsity, 0.0, float("inf"))
         _fraction("SpeechPretrainConfig.validation_fraction", self.validation_fraction, 0.0, 0.9)
         _int("SpeechPretrainConfig.max_windows_per_file", self.max_windows_per_file, 0)
@@ -530,19 +534,40 @@ def pretrain_speech(sources, out: str | Path, config: SpeechPretrainConfig | Non
     validation = inputs[~train_mask]
     keras.utils.set_random_seed(config.seed)
     autoencoder, encoder = speech_autoencoder(input_shape(SPEECH, config.window_seconds),
-                                              code_dim=config.code_dim, sparsity=config.sparsity)
+                                              code_dim=config.code_dim, sparsity=config.sparsity,
+                                              local_dim=config.local_dim)
     autoencoder.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     validation_data = (tf.data.Dataset.from_tensor_slices((validation, validation))
                        .batch(config.batch_size) if len(validation) else None)
     history = train_resumable(
         autoencoder, lambda epoch: _shuffled_batches(train, config.batch_size, config.seed, epoch, "self"),
         config.epochs, stage_dir, validation_data, tensorboard, verbose, callbacks)
+    code_std = speech_code_spread(encoder, train)
+    if code_std < COLLAPSED_CODE_STD:
+        warnings.warn(f"pretrain_speech: the speech code collapsed (mean std over windows {code_std:.2e} "
+                      f"< {COLLAPSED_CODE_STD:g}): the L1 penalty (sparsity={config.sparsity:g}) won over "
+                      "the reconstruction; lower SpeechPretrainConfig.sparsity or train longer", stacklevel=2)
     encoder.save(products["encoder"])
     autoencoder.save(products["autoencoder"])
     _finish(stage_dir, history, products)
     run.append_record("results.jsonl", {"windows": int(len(train)), "validation_windows": int(len(validation)),
-                                        "held_out": held_out, "sources": reports, **history[-1]})
+                                        "held_out": held_out, "sources": reports, "code_std": code_std,
+                                        "collapsed": bool(code_std < COLLAPSED_CODE_STD), **history[-1]})
     return products
+
+
+#: Below this mean standard deviation (over windows, per code unit) a speech code carries
+#: nothing: the autoencoder reconstructs the mean window whatever the input.
+COLLAPSED_CODE_STD = 1e-3
+
+
+def speech_code_spread(encoder, windows: np.ndarray, limit: int = 512) -> float:
+    """Mean over code units of the standard deviation over (up to ``limit``) ``windows`` of the
+    speech encoder's code: about 0 when the code collapsed."""
+    if len(windows) == 0:
+        return float("nan")
+    code = np.asarray(encoder.predict(windows[:limit], verbose=0, batch_size=128))
+    return float(code.std(axis=0).mean())
 
 
 # --------------------------------------------------------------------------- stage 2
