@@ -166,7 +166,7 @@ def main(argv=None) -> dict:
 
     from kfusion.config import DataConfig
     from kfusion.data.synthetic import write_kemocon_like
-    from kfusion.export.predict import recording_windows
+    from kfusion.export.prediction import recording_windows
     from kfusion.export.tflite import QUANTIZATIONS, export_variants
     from kfusion.models import build_fusion_model, emotion_model
 
