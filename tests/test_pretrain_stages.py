@@ -156,7 +156,7 @@ def test_a_collapsed_speech_code_is_reported(tmp_path):
     # An L1 weight far above the reconstruction error drives the code to zero: the stage says so.
     for k in range(2):
         _write_tone(tmp_path / "audio" / f"clip{k}.wav", 10.0, 16000, 200.0 + 150 * k, k)
-    config = SpeechPretrainConfig(epochs=3, batch_size=4, validation_fraction=0.0, sparsity=10.0,
+    config = SpeechPretrainConfig(epochs=20, batch_size=2, validation_fraction=0.0, sparsity=10.0,
                                   learning_rate=0.01)
     with pytest.warns(UserWarning, match="speech code collapsed"):
         pretrain_speech([f"audio:{tmp_path / 'audio'}"], tmp_path / "speech", config, cache_dir=False, verbose=0)

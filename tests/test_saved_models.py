@@ -63,3 +63,14 @@ def test_shipped_stress_predict_encoders_load_and_embed(modality, shape, monkeyp
     embedding = encoder.predict(windows, verbose=0)
     assert embedding.shape == (3, 40) and np.isfinite(embedding).all()
     assert np.abs(embedding[0] - embedding[1]).max() > 0   # not a constant map
+
+
+def test_shipped_speech_encoder_has_a_live_code(monkeypatch):
+    # The first shipped speech autoencoder had collapsed (constant code): guard against a repeat.
+    monkeypatch.delenv("KFUSION_SAVED_MODELS", raising=False)
+    card = saved_models.card("speech-autoencoder-synthetic")
+    assert card["final_metrics"]["loss"] < 0.95          # reconstructs better than the mean window
+    encoder = saved_models.load("speech-autoencoder-synthetic")
+    windows = np.random.default_rng(0).normal(size=(16, 400, 40)).astype("float32")
+    code = np.asarray(encoder(windows))
+    assert code.shape == (16, 40) and code.std(axis=0).mean() > 1e-2
