@@ -44,6 +44,7 @@ from kfusion.training.emotion import (
     EmotionTraining,
     copy_trainable_weights,
     derive_seed,
+    frozen_outputs,
     fusion_emotion_model,
     identity_encoder,
     pretrained_emotion_model,
@@ -310,13 +311,13 @@ class _FrozenOutputs:
     def embeddings(self, modality: str) -> np.ndarray:
         if modality not in self._embeddings:
             encoder = self.pretrained.encoders[modality]
-            self._embeddings[modality] = _frozen_outputs(encoder, self._inputs(modality))
+            self._embeddings[modality] = frozen_outputs(encoder, self._inputs(modality))
         return self._embeddings[modality]
 
     def projections(self, mechanism: str) -> np.ndarray:
         if mechanism not in self._projections:
             backbone = self.pretrained.fusion_backbones[mechanism]
-            self._projections[mechanism] = _frozen_outputs(
+            self._projections[mechanism] = frozen_outputs(
                 backbone, _backbone_inputs(backbone, self.dataset, self.pool))
         return self._projections[mechanism]
 
@@ -326,17 +327,6 @@ class _FrozenOutputs:
             presence = {m: np.asarray(self.dataset.presence[m])[self.pool] for m in self.dataset.inputs}
             self._handcrafted = baselines.handcrafted_features(inputs, presence)[0]
         return self._handcrafted
-
-
-def _frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
-    """``model(x)`` in inference mode, eagerly in chunks (no tf.function traced per model)."""
-    arrays = x if isinstance(x, Mapping) else {None: x}
-    count = len(next(iter(arrays.values())))
-    parts = []
-    for start in range(0, count, chunk):
-        piece = {k: v[start:start + chunk] for k, v in arrays.items()}
-        parts.append(np.asarray(model(piece if isinstance(x, Mapping) else piece[None], training=False)))
-    return np.concatenate(parts).astype(np.float32)
 
 
 def _backbone_inputs(backbone: keras.Model, dataset: WindowedDataset, index: np.ndarray) -> dict:

@@ -216,6 +216,18 @@ def copy_trainable_weights(source: keras.Model, destination: keras.Model) -> int
 
 # --------------------------------------------------------------------------- splits and seeds
 
+def frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
+    """``model(x)`` of a frozen model in inference mode, eagerly in chunks of ``chunk`` windows
+    (no ``tf.function`` traced per model), as float32; ``x`` an array or a dict of arrays."""
+    arrays = x if isinstance(x, Mapping) else {None: x}
+    count = len(next(iter(arrays.values())))
+    parts = []
+    for start in range(0, count, chunk):
+        piece = {k: v[start:start + chunk] for k, v in arrays.items()}
+        parts.append(np.asarray(model(piece if isinstance(x, Mapping) else piece[None], training=False)))
+    return np.concatenate(parts).astype(np.float32)
+
+
 def derive_seed(seed: int, *parts) -> int:
     """A seed in ``[0, 2**31)`` derived from ``seed`` and any strings/numbers (stable across
     processes and Python versions, unlike ``hash``)."""
@@ -406,4 +418,5 @@ def train_emotion_model(model: keras.Model, output: str, x: Mapping, y, train, v
 __all__ = ["EmotionTraining", "TrainingHistory", "EmotionTrainer", "train_emotion_model",
            "identity_encoder", "projection_stub", "fusion_emotion_model", "pretrained_emotion_model",
            "wearable_only_model", "copy_trainable_weights", "derive_seed", "validation_participants",
+           "frozen_outputs",
            "PROJECTION_FEATURES"]

@@ -54,6 +54,7 @@ from kfusion.training.emotion import (
     EmotionTrainer,
     EmotionTraining,
     derive_seed,
+    frozen_outputs,
     fusion_emotion_model,
     identity_encoder,
     pretrained_emotion_model,
@@ -251,17 +252,6 @@ def macro_f1(y_true, y_pred) -> float:
 
 # --------------------------------------------------------------------------- what is tuned
 
-def _frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
-    """``model(x)`` in inference mode, eagerly, in chunks."""
-    arrays = x if isinstance(x, Mapping) else {None: x}
-    count = len(next(iter(arrays.values())))
-    parts = []
-    for start in range(0, count, chunk):
-        piece = {k: v[start:start + chunk] for k, v in arrays.items()}
-        parts.append(np.asarray(model(piece if isinstance(x, Mapping) else piece[None], training=False)))
-    return np.concatenate(parts).astype(np.float32)
-
-
 def _projection_units(backbone: keras.Model) -> tuple[int, ...]:
     """Units of the backbone's Dense layers ``projection_1``, ``projection_2``, ... in order."""
     dense = {int(layer.name.rsplit("_", 1)[1]): int(layer.units) for layer in backbone.layers
@@ -432,7 +422,7 @@ class TuningProblem:
 
     def embeddings(self, modality: str) -> np.ndarray:
         if modality not in self._embeddings:
-            self._embeddings[modality] = _frozen_outputs(self.pretrained.encoders[modality],
+            self._embeddings[modality] = frozen_outputs(self.pretrained.encoders[modality],
                                                          self.dataset.inputs[modality][self.index])
         return self._embeddings[modality]
 
@@ -449,7 +439,7 @@ class TuningProblem:
             x = self._inputs(modalities)
             if PRESENCE in [t.name for t in backbone.inputs]:
                 x[PRESENCE] = self._presence(modalities)
-            self._projections[key] = _frozen_outputs(backbone, x)
+            self._projections[key] = frozen_outputs(backbone, x)
         return self._projections[key]
 
     def pretraining_folder(self, projection_units, head_units) -> Path:
