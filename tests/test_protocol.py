@@ -14,7 +14,7 @@ from kfusion.config import DataConfig
 from kfusion.data.dataset import WindowedDataset
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained, evaluate, loso_folds
-from kfusion.evaluation.baselines import handcrafted_features
+from kfusion.evaluation.baselines import fit_handcrafted, handcrafted_features
 from kfusion.models import fusion_backbone
 
 SHAPES = {"speech": (20, 4), "acc": (16, 3), "bvp": (16, 1), "eda": (4, 1), "temp": (4, 1)}
@@ -241,3 +241,18 @@ def test_pretrained_round_trip(tmp_path, pretrained):
     with pytest.raises(DataError, match="acc_encoder.keras: model"):
         Pretrained.load(folder)
     shutil.rmtree(folder)
+
+
+def test_balanced_class_weight_reaches_the_hand_crafted_row():
+    rng = np.random.default_rng(5)
+    y = np.array([0] * 180 + [1] * 20)
+    features = rng.normal(size=(200, 3)) + 0.7 * y[:, None]
+    train = np.arange(200)
+    plain = fit_handcrafted(features, y, train, c=1.0, seed=0)
+    balanced = fit_handcrafted(features, y, train, c=1.0, seed=0, class_weight="balanced")
+    recall = {name: float(np.mean(model.predict(features[y == 1]) == 1))
+              for name, model in (("plain", plain), ("balanced", balanced))}
+    assert recall["balanced"] > recall["plain"] + 0.2
+    assert EvaluationConfig.from_dict(EvaluationConfig(class_weight="balanced").to_dict()).class_weight == "balanced"
+    with pytest.raises(ConfigError, match="class_weight"):
+        EvaluationConfig(class_weight="inverse")

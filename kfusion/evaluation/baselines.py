@@ -89,14 +89,17 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray],
     return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0), names
 
 
-def handcrafted_classifier(c: float = 1.0, seed: int = 0) -> Pipeline:
-    """``StandardScaler`` -> multinomial ``LogisticRegression(C=c)`` (lbfgs, deterministic)."""
+def handcrafted_classifier(c: float = 1.0, seed: int = 0, class_weight: str = "none") -> Pipeline:
+    """``StandardScaler`` -> multinomial ``LogisticRegression(C=c)`` (lbfgs, deterministic);
+    ``class_weight="balanced"`` weights classes by their share of the training windows."""
+    weights = None if class_weight == "none" else class_weight
     return Pipeline([("scale", StandardScaler()),
-                     ("classify", LogisticRegression(C=c, max_iter=2000, random_state=seed))])
+                     ("classify", LogisticRegression(C=c, max_iter=2000, random_state=seed,
+                                                     class_weight=weights))])
 
 
 def fit_handcrafted(features: np.ndarray, labels: np.ndarray, train, c: float = 1.0,
-                    seed: int = 0) -> Pipeline:
+                    seed: int = 0, class_weight: str = "none") -> Pipeline:
     """Fit :func:`handcrafted_classifier` on the rows ``train`` only (scaler included). With a
     single class among them the classifier is a constant predictor of that class."""
     train = np.asarray(train, dtype=np.int64)
@@ -105,7 +108,7 @@ def fit_handcrafted(features: np.ndarray, labels: np.ndarray, train, c: float = 
         pipeline = Pipeline([("scale", StandardScaler()),
                              ("classify", DummyClassifier(strategy="most_frequent"))])
     else:
-        pipeline = handcrafted_classifier(c, seed)
+        pipeline = handcrafted_classifier(c, seed, class_weight)
     # One BLAS thread: beside TensorFlow's spinning thread pools, a multi-threaded BLAS runs
     # several times slower on a small machine.
     with threadpool_limits(limits=1):

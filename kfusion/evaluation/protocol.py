@@ -80,7 +80,9 @@ class EvaluationConfig(_Config):
     fusion layers of the "without" and speech-only rows (keep them as in the pretrained
     backbones). ``handcrafted_c``: inverse regularisation of the hand-crafted row's logistic
     regression. ``cache_frozen``: train on outputs of the frozen layers computed once (fast) or
-    through the whole model (slow; same numbers).
+    through the whole model (slow; same numbers). ``class_weight``: ``"none"`` (the paper's plain
+    cross-entropy) or ``"balanced"`` (classes weighted by their share of the training windows, in
+    every row, the hand-crafted one included).
     """
 
     epochs: int = 32
@@ -98,7 +100,7 @@ class EvaluationConfig(_Config):
     class_weight: str = "none"
 
     def __post_init__(self):
-        self.training()  # validates epochs, patience, batch size and learning rate
+        self.training()  # validates epochs, patience, batch size, learning rate, class weight
         fraction = self.validation_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
             raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
@@ -462,7 +464,7 @@ class _HandcraftedRow:
     def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
         fitted_on = np.concatenate([fold.train, fold.validation])
         pipeline = baselines.fit_handcrafted(self.features, self.view.y, fitted_on,
-                                             self.config.handcrafted_c, seed)
+                                             self.config.handcrafted_c, seed, self.config.class_weight)
         probabilities = baselines.predict_handcrafted(pipeline, self.features, fold.test, self.view.n_classes)
         return {}, probabilities, pipeline
 
