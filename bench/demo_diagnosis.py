@@ -75,7 +75,7 @@ def _truth(dataset) -> np.ndarray:
     return truth
 
 
-def probes(demo: Path, cache_dir: Path) -> list[dict]:
+def probes(demo: Path, cache_dir: Path) -> tuple[list[dict], list[dict]]:
     import keras
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score

@@ -1,7 +1,12 @@
 """Tiny models shared by the model, training and evaluation tests (fast to build)."""
 
+import keras
+
 from kfusion.data.modalities import MODALITIES
 from kfusion.models import sigrep_encoder, speech_autoencoder
+
+#: Window shapes of the small five-modality data sets the protocol and tuning tests build.
+SMALL_SHAPES = {"speech": (20, 4), "acc": (16, 3), "bvp": (16, 1), "eda": (4, 1), "temp": (4, 1)}
 
 
 def tiny_encoders(modalities=MODALITIES):
@@ -14,3 +19,11 @@ def tiny_encoders(modalities=MODALITIES):
             encoders[m] = sigrep_encoder(m, (16, 3 if m == "acc" else 1), filters=1, blocks=2,
                                          embedding_dim=8)
     return encoders
+
+
+def pooled_encoder(modality: str, dim: int, shapes=SMALL_SHAPES) -> keras.Model:
+    """Average over time, then Dense(dim, tanh): ``[B, *shapes[modality]] -> [B, dim]``, named
+    ``<modality>_encoder``."""
+    inputs = keras.Input(shapes[modality], name=f"{modality}_in")
+    x = keras.layers.GlobalAveragePooling1D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(dim, activation="tanh")(x), name=f"{modality}_encoder")

@@ -16,8 +16,9 @@ from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained, evaluate, loso_folds
 from kfusion.evaluation.baselines import fit_handcrafted, handcrafted_features
 from kfusion.models import fusion_backbone
+from model_helpers import SMALL_SHAPES, pooled_encoder
 
-SHAPES = {"speech": (20, 4), "acc": (16, 3), "bvp": (16, 1), "eda": (4, 1), "temp": (4, 1)}
+SHAPES = SMALL_SHAPES
 CONFIG = EvaluationConfig(epochs=2, patience=2, batch_size=16, projection_units=(8,), head_units=(8,))
 
 
@@ -39,12 +40,6 @@ def tiny_dataset(participants: int = 4, per: int = 24, seed: int = 0, fingerprin
                            DataConfig(), fingerprint)
 
 
-def tiny_encoder(modality: str, dim: int = 10) -> keras.Model:
-    inputs = keras.Input(SHAPES[modality], name=f"{modality}_in")
-    x = keras.layers.GlobalAveragePooling1D()(inputs)
-    return keras.Model(inputs, keras.layers.Dense(dim, activation="tanh")(x), name=f"{modality}_encoder")
-
-
 @pytest.fixture(scope="module")
 def dataset():
     return tiny_dataset()
@@ -53,8 +48,8 @@ def dataset():
 @pytest.fixture(scope="module")
 def pretrained():
     keras.utils.set_random_seed(11)
-    encoders = {m: tiny_encoder(m) for m in SHAPES}
-    backbones = {mechanism: fusion_backbone({m: tiny_encoder(m) for m in SHAPES}, mechanism,
+    encoders = {m: pooled_encoder(m, 10) for m in SHAPES}
+    backbones = {mechanism: fusion_backbone({m: pooled_encoder(m, 10) for m in SHAPES}, mechanism,
                                             projection_units=(8,))
                  for mechanism in ("unweighted", "weighted", "attention")}
     return Pretrained(encoders, backbones)

@@ -21,8 +21,9 @@ from kfusion.models import fusion_backbone, sigrep_encoder, speech_autoencoder
 from kfusion.pipeline import PipelineConfig
 from kfusion.training.pretrain import FusionPretrainConfig
 from kfusion.training.tuning import TuningConfig, inner_folds, macro_f1, tune
+from model_helpers import SMALL_SHAPES, pooled_encoder
 
-SHAPES = {"speech": (20, 4), "acc": (16, 3), "bvp": (16, 1), "eda": (4, 1), "temp": (4, 1)}
+SHAPES = SMALL_SHAPES
 TINY = TuningConfig(trials=2, epochs=3, patience=2, batch_size=16, head_units=[[8], [4]],
                     projection_units=[[8], [16]], learning_rate=[1e-3, 3e-2])
 #: Columns that depend on the machine, not on the search.
@@ -48,12 +49,6 @@ def windows(participants: int = 5, per: int = 20, seed: int = 0) -> WindowedData
                            {"arousal": ("low", "neutral", "high")}, ids, np.arange(n) * 3.0, DataConfig(), "tiny")
 
 
-def small_encoder(modality: str, dim: int = 6) -> keras.Model:
-    inputs = keras.Input(SHAPES[modality], name=f"{modality}_in")
-    x = keras.layers.GlobalAveragePooling1D()(inputs)
-    return keras.Model(inputs, keras.layers.Dense(dim, activation="tanh")(x), name=f"{modality}_encoder")
-
-
 @pytest.fixture(scope="module")
 def dataset():
     return windows()
@@ -62,8 +57,8 @@ def dataset():
 @pytest.fixture(scope="module")
 def pretrained():
     keras.utils.set_random_seed(7)
-    encoders = {m: small_encoder(m) for m in SHAPES}
-    backbones = {m: fusion_backbone({k: small_encoder(k) for k in SHAPES}, m, projection_units=(8,))
+    encoders = {m: pooled_encoder(m, 6) for m in SHAPES}
+    backbones = {m: fusion_backbone({k: pooled_encoder(k, 6) for k in SHAPES}, m, projection_units=(8,))
                  for m in ("weighted",)}
     return Pretrained(encoders, backbones)
 

@@ -214,8 +214,6 @@ def copy_trainable_weights(source: keras.Model, destination: keras.Model) -> int
     return copied
 
 
-# --------------------------------------------------------------------------- splits and seeds
-
 def frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
     """``model(x)`` of a frozen model in inference mode, eagerly in chunks of ``chunk`` windows
     (no ``tf.function`` traced per model), as float32; ``x`` an array or a dict of arrays."""
@@ -227,6 +225,8 @@ def frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
         parts.append(np.asarray(model(piece if isinstance(x, Mapping) else piece[None], training=False)))
     return np.concatenate(parts).astype(np.float32)
 
+
+# --------------------------------------------------------------------------- splits and seeds
 
 def derive_seed(seed: int, *parts) -> int:
     """A seed in ``[0, 2**31)`` derived from ``seed`` and any strings/numbers (stable across
