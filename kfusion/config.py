@@ -103,10 +103,68 @@ class FeatureConfig(_Config):
             raise ConfigError(f"features.speech_norm: expected 'cmvn' or 'none', found {self.speech_norm!r}")
 
 
+#: Per-person calibration choices (see :class:`CalibrationConfig`).
+CALIBRATIONS: tuple[str, ...] = ("none", "participant", "head")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig(_Config):
+    """Per-person calibration, per modality family (``wearable``: ACC, BVP, EDA, TEMP;
+    ``speech``: the MFCCs).
+
+    ``"none"``: signals as recorded. ``"participant"``: each channel (each MFCC coefficient) is
+    standardised by the mean and standard deviation of that participant's own recording, all of
+    it (never its labels). ``"head"``: the same statistics from only the first ``head_minutes``
+    of the participant's recording, what an app can do after a calibration period.
+    Statistics come from the signals before windowing (speech: non-silent frames only). The
+    per-window normalisation (:class:`FeatureConfig`) applies on top; each window's calibrated
+    level (mean and log-std per channel) is kept beside it as ``WindowedDataset.levels``.
+    """
+
+    wearable: str = "participant"
+    speech: str = "participant"
+    head_minutes: float = 5.0
+
+    def __post_init__(self):
+        for family in ("wearable", "speech"):
+            if getattr(self, family) not in CALIBRATIONS:
+                raise ConfigError(f"calibration.{family}: expected one of {', '.join(CALIBRATIONS)}, "
+                                  f"found {getattr(self, family)!r}")
+        minutes = self.head_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < float("inf"):
+            raise ConfigError(f"calibration.head_minutes: expected a positive number of minutes, found {minutes!r}")
+
+    def method(self, modality: str) -> str:
+        """The calibration of ``modality`` (``"none"``, ``"participant"`` or ``"head"``)."""
+        return self.speech if modality == "speech" else self.wearable
+
+    @classmethod
+    def parse(cls, text: str) -> "CalibrationConfig":
+        """``"none"``, ``"participant"``, ``"head"`` or ``"head:MINUTES"`` (both families)."""
+        text = str(text).strip()
+        method, _, minutes = text.partition(":")
+        if method != "head" and minutes:
+            raise ConfigError(f"calibration: minutes only go with 'head' (head:MINUTES), found {text!r}")
+        try:
+            head = float(minutes) if minutes else cls.head_minutes
+        except ValueError:
+            raise ConfigError(f"calibration: expected head:MINUTES with a number, found {text!r}") from None
+        return cls(wearable=method, speech=method, head_minutes=head)
+
+    def describe(self) -> str:
+        """One line for reports, e.g. ``"participant"`` or ``"wearable head (5 min), speech none"``."""
+        def one(method):
+            return f"head ({self.head_minutes:g} min)" if method == "head" else method
+        if self.wearable == self.speech:
+            return one(self.wearable)
+        return f"wearable {one(self.wearable)}, speech {one(self.speech)}"
+
+
 @dataclass(frozen=True)
 class DataConfig(_Config):
     """What to make of a data source: modalities, windows, features, annotations.
 
+    ``calibration``: per-person calibration (:class:`CalibrationConfig`).
     ``annotations``: which K-EmoCon perspective labels the windows (``self``, ``partner``,
     ``external``, ``aggregated_external``). ``skip_bad``: report participants whose files are
     bad and go on, instead of stopping.
@@ -115,6 +173,7 @@ class DataConfig(_Config):
     modalities: tuple = MODALITIES
     window: WindowConfig = field(default_factory=WindowConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     annotations: str = "self"
     skip_bad: bool = False
 

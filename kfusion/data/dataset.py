@@ -27,7 +27,8 @@ import numpy as np
 
 import kfusion
 from kfusion.config import DataConfig
-from kfusion.data.features import feature_settings, window_features
+from kfusion.data.calibration import recording_calibration
+from kfusion.data.features import featurize, feature_settings
 from kfusion.data.labels import UNLABELLED, window_labels
 from kfusion.data.modalities import SPEECH, WEARABLES, input_shape
 from kfusion.data.recording import Recording
@@ -36,7 +37,7 @@ from kfusion.data.windows import RESAMPLING, RecordingWindows, cut_windows
 from kfusion.errors import BadParticipantsError, ConfigError, DataError, KfusionError
 
 #: Bump when the saved layout or the meaning of the arrays changes (invalidates caches).
-DATA_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2
 ARRAYS_FILE = "arrays.npz"
 META_FILE = "meta.json"
 HASH_MEMO_FILE = "file-hashes.json"
@@ -54,6 +55,10 @@ class WindowedDataset:
     ``participants``: str ``[N]``; ``starts``: float64 ``[N]`` window start (UNIX s);
     ``fingerprint``: identifies sources + config + feature settings (and the selection, for
     a subset); ``report``: JSON-able account of the build (see :func:`build_dataset`).
+    ``levels``: modality -> float32 ``[N, 2C]`` each window's calibrated level (mean and
+    log-std per channel, :func:`kfusion.data.calibration.window_levels`; speech ``[N, 80]``),
+    zeros where absent; ``calibration``: participant -> modality -> calibration statistics
+    (:meth:`ChannelStats.to_dict`; empty without calibration).
     """
 
     inputs: dict
@@ -65,6 +70,15 @@ class WindowedDataset:
     config: DataConfig
     fingerprint: str = ""
     report: dict = field(default_factory=dict)
+    levels: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.levels:  # built by hand without levels: raw levels of the inputs
+            from kfusion.data.calibration import window_levels
+
+            self.levels = {m: np.where(np.asarray(self.presence[m], bool)[:, None], window_levels(v), 0.0)
+                           .astype(np.float32) for m, v in self.inputs.items()}
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
@@ -97,7 +111,10 @@ class WindowedDataset:
             presence={m: v[index] for m, v in self.presence.items()},
             labels={t: v[index] for t, v in self.labels.items()},
             classes=dict(self.classes), participants=self.participants[index],
-            starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report)
+            starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report,
+            levels={m: v[index] for m, v in self.levels.items()},
+            calibration={p: c for p, c in self.calibration.items()
+                         if p in set(np.asarray(self.participants)[index].astype(str))})
 
     def subset(self, participants) -> "WindowedDataset":
         """Windows of the given participant ids."""
@@ -131,13 +148,14 @@ class WindowedDataset:
         for m in self.inputs:
             arrays[f"inputs__{m}"] = self.inputs[m]
             arrays[f"presence__{m}"] = self.presence[m]
+            arrays[f"levels__{m}"] = self.levels[m]
         for t in self.labels:
             arrays[f"labels__{t}"] = self.labels[t]
         np.savez(directory / ARRAYS_FILE, **arrays)
         meta = {"format_version": DATA_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_dict(), "modalities": list(self.inputs),
                 "targets": list(self.labels), "classes": {t: list(c) for t, c in self.classes.items()},
-                "windows": len(self), "report": self.report}
+                "windows": len(self), "report": self.report, "calibration": self.calibration}
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
         return directory
 
@@ -169,7 +187,9 @@ class WindowedDataset:
                 classes={t: tuple(c) for t, c in meta["classes"].items()},
                 participants=arrays["participants"], starts=arrays["starts"],
                 config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
-                fingerprint=meta["fingerprint"], report=meta["report"])
+                fingerprint=meta["fingerprint"], report=meta["report"],
+                levels={m: arrays[f"levels__{m}"] for m in meta["modalities"]},
+                calibration=meta["calibration"])
         except KeyError as err:
             raise DataError(arrays_path if "__" in str(err) else meta_path, str(err).strip("'"),
                             "the entry written by WindowedDataset.save", "nothing") from None
@@ -428,6 +448,8 @@ class _Part:
     labels: dict
     classes: dict
     starts: np.ndarray
+    levels: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
 
 
 def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) -> _Part | None:
@@ -453,7 +475,14 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     _check_labels_inside(recording, windows.span)
     labels, classes = window_labels(windows.starts, config.window.seconds, recording.labels,
                                     config.window.min_label_coverage)
-    inputs = window_features(windows.raw, windows.presence, config.features)
+    calibration = recording_calibration(recording, config)
+    for m in config.modalities:
+        if config.calibration.method(m) != "none" and m in have and m not in calibration:
+            entry["notes"].append(f"{m}: too little signal to calibrate ({config.calibration.method(m)}); "
+                                  "its levels are uncalibrated")
+    entry["calibration"] = {m: {"method": c.method, "seconds": round(c.seconds, 1)}
+                            for m, c in calibration.items()}
+    inputs, levels = featurize(windows.raw, windows.presence, config.features, calibration)
     for m, block in inputs.items():
         want = input_shape(m, config.window.seconds)
         if block.shape[1:] != want:
@@ -462,13 +491,17 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
                             participant=recording.participant)
     entry["status"] = "ok"
     entry["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
-    return _Part(pid, inputs, windows.presence, labels, classes, windows.starts)
+    return _Part(pid, inputs, windows.presence, labels, classes, windows.starts, levels,
+                 {m: c.to_dict() for m, c in calibration.items()})
 
 
-def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray]:
+def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray, dict]:
     seconds = config.window.seconds
-    inputs, presence = {}, {}
+    inputs, presence, levels = {}, {}, {}
     for m in config.modalities:
+        width = 2 * input_shape(m, seconds)[1]
+        levels[m] = (np.concatenate([p.levels[m] for p in parts]) if parts
+                     else np.zeros((0, width), dtype=np.float32))
         blocks = [p.inputs[m] for p in parts]
         inputs[m] = (np.concatenate(blocks) if blocks
                      else np.zeros((0, *input_shape(m, seconds)), dtype=np.float32))
@@ -490,7 +523,7 @@ def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict,
     participants = (np.concatenate([np.full(p.starts.shape[0], p.pid) for p in parts]).astype(str)
                     if parts else np.zeros(0, dtype="<U1"))
     starts = (np.concatenate([p.starts for p in parts]) if parts else np.zeros(0)).astype(np.float64)
-    return inputs, presence, labels, classes, participants, starts
+    return inputs, presence, labels, classes, participants, starts, levels
 
 
 def _build(sources: list[Source], config: DataConfig, participants, progress: bool,
@@ -533,7 +566,7 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
     if reader_problems and not config.skip_bad:
         raise BadParticipantsError(reader_problems)
 
-    inputs, presence, labels, classes, ids, starts = _assemble(parts, config)
+    inputs, presence, labels, classes, ids, starts, levels = _assemble(parts, config)
     total = Counter()
     dropped: Counter = Counter()
     for entry in report["participants"].values():
@@ -549,8 +582,10 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
         rows = ids == part.pid
         report["participants"][part.pid]["labels"] = {
             t: _label_counts(v[rows], classes[t]) for t, v in labels.items()}
+    report["calibration"] = config.calibration.to_dict()
     return WindowedDataset(inputs, presence, labels, {t: tuple(c) for t, c in classes.items()},
-                           ids, starts, config, fingerprint, report)
+                           ids, starts, config, fingerprint, report, levels,
+                           {part.pid: part.calibration for part in parts})
 
 
 def _write_cache(dataset: WindowedDataset, final: Path) -> None:

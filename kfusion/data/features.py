@@ -194,26 +194,58 @@ def speech_features(windows: np.ndarray, norm: str = "cmvn") -> np.ndarray:
     return zscore(coefficients, axis=1) if norm == "cmvn" else coefficients
 
 
-def window_features(raw: dict, presence: dict, features: FeatureConfig | None = None) -> dict:
-    """Model inputs per modality from raw windows (:class:`~kfusion.data.windows.RecordingWindows`
-    ``raw``/``presence``); windows where a modality is absent are all zeros."""
+def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
+              calibration: dict | None = None) -> tuple[dict, dict]:
+    """Model inputs and window levels per modality from raw windows
+    (:class:`~kfusion.data.windows.RecordingWindows` ``raw``/``presence``).
+
+    ``calibration``: ``{modality: ChannelStats}`` of the participant
+    (:func:`kfusion.data.calibration.recording_calibration`); a modality without one is used as
+    recorded. Inputs: with per-window normalisation on, the normalised window (of the raw
+    values: normalisation removes any calibration); with it off, the calibrated window. Levels:
+    ``[N, 2C]`` mean and log-std per channel of the calibrated window (speech: of its MFCC
+    coefficients, ``2 * 40``). Windows where a modality is absent are zeros in both.
+    """
+    from kfusion.data.calibration import calibrate, window_levels
+
     features = features or FeatureConfig()
-    out = {}
+    calibration = calibration or {}
+    inputs, levels = {}, {}
     for modality, block in raw.items():
         present = np.asarray(presence[modality], dtype=bool)
+        stats = calibration.get(modality)
         if modality == SPEECH:
             n_frames = MFCC_SETTINGS.frames(block.shape[1])
             values = np.zeros((block.shape[0], n_frames, MFCC_SETTINGS.n_mfcc), dtype=np.float32)
+            level = np.zeros((block.shape[0], 2 * MFCC_SETTINGS.n_mfcc), dtype=np.float32)
             if present.any():
-                values[present] = speech_features(block[present], features.speech_norm)
+                coefficients = mfcc(np.asarray(block[present], dtype=np.float32))
+                calibrated = calibrate(coefficients, stats)
+                level[present] = window_levels(calibrated)
+                values[present] = (zscore(coefficients, axis=1) if features.speech_norm == "cmvn"
+                                   else calibrated)
         else:
             values = np.zeros(block.shape, dtype=np.float32)
+            level = np.zeros((block.shape[0], 2 * block.shape[2]), dtype=np.float32)
             if present.any():
-                values[present] = wearable_features(block[present], features.wearable_norm)
-        out[modality] = values
-    return out
+                windows = np.asarray(block[present], dtype=np.float32)
+                calibrated = calibrate(windows, stats)
+                level[present] = window_levels(calibrated)
+                values[present] = (zscore(windows, axis=1) if features.wearable_norm == "zscore"
+                                   else calibrated)
+        inputs[modality], levels[modality] = values, level
+    return inputs, levels
+
+
+def window_features(raw: dict, presence: dict, features: FeatureConfig | None = None,
+                    calibration: dict | None = None) -> dict:
+    """Model inputs per modality (the first half of :func:`featurize`)."""
+    return featurize(raw, presence, features, calibration)[0]
 
 
 def feature_settings() -> dict:
     """Everything about feature extraction that changes the numbers (for cache keys)."""
-    return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative"}
+    from kfusion.data.calibration import calibration_settings
+
+    return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative",
+            "calibration": calibration_settings()}

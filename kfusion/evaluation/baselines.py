@@ -1,19 +1,26 @@
-"""The hand-crafted baseline (our addition to Table 1): fixed window statistics and a linear
-classifier, evaluated under the same leave-one-subject-out protocol as the learned rows.
+"""The hand-crafted baseline (our addition to Table 1): the window features a researcher in the
+field would use and a classic classifier, under the same leave-one-subject-out protocol.
 
 Features of a window (:func:`handcrafted_features`):
 
 - every wearable channel, and for ACC also the magnitude over its three axes: mean, standard
   deviation, minimum, maximum, median, slope (least squares over the window, per window length),
-  skewness and kurtosis (excess; 0 for a constant series);
-- speech: mean and standard deviation of every MFCC coefficient over the window's frames;
+  skewness and kurtosis (excess; 0 for a constant series) of the model input (the window's
+  shape when per-window normalisation is on);
+- each modality's window level (calibrated mean and log-std per channel, per MFCC coefficient
+  for speech: the MFCC functionals on calibrated frames);
+- the physiological and prosodic features computed over the whole recording
+  (``WindowedDataset.physio``: EDA tonic level and phasic responses, heart rate from BVP, ACC
+  activity, TEMP trend; f0, energy, voicing and rate of speech);
 - one presence flag per modality (absent modalities are zeros in the data set).
 
-With the default per-window z-scoring of wearables (``FeatureConfig.wearable_norm``) their mean
-and standard deviation carry little; the shape statistics still do.
+With per-person calibration (``DataConfig.calibration``) each feature is then standardised per
+participant by that participant's own windows (all, or those of the first minutes), labels
+never used: :func:`calibrate_features`.
 
-Classifier (:func:`handcrafted_classifier`): a scikit-learn pipeline of a ``StandardScaler`` and
-a multinomial ``LogisticRegression``; both are fitted on the training participants' windows only.
+Classifier (:func:`handcrafted_classifier`): ``StandardScaler`` and a multinomial
+``LogisticRegression`` (default) or a ``HistGradientBoostingClassifier``; fitted on the
+training participants' windows only.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -30,6 +38,8 @@ from threadpoolctl import threadpool_limits
 from kfusion.data.modalities import ACC, MODALITIES, SPEECH
 from kfusion.errors import ConfigError
 
+#: The hand-crafted row's classifiers.
+CLASSIFIERS: tuple[str, ...] = ("logistic", "boosting")
 SERIES_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max", "median", "slope", "skewness",
                                       "kurtosis")
 _EPS = 1e-12
@@ -62,10 +72,15 @@ def _series_of(modality: str, windows: np.ndarray) -> list[tuple[str, np.ndarray
     return named
 
 
-def handcrafted_features(inputs: Mapping[str, np.ndarray],
-                         presence: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str, np.ndarray],
+                         levels: Mapping[str, np.ndarray] | None = None, physio: np.ndarray | None = None,
+                         physio_names=None) -> tuple[np.ndarray, list[str]]:
     """Features ``[N, F]`` float64 and their names, from a data set's ``inputs``
-    (``{modality: [N, T, C]}``) and ``presence`` (``{modality: bool [N]}``)."""
+    (``{modality: [N, T, C]}``), ``presence`` (``{modality: bool [N]}``), optionally its
+    ``levels`` (``{modality: [N, 2C]}``) and whole-recording ``physio`` features ``[N, P]``
+    (NaN where undefined; replaced by 0 here, after :func:`calibrate_features` if used)."""
+    from kfusion.data.calibration import level_names
+
     modalities = [m for m in MODALITIES if m in inputs]
     if not modalities:
         raise ConfigError(f"handcrafted_features: inputs: expected some of {', '.join(MODALITIES)}, "
@@ -77,29 +92,81 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray],
             raise ConfigError(f"handcrafted_features: inputs[{m!r}]: expected [N, T, C], "
                               f"found shape {windows.shape}")
         if m == SPEECH:
-            columns += [windows.mean(axis=1), windows.std(axis=1)]
-            names += [f"speech_mfcc{c}_{s}" for s in ("mean", "std") for c in range(windows.shape[2])]
+            if levels is None:
+                columns += [windows.mean(axis=1), windows.std(axis=1)]
+                names += [f"speech_mfcc{c}_{s}" for s in ("mean", "std") for c in range(windows.shape[2])]
         else:
             for series_name, series in _series_of(m, windows):
                 columns.append(_series_statistics(series))
                 names += [f"{series_name}_{s}" for s in SERIES_STATISTICS]
+        if levels is not None:
+            columns.append(np.asarray(levels[m], dtype=np.float64))
+            names += (level_names(m, windows.shape[2]) if m != SPEECH else
+                      [f"speech_mfcc{c}_{s}" for s in ("level_mean", "level_logstd")
+                       for c in range(windows.shape[2])])
         columns.append(np.asarray(presence[m], dtype=np.float64).reshape(-1, 1))
         names.append(f"{m}_present")
+    if physio is not None and np.shape(physio)[1]:
+        columns.append(np.asarray(physio, dtype=np.float64))
+        names += list(physio_names) if physio_names is not None else [
+            f"physio_{i}" for i in range(np.shape(physio)[1])]
     features = np.concatenate([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
-    return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0), names
+    return features, names
 
 
-def handcrafted_classifier(c: float = 1.0, seed: int = 0, class_weight: str = "none") -> Pipeline:
-    """``StandardScaler`` -> multinomial ``LogisticRegression(C=c)`` (lbfgs, deterministic);
-    ``class_weight="balanced"`` weights classes by their share of the training windows."""
+def calibrate_features(features: np.ndarray, participants, starts, method: str = "participant",
+                       head_minutes: float = 5.0) -> np.ndarray:
+    """Standardise every column of ``features [N, F]`` per participant by the mean and standard
+    deviation of that participant's own windows: all of them (``"participant"``) or those
+    starting in the first ``head_minutes`` after the participant's first window (``"head"``);
+    ``"none"`` returns the features unchanged. NaN cells are ignored in the statistics and
+    become 0 afterwards (the participant's average); constant columns become 0."""
+    features = np.asarray(features, dtype=np.float64)
+    if method == "none":
+        return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+    participants = np.asarray(participants).astype(str)
+    starts = np.asarray(starts, dtype=np.float64)
+    out = np.zeros_like(features)
+    for pid in np.unique(participants):
+        rows = np.flatnonzero(participants == pid)
+        block = features[rows]
+        reference = block
+        if method == "head":
+            first = starts[rows].min()
+            reference = block[starts[rows] < first + head_minutes * 60.0]
+        finite = np.isfinite(reference)
+        count = finite.sum(axis=0)
+        filled = np.where(finite, reference, 0.0)
+        mean = np.divide(filled.sum(axis=0), count, out=np.zeros(block.shape[1]), where=count > 0)
+        spread = np.where(finite, reference - mean, 0.0)
+        std = np.sqrt(np.divide((spread ** 2).sum(axis=0), count, out=np.zeros(block.shape[1]),
+                                where=count > 0))
+        scaled = (block - mean) / np.where(std > 1e-12, std, 1.0)
+        scaled[:, std <= 1e-12] = 0.0
+        out[rows] = scaled
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def handcrafted_classifier(c: float = 1.0, seed: int = 0, class_weight: str = "none",
+                           kind: str = "logistic") -> Pipeline:
+    """``StandardScaler`` -> multinomial ``LogisticRegression(C=c)`` (lbfgs, deterministic), or
+    (``kind="boosting"``) a ``HistGradientBoostingClassifier`` (200 iterations, no early
+    stopping, seeded); ``class_weight="balanced"`` weights classes by their share of the
+    training windows."""
+    if kind not in CLASSIFIERS:
+        raise ConfigError(f"handcrafted classifier: expected one of {', '.join(CLASSIFIERS)}, found {kind!r}")
     weights = None if class_weight == "none" else class_weight
-    return Pipeline([("scale", StandardScaler()),
-                     ("classify", LogisticRegression(C=c, max_iter=2000, random_state=seed,
-                                                     class_weight=weights))])
+    if kind == "boosting":
+        classify = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, max_leaf_nodes=15,
+                                                  l2_regularization=1.0, early_stopping=False,
+                                                  random_state=seed, class_weight=weights)
+    else:
+        classify = LogisticRegression(C=c, max_iter=2000, random_state=seed, class_weight=weights)
+    return Pipeline([("scale", StandardScaler()), ("classify", classify)])
 
 
 def fit_handcrafted(features: np.ndarray, labels: np.ndarray, train, c: float = 1.0,
-                    seed: int = 0, class_weight: str = "none") -> Pipeline:
+                    seed: int = 0, class_weight: str = "none", kind: str = "logistic") -> Pipeline:
     """Fit :func:`handcrafted_classifier` on the rows ``train`` only (scaler included). With a
     single class among them the classifier is a constant predictor of that class."""
     train = np.asarray(train, dtype=np.int64)
@@ -108,7 +175,7 @@ def fit_handcrafted(features: np.ndarray, labels: np.ndarray, train, c: float = 
         pipeline = Pipeline([("scale", StandardScaler()),
                              ("classify", DummyClassifier(strategy="most_frequent"))])
     else:
-        pipeline = handcrafted_classifier(c, seed, class_weight)
+        pipeline = handcrafted_classifier(c, seed, class_weight, kind)
     # One BLAS thread: beside TensorFlow's spinning thread pools, a multi-threaded BLAS runs
     # several times slower on a small machine.
     with threadpool_limits(limits=1):

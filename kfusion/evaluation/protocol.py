@@ -36,7 +36,7 @@ from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import baselines, metrics, report, stats
 from kfusion.evaluation.report import ALL_ROWS, FUSION_PAIRS, MECHANISMS, TARGETS
-from kfusion.models import PRESENCE, backbone_modalities, backbone_of, encoder_name, presence_array
+from kfusion.models import LEVELS, PRESENCE, backbone_modalities, backbone_of, encoder_name, presence_array
 from kfusion.runs import RunFolder
 from kfusion.training.emotion import (
     PROJECTION_FEATURES,
@@ -79,10 +79,13 @@ class EvaluationConfig(_Config):
     ``projection_units``, ``attention_tokens``, ``attention_heads``, ``use_presence``: the fresh
     fusion layers of the "without" and speech-only rows (keep them as in the pretrained
     backbones). ``handcrafted_c``: inverse regularisation of the hand-crafted row's logistic
-    regression. ``cache_frozen``: train on outputs of the frozen layers computed once (fast) or
+    regression; ``handcrafted_classifier``: ``"logistic"`` or ``"boosting"`` (scikit-learn's
+    histogram gradient boosting). ``cache_frozen``: train on outputs of the frozen layers computed once (fast) or
     through the whole model (slow; same numbers). ``class_weight``: ``"none"`` (the paper's plain
     cross-entropy) or ``"balanced"`` (classes weighted by their share of the training windows, in
-    every row, the hand-crafted one included).
+    every row, the hand-crafted one included). ``use_levels``: feed every learned row's head
+    the windows' calibrated levels (``WindowedDataset.levels`` of the row's modalities) beside
+    the projection, so the model sees both a window's shape and its level.
     """
 
     epochs: int = 32
@@ -98,6 +101,8 @@ class EvaluationConfig(_Config):
     handcrafted_c: float = 1.0
     cache_frozen: bool = True
     class_weight: str = "none"
+    use_levels: bool = True
+    handcrafted_classifier: str = "logistic"
 
     def __post_init__(self):
         self.training()  # validates epochs, patience, batch size, learning rate, class weight
@@ -110,9 +115,12 @@ class EvaluationConfig(_Config):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive whole number, found {value!r}")
-        for name in ("use_presence", "cache_frozen"):
+        for name in ("use_presence", "cache_frozen", "use_levels"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, found {getattr(self, name)!r}")
+        if self.handcrafted_classifier not in baselines.CLASSIFIERS:
+            raise ConfigError(f"handcrafted_classifier: expected one of {', '.join(baselines.CLASSIFIERS)}, "
+                              f"found {self.handcrafted_classifier!r}")
         c = self.handcrafted_c
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < float("inf"):
             raise ConfigError(f"handcrafted_c: expected a positive number, found {c!r}")
@@ -325,10 +333,25 @@ class _FrozenOutputs:
 
     def handcrafted(self) -> np.ndarray:
         if self._handcrafted is None:
-            inputs = {m: self._inputs(m) for m in self.dataset.inputs}
-            presence = {m: np.asarray(self.dataset.presence[m])[self.pool] for m in self.dataset.inputs}
-            self._handcrafted = baselines.handcrafted_features(inputs, presence)[0]
+            self._handcrafted = dataset_handcrafted_features(self.dataset)[0][self.pool]
         return self._handcrafted
+
+
+def dataset_handcrafted_features(dataset: WindowedDataset) -> tuple[np.ndarray, list[str]]:
+    """The hand-crafted row's features ``[N, F]`` of every window of ``dataset``, calibrated per
+    participant as its ``config.calibration`` says (speech columns by the speech method, the
+    others by the wearable one)."""
+    physio = getattr(dataset, "physio", None)
+    features, names = baselines.handcrafted_features(
+        dataset.inputs, dataset.presence, dataset.levels, physio, getattr(dataset, "physio_names", None))
+    calibration = dataset.config.calibration
+    speech = np.array([n.startswith(SPEECH) for n in names])
+    out = np.empty_like(features)
+    for columns, method in ((speech, calibration.speech), (~speech, calibration.wearable)):
+        if columns.any():
+            out[:, columns] = baselines.calibrate_features(features[:, columns], dataset.participants,
+                                                           dataset.starts, method, calibration.head_minutes)
+    return out, names
 
 
 def _backbone_inputs(backbone: keras.Model, dataset: WindowedDataset, index: np.ndarray) -> dict:
@@ -340,6 +363,16 @@ def _backbone_inputs(backbone: keras.Model, dataset: WindowedDataset, index: np.
 
 
 # --------------------------------------------------------------------------- rows
+
+def row_levels(dataset: WindowedDataset, modalities) -> np.ndarray:
+    """The ``levels`` input ``[N, L]`` of a model over ``modalities``: each modality's window
+    levels (:attr:`WindowedDataset.levels`) side by side, in the given order."""
+    return np.concatenate([np.asarray(dataset.levels[m], dtype=np.float32) for m in modalities], axis=1)
+
+
+def _width(levels: dict) -> int:
+    return int(levels[LEVELS].shape[1]) if levels else 0
+
 
 def _row_modalities(row: str, dataset: WindowedDataset) -> tuple[str, ...]:
     if row == "speech_only":
@@ -413,26 +446,39 @@ class _KerasRow:
         target, n = view.target, view.n_classes
         positions = frozen.position[view.index]
         if row.endswith("_with"):
+            backbone = frozen.pretrained.fusion_backbones[row.removesuffix("_with")]
             projections = frozen.projections(row.removesuffix("_with"))[positions]
+            levels = self._levels(dataset, view, backbone_modalities(backbone), config)
             model = pretrained_emotion_model(projection_stub(projections.shape[1]), target, n,
-                                             config.head_units)
-            return model, {PROJECTION_FEATURES: projections}
+                                             config.head_units, levels=_width(levels))
+            return model, {PROJECTION_FEATURES: projections, **levels}
         modalities = _row_modalities(row, dataset)
         embeddings = {m: frozen.embeddings(m)[positions] for m in modalities}
         encoders = {m: identity_encoder(m, embeddings[m].shape[1]) for m in modalities}
         x = {m: e[..., None] for m, e in embeddings.items()}
-        return self._model(row, encoders, view, config), self._with_presence(x, dataset, view, modalities, config)
+        levels = self._levels(dataset, view, modalities, config)
+        return (self._model(row, encoders, view, config, _width(levels)),
+                {**self._with_presence(x, dataset, view, modalities, config), **levels})
 
     def _uncached(self, row, view, dataset, pretrained, config):
         target, n = view.target, view.n_classes
         if row.endswith("_with"):
             backbone = pretrained.fusion_backbones[row.removesuffix("_with")]
-            model = pretrained_emotion_model(backbone, target, n, config.head_units)
-            return model, _backbone_inputs(backbone, dataset, view.index)
+            levels = self._levels(dataset, view, backbone_modalities(backbone), config)
+            model = pretrained_emotion_model(backbone, target, n, config.head_units, levels=_width(levels))
+            return model, {**_backbone_inputs(backbone, dataset, view.index), **levels}
         modalities = _row_modalities(row, dataset)
         encoders = {m: pretrained.encoders[m] for m in modalities}
         x = {m: dataset.inputs[m][view.index] for m in modalities}
-        return self._model(row, encoders, view, config), self._with_presence(x, dataset, view, modalities, config)
+        levels = self._levels(dataset, view, modalities, config)
+        return (self._model(row, encoders, view, config, _width(levels)),
+                {**self._with_presence(x, dataset, view, modalities, config), **levels})
+
+    @staticmethod
+    def _levels(dataset, view, modalities, config) -> dict:
+        if not config.use_levels:
+            return {}
+        return {LEVELS: row_levels(dataset, modalities)[view.index]}
 
     def _with_presence(self, x, dataset, view, modalities, config) -> dict:
         if config.use_presence:
@@ -440,13 +486,14 @@ class _KerasRow:
         return x
 
     @staticmethod
-    def _model(row, encoders, view, config) -> keras.Model:
+    def _model(row, encoders, view, config, levels: int = 0) -> keras.Model:
         if row == "wearable_only":
-            return wearable_only_model(encoders, view.target, view.n_classes, config.use_presence)
+            return wearable_only_model(encoders, view.target, view.n_classes, config.use_presence,
+                                       levels=levels)
         mechanism = "unweighted" if row == "speech_only" else row.removesuffix("_without")
         return fusion_emotion_model(encoders, view.target, view.n_classes, mechanism,
                                     config.projection_units, config.head_units, config.use_presence,
-                                    config.attention_tokens, config.attention_heads)
+                                    config.attention_tokens, config.attention_heads, levels=levels)
 
     def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
         history = self.trainer.fit(self.x, self.view.y, fold.train, fold.validation, seed=seed)
@@ -464,7 +511,8 @@ class _HandcraftedRow:
     def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
         fitted_on = np.concatenate([fold.train, fold.validation])
         pipeline = baselines.fit_handcrafted(self.features, self.view.y, fitted_on,
-                                             self.config.handcrafted_c, seed, self.config.class_weight)
+                                             self.config.handcrafted_c, seed, self.config.class_weight,
+                                             self.config.handcrafted_classifier)
         probabilities = baselines.predict_handcrafted(pipeline, self.features, fold.test, self.view.n_classes)
         return {}, probabilities, pipeline
 
@@ -535,6 +583,23 @@ def collect_results(out: Path, records: Sequence[dict], rows: Sequence[str], tar
     return Results(Path(out), table, tests, pd.DataFrame(kept), complete)
 
 
+def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int) -> list[str]:
+    """The lines that open ``table.md``: data, calibration (per-person, from each participant's
+    own unlabelled signals), levels, seed."""
+    calibration = dataset.config.calibration
+    used = [m for m in dataset.modalities if calibration.method(m) != "none"]
+    lines = [f"Data: {', '.join(dataset.report.get('sources', [])) or 'in memory'}; "
+             f"{len(dataset.participant_ids())} participants, {len(dataset)} windows; "
+             f"modalities {', '.join(dataset.modalities)}",
+             f"Calibration: {calibration.describe()}" + (
+                 " — per-person statistics from each participant's own unlabelled signals "
+                 "(the held-out participant's included, as an app calibrates on its user)" if used else ""),
+             f"Window levels fed to the learned rows: {'yes' if config.use_levels else 'no'}; "
+             f"hand-crafted classifier: {config.handcrafted_classifier}",
+             f"Seed: {seed}"]
+    return lines
+
+
 def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequence[str] = ALL_ROWS,
              targets: Sequence[str] = TARGETS, out: str | Path = "runs/evaluation", seed: int = 0,
              config: EvaluationConfig | None = None, progress: bool = True, verbose: int = 0,
@@ -567,7 +632,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     views = {t: _target_view(dataset, t, seed, config.validation_fraction) for t in targets}
 
     run_config = {"format": RUN_FORMAT, "evaluation": config.to_dict(), "seed": seed,
-                  "data_fingerprint": dataset.fingerprint,
+                  "data_fingerprint": dataset.fingerprint, "data": dataset.config.to_dict(),
                   "pretrained": pretrained.fingerprint() if isinstance(pretrained, Pretrained) else None}
     run = RunFolder(out).start(run_config, dataset.fingerprint, command="kfusion.evaluation.evaluate")
     done: dict = {}
@@ -625,5 +690,6 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
         bar.close()
 
     results = collect_results(run.path, list(done.values()), rows, targets, held_out)
-    results.files = report.write_report(run.path, results.table, results.tests, results.complete)
+    results.files = report.write_report(run.path, results.table, results.tests, results.complete,
+                                        run_header(dataset, config, seed))
     return results

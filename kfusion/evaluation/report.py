@@ -134,9 +134,12 @@ def _number(value, digits: int = 4) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def markdown_report(table: pd.DataFrame, tests: pd.DataFrame, complete: bool = True) -> str:
-    """The text of ``table.md``."""
+def markdown_report(table: pd.DataFrame, tests: pd.DataFrame, complete: bool = True,
+                    header: list[str] | None = None) -> str:
+    """The text of ``table.md``; ``header``: lines describing the run (data, calibration, seed)."""
     parts = ["# Emotion recognition, leave-one-subject-out (Table 1)", ""]
+    if header:
+        parts += [f"- {line}" for line in header] + [""]
     if not complete:
         parts += ["**Incomplete run**: some folds are not finished yet; re-run to resume.", ""]
     parts += ["Mean over folds (± standard error = std with ddof 1 / sqrt(folds)); accuracy and "
@@ -225,13 +228,14 @@ def figure3(table: pd.DataFrame, tests: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_report(folder: str | Path, table: pd.DataFrame, tests: pd.DataFrame,
-                 complete: bool = True) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv``, ``table.tex`` and ``figure3.png`` into ``folder``."""
+                 complete: bool = True, header: list[str] | None = None) -> dict[str, Path]:
+    """Write ``table.md`` (opening with the ``header`` lines), ``table.csv``, ``table.tex`` and
+    ``figure3.png`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"md": folder / "table.md", "csv": folder / "table.csv", "tex": folder / "table.tex",
              "figure": folder / "figure3.png"}
-    files["md"].write_text(markdown_report(table, tests, complete))
+    files["md"].write_text(markdown_report(table, tests, complete, header))
     with_paper(table).to_csv(files["csv"], index=False, float_format="%.10g")
     files["tex"].write_text(latex_table(table))
     figure3(table, tests, files["figure"])

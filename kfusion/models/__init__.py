@@ -13,8 +13,10 @@ from kfusion.models.frontend import MfccFrontEnd, WindowNormalization
 from kfusion.models.fusion import (
     DEFAULT_PROJECTION_UNITS,
     MECHANISMS,
+    LEVELS,
     PRESENCE,
     backbone_modalities,
+    backbone_inputs,
     backbone_of,
     build_fusion_model,
     encoder_name,
@@ -39,7 +41,7 @@ from kfusion.models.sigrep import sigrep_encoder, sigrep_parameter_count
 from kfusion.models.speech import speech_autoencoder
 
 __all__ = [
-    "STATISTICS", "EMOTION_CLASSES", "MECHANISMS", "PRESENCE", "DEFAULT_PROJECTION_UNITS",
+    "STATISTICS", "EMOTION_CLASSES", "MECHANISMS", "PRESENCE", "LEVELS", "backbone_inputs", "DEFAULT_PROJECTION_UNITS",
     "sigrep_encoder", "sigrep_parameter_count", "speech_autoencoder",
     "fusion_backbone", "build_fusion_model", "backbone_of", "backbone_modalities", "encoder_name",
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 
 from kfusion.errors import ConfigError
-from kfusion.models.fusion import PROJECTION_LAYER, backbone_modalities, encoder_name
+from kfusion.models.fusion import PROJECTION_LAYER, backbone_inputs, backbone_modalities, encoder_name
 
 
 def _check_model(model, where: str) -> None:
@@ -30,7 +30,7 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     except ValueError:
         raise ConfigError(f"model {model.name!r}: no layer named {PROJECTION_LAYER!r}; expected a "
                           "model built by kfusion.models.fusion_backbone") from None
-    upstream = keras.Model(model.input, projection.output)
+    upstream = keras.Model(backbone_inputs(model), projection.output)
     return [layer for layer in upstream.layers]
 
 

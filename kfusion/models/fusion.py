@@ -35,6 +35,9 @@ from kfusion.models.speech import speech_autoencoder
 
 MECHANISMS: tuple[str, ...] = ("unweighted", "weighted", "attention")
 PRESENCE = "presence"
+#: Name of the optional emotion-head input: each modality's window level (calibrated mean and
+#: log-std per channel), concatenated in the order of the model's modalities.
+LEVELS = "levels"
 FUSION_LAYER = "fusion"
 PROJECTION_LAYER = "projection"
 DEFAULT_PROJECTION_UNITS = (128, 64)
@@ -201,7 +204,16 @@ def backbone_of(model: keras.Model, name: str = "fusion_backbone") -> keras.Mode
     except ValueError:
         raise ConfigError(f"model {model.name!r}: no layer named {PROJECTION_LAYER!r}; "
                           "expected a model built by kfusion.models.fusion_backbone") from None
-    return keras.Model(model.input, projection.output, name=name)
+    return keras.Model(backbone_inputs(model), projection.output, name=name)
+
+
+def backbone_inputs(model: keras.Model):
+    """``model.input`` without the emotion head's :data:`LEVELS` input (which bypasses the
+    backbone)."""
+    inputs = model.input
+    if isinstance(inputs, dict):
+        return {k: v for k, v in inputs.items() if k != LEVELS}
+    return inputs
 
 
 def fusion_weights(model: keras.Model) -> dict[str, float]:

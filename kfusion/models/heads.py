@@ -14,7 +14,7 @@ import keras
 from kfusion.data.modalities import STATISTICS
 from kfusion.errors import ConfigError
 from kfusion.models import _checks
-from kfusion.models.fusion import PROJECTION_LAYER, backbone_modalities
+from kfusion.models.fusion import LEVELS, PROJECTION_LAYER, backbone_modalities
 
 #: Emotion targets and their class counts (arousal/valence: low, neutral, high; emotion:
 #: cheerful, happy, angry, nervous, sad, neutral).
@@ -92,9 +92,13 @@ def fusion_pretraining_model(backbone: keras.Model, targets: Sequence[str] | Non
 
 
 def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[str] | None = None,
-                  units=DEFAULT_EMOTION_UNITS, name: str = "emotion_model") -> keras.Model:
+                  units=DEFAULT_EMOTION_UNITS, name: str = "emotion_model", levels: int = 0) -> keras.Model:
     """Backbone + one classifier per target: ``Dense(u, ReLU)`` per ``units`` then
     ``Dense(n_classes, softmax)`` named by the target. Outputs ``{target: [B, n_classes]}``.
+
+    ``levels``: width of an extra input ``"levels"`` ``[B, levels]`` (the windows' calibrated
+    levels, ``kfusion.data.calibration.window_levels``) concatenated to the projection before
+    the heads; 0 = none (the paper's head).
 
     ``targets``: ``{name: n_classes}`` or a list of names from :data:`EMOTION_CLASSES`;
     default all three (arousal 3, valence 3, emotion 6).
@@ -119,6 +123,14 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
     units = _checks.int_tuple(f"{where}: units", units, min_length=0)
     _check_target_names(where, list(classes), backbone, len(units))
     name = _checks.layer_name(f"{where}: name", name)
+    inputs = backbone.input
+    levels = _checks.positive_int(f"{where}: levels", levels, 0)
+    if levels:
+        if not isinstance(inputs, dict):
+            raise ConfigError(f"{where}: levels: expected a backbone with dict inputs")
+        level_input = keras.Input((levels,), name=LEVELS)
+        features = keras.layers.Concatenate(name="with_levels")([features, level_input])
+        inputs = {**inputs, LEVELS: level_input}
     outputs = {t: keras.layers.Dense(n, activation="softmax", name=t)(_dense_stack(features, t, units))
                for t, n in classes.items()}
-    return keras.Model(backbone.input, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)

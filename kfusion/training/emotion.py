@@ -34,6 +34,7 @@ from kfusion.config import _Config
 from kfusion.data.modalities import WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import (
+    LEVELS,
     PRESENCE,
     PresenceGate,
     emotion_model,
@@ -129,30 +130,35 @@ def _named_encoder(modality: str, encoder) -> keras.Model:
 def fusion_emotion_model(encoders: Mapping[str, keras.Model], target: str, n_classes: int,
                          mechanism: str = "unweighted", projection_units=(128, 64),
                          head_units=(32, 16), use_presence: bool = True,
-                         attention_tokens: int = 5, attention_heads: int = 2) -> keras.Model:
+                         attention_tokens: int = 5, attention_heads: int = 2,
+                         levels: int = 0) -> keras.Model:
     """Frozen ``encoders`` -> fresh presence gate, ``mechanism`` fusion and projection -> emotion
     head ``head_units`` -> ``Dense(n_classes, softmax)`` named ``target``.
 
     Only the encoders are frozen (paper §4.2, "without fusion training"); with a single speech
-    encoder this is the speech-only model. Output ``{target: [B, n_classes]}``.
+    encoder this is the speech-only model. ``levels``: width of the ``"levels"`` input fed
+    to the head beside the projection (0 = none). Output ``{target: [B, n_classes]}``.
     """
     backbone = fusion_backbone(encoders, mechanism, projection_units, use_presence,
                                attention_tokens=attention_tokens, attention_heads=attention_heads)
-    model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model")
+    model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model",
+                          levels=levels)
     return freeze_encoders(model)
 
 
 def pretrained_emotion_model(backbone: keras.Model, target: str, n_classes: int,
-                             head_units=(32, 16)) -> keras.Model:
+                             head_units=(32, 16), levels: int = 0) -> keras.Model:
     """A pretrained fusion ``backbone`` frozen up to and including its projection, plus a fresh
-    emotion head (paper §4.2, "with fusion training"). Output ``{target: [B, n_classes]}``."""
-    model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model")
+    emotion head (paper §4.2, "with fusion training"); ``levels`` as in
+    :func:`fusion_emotion_model`. Output ``{target: [B, n_classes]}``."""
+    model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model",
+                          levels=levels)
     return freeze_for_fusion_training(model)
 
 
 def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_classes: int,
                         use_presence: bool = True, modality_units=APP_MODALITY_UNITS,
-                        units=APP_UNITS) -> keras.Model:
+                        units=APP_UNITS, levels: int = 0) -> keras.Model:
     """The authors' wearable-only app model (DESIGN.md §2) on frozen ``encoders`` (wearables
     only, all giving embeddings of one size D):
 
@@ -161,6 +167,7 @@ def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_clas
     ``Dense(n_classes, softmax)`` named ``target``. With ``use_presence`` an absent modality's
     embedding is replaced by a learned vector first (our addition; no effect when all are
     present). With the default sizes and four SigRep encoders the model has ~14.5 k parameters.
+    ``levels``: width of a ``"levels"`` input concatenated after the flatten (0 = none).
     """
     if not isinstance(encoders, Mapping) or not encoders:
         raise ConfigError("wearable_only_model: encoders: expected a non-empty dict {modality: keras.Model}")
@@ -185,6 +192,9 @@ def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_clas
     for i, width in enumerate(modality_units, start=1):
         x = keras.layers.Dense(int(width), activation="relu", name=f"{target}_modality_dense_{i}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
+    if levels:
+        inputs[LEVELS] = keras.Input((int(levels),), name=LEVELS)
+        x = keras.layers.Concatenate(name="with_levels")([x, inputs[LEVELS]])
     for i, width in enumerate(units, start=1):
         x = keras.layers.Dense(int(width), activation="relu", name=f"{target}_dense_{i}")(x)
     outputs = keras.layers.Dense(int(n_classes), activation="softmax", name=target)(x)

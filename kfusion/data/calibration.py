@@ -1,0 +1,200 @@
+"""Per-person calibration: statistics of one participant's own signals, and windows in them.
+
+Arousal lives partly in levels (skin-conductance level, heart rate, loudness, spectral
+envelope) that differ more between people than between states of one person. Per-window
+normalisation removes the levels altogether; calibration keeps them, measured against the
+person's own baseline, as speaker normalisation does in speech emotion recognition and baseline
+normalisation in physiology.
+
+:func:`recording_calibration` computes, per modality, the mean and standard deviation of each
+channel from the signal before windowing (at the model rate; speech: of each MFCC coefficient
+over the recording's non-silent frames), from all of the participant's recording
+(``"participant"``) or from its first ``head_minutes`` (``"head"``). Labels never enter.
+:func:`calibrate` standardises values by them, and :func:`window_levels` gives each window's
+level: the mean and ``log(std + LEVEL_EPS)`` of every (calibrated) channel over the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kfusion.config import DataConfig
+from kfusion.data.modalities import AUDIO_RATE, SPEECH, WEARABLES
+from kfusion.data.recording import Recording
+
+#: Added to a window's standard deviation before the log (in calibrated units: a thousandth of
+#: the person's own spread), so a flat window has a finite level.
+LEVEL_EPS = 1e-3
+#: Speech frames more than this many dB below the recording's loud frames (95th percentile of
+#: the frames' energy) count as silence and do not enter the statistics.
+SILENCE_DB = 35.0
+#: Audio is turned into MFCC frames in segments of this many seconds (bounded memory).
+SEGMENT_SECONDS = 60
+#: Fewer usable samples than this (seconds of signal) make calibration impossible.
+MIN_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Calibration of one modality of one participant: ``mean``/``std`` per channel ``[C]``
+    (speech: per MFCC coefficient), the ``method`` and the ``seconds`` of signal they came from."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    method: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "seconds": round(float(self.seconds), 3),
+                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ChannelStats":
+        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64),
+                   str(data["method"]), float(data["seconds"]))
+
+
+def _stats(values: np.ndarray, method: str, seconds: float) -> ChannelStats:
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    # A flat channel (an E4 off the skin, digital silence) keeps unit scale: calibrated values
+    # are then deviations from its constant level rather than a division by zero.
+    std = np.where(std <= 1e-6 * (1.0 + np.abs(mean)), 1.0, std)
+    return ChannelStats(mean, std, method, seconds)
+
+
+def signal_statistics(values: np.ndarray, rate: float, method: str, head_minutes: float,
+                      offset: int = 0) -> ChannelStats | None:
+    """Statistics of ``values [n, C]`` sampled at ``rate`` Hz (NaN = gap): all finite samples
+    from ``offset`` on (``"participant"``) or those of the ``head_minutes`` after ``offset``
+    (``"head"``). None when fewer than :data:`MIN_SECONDS` of finite samples are left."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        values = values[:, None]
+    values = values[max(int(offset), 0):]
+    if method == "head":
+        values = values[:int(round(head_minutes * 60.0 * rate))]
+    finite = values[np.isfinite(values).all(axis=1)]
+    if finite.shape[0] < MIN_SECONDS * rate:
+        return None
+    return _stats(finite, method, finite.shape[0] / rate)
+
+
+def speech_frames(samples: np.ndarray) -> np.ndarray:
+    """MFCC frames ``[F, 40]`` of a whole 16 kHz recording, computed in segments."""
+    from kfusion.data.features import MFCC_SETTINGS, mfcc
+
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    segment = SEGMENT_SECONDS * AUDIO_RATE
+    n_frames = MFCC_SETTINGS.frames(samples.shape[0])
+    if n_frames == 0:
+        return np.zeros((0, MFCC_SETTINGS.n_mfcc), dtype=np.float32)
+    count = -(-samples.shape[0] // segment)
+    padded = np.zeros(count * segment, dtype=np.float32)
+    padded[:samples.shape[0]] = samples
+    frames = mfcc(padded.reshape(count, segment)).reshape(-1, MFCC_SETTINGS.n_mfcc)
+    return frames[:n_frames]
+
+
+def frame_energy_db(samples: np.ndarray, n_frames: int) -> np.ndarray:
+    """``[n_frames]`` energy (dB) of the 25 ms frame centred on every 10 ms step of 16 kHz
+    ``samples`` (the MFCC frames' grid)."""
+    from kfusion.data.features import MFCC_SETTINGS
+
+    hop, size = MFCC_SETTINGS.hop_length, MFCC_SETTINGS.n_fft
+    power = np.asarray(samples, dtype=np.float64).reshape(-1) ** 2
+    padded = np.concatenate([np.zeros(size // 2), power, np.zeros(size // 2 + hop)])
+    cumulative = np.concatenate([[0.0], np.cumsum(padded)])
+    begin = np.arange(n_frames) * hop
+    energy = (cumulative[begin + size] - cumulative[begin]) / size
+    return 10.0 * np.log10(energy + 1e-10)
+
+
+def voiced_frames(energy_db: np.ndarray) -> np.ndarray:
+    """Bool ``[F]``: frames within :data:`SILENCE_DB` of the recording's loud frames (95th
+    percentile of the frame energies) and above digital silence."""
+    if energy_db.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    return (energy_db >= np.percentile(energy_db, 95) - SILENCE_DB) & (energy_db > -90.0)
+
+
+def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
+                      offset: int = 0) -> ChannelStats | None:
+    """Statistics of each MFCC coefficient over the non-silent frames of 16 kHz ``samples``
+    from sample ``offset`` on (all, or the first ``head_minutes``)."""
+    samples = np.asarray(samples).reshape(-1)[max(int(offset), 0):]
+    if method == "head":
+        samples = samples[:int(round(head_minutes * 60.0 * AUDIO_RATE))]
+    frames = speech_frames(samples)
+    frames = frames[voiced_frames(frame_energy_db(samples, frames.shape[0]))]
+    frame_rate = AUDIO_RATE / 160.0
+    if frames.shape[0] < MIN_SECONDS * frame_rate * 0.1:  # at least 1 s of speech
+        return None
+    return _stats(frames, method, frames.shape[0] / frame_rate)
+
+
+def recording_calibration(recording: Recording, config: DataConfig | None = None) -> dict[str, ChannelStats]:
+    """``{modality: ChannelStats}`` of the requested modalities the recording has and whose
+    calibration (``config.calibration``) is not ``"none"``. ``"head"`` starts at the windowed
+    span's start (the reader's span, else the modality's own start)."""
+    from kfusion.data.windows import to_audio_rate, to_nominal_rate
+
+    config = config or DataConfig()
+    out = {}
+    span_start = None if recording.span is None else float(recording.span[0])
+    for modality in config.modalities:
+        method = config.calibration.method(modality)
+        if method == "none":
+            continue
+        minutes = config.calibration.head_minutes
+        if modality == SPEECH:
+            if recording.audio is None:
+                continue
+            audio = to_audio_rate(recording.audio)
+            offset = 0 if span_start is None else int(round((span_start - audio.start) * audio.rate))
+            stats = speech_statistics(audio.samples, method, minutes, offset)
+        elif modality in WEARABLES:
+            if modality not in recording.signals:
+                continue
+            signal = to_nominal_rate(recording.signals[modality], modality)
+            offset = 0 if span_start is None else int(round((span_start - signal.start) * signal.rate))
+            stats = signal_statistics(signal.values, signal.rate, method, minutes, offset)
+        else:  # pragma: no cover - check_modalities rules it out
+            continue
+        if stats is not None:
+            out[modality] = stats
+    return out
+
+
+def calibrate(values: np.ndarray, stats: ChannelStats | None) -> np.ndarray:
+    """``(values - mean) / std`` over the last axis (channels); unchanged without ``stats``."""
+    if stats is None:
+        return np.asarray(values, dtype=np.float32)
+    return ((np.asarray(values, dtype=np.float64) - stats.mean) / stats.std).astype(np.float32)
+
+
+def window_levels(windows: np.ndarray) -> np.ndarray:
+    """Level of windows ``[N, T, C]``: ``[N, 2C]`` = mean per channel, then
+    ``log(std + LEVEL_EPS)`` per channel (float32)."""
+    x = np.asarray(windows, dtype=np.float64)
+    mean = x.mean(axis=1)
+    spread = np.log(x.std(axis=1) + LEVEL_EPS)
+    return np.concatenate([mean, spread], axis=1).astype(np.float32)
+
+
+def level_names(modality: str, channels: int) -> list[str]:
+    """Column names of :func:`window_levels` for ``modality``."""
+    suffix = [str(c) for c in range(channels)] if channels > 1 else [""]
+    if modality == "acc" and channels == 3:
+        suffix = ["x", "y", "z"]
+    base = [f"{modality}{'_' + s if s else ''}" for s in suffix]
+    return [f"{b}_level_mean" for b in base] + [f"{b}_level_logstd" for b in base]
+
+
+def calibration_settings() -> dict:
+    """Everything about calibration that changes the numbers (for cache keys)."""
+    return {"level_eps": LEVEL_EPS, "silence_db": SILENCE_DB, "segment_seconds": SEGMENT_SECONDS,
+            "min_seconds": MIN_SECONDS, "levels": "mean, log(std + eps) per channel"}
