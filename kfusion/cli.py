@@ -19,7 +19,7 @@ DEMO_SETS = {"data": {"participants": 12, "minutes": 6.0, "seed": 0},
 
 
 def _data_config(args):
-    from kfusion.config import DataConfig, WindowConfig
+    from kfusion.config import CalibrationConfig, DataConfig, WindowConfig
 
     from kfusion.data.sources import source_modalities
 
@@ -28,7 +28,7 @@ def _data_config(args):
     kwargs["modalities"] = (tuple(args.modalities.split(",")) if args.modalities
                             else source_modalities(args.sources))
     window = WindowConfig(seconds=args.window, overlap=args.overlap, missing=args.missing)
-    return DataConfig(window=window, **kwargs)
+    return DataConfig(window=window, calibration=CalibrationConfig.parse(args.calibration), **kwargs)
 
 
 def _cache_dir(args):
@@ -202,6 +202,10 @@ def _add_data_options(parser) -> None:
     parser.add_argument("--annotations", default="self",
                          choices=["self", "partner", "external", "aggregated_external"],
                         help="K-EmoCon annotation perspective (default: self)")
+    parser.add_argument("--calibration", default="participant", metavar="none|participant|head[:MIN]",
+                        help="per-person calibration from each participant's own unlabelled signals: "
+                             "none, participant (all of the recording, default) or head:MINUTES "
+                             "(its first minutes, default 5)")
     parser.add_argument("--window", type=float, default=4.0, help="window length, s (default 4)")
     parser.add_argument("--overlap", type=float, default=1.0, help="window overlap, s (default 1)")
     parser.add_argument("--missing", choices=["drop", "fill"], default="drop",

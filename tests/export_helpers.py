@@ -22,7 +22,7 @@ _CACHE: dict = {}
 
 
 def small_emotion_model(mechanism: str = "attention", modalities=MODALITIES, targets=None,
-                        seed: int = 0):
+                        seed: int = 0, levels: int = 0):
     """A fusion emotion model with the real input shapes (speech [400, 40], E4 4 s windows)
     but small encoders (two SigRep blocks) and heads, so it traces, trains and converts in
     seconds."""
@@ -38,7 +38,7 @@ def small_emotion_model(mechanism: str = "attention", modalities=MODALITIES, tar
         else:
             encoders[m] = sigrep_encoder(m, blocks=2, embedding_dim=16)
     backbone = fusion_backbone(encoders, mechanism, projection_units=(32, 16), attention_tokens=4)
-    return emotion_model(backbone, targets, units=(16,))
+    return emotion_model(backbone, targets, units=(16,), levels=levels)
 
 
 def model_inputs(dataset):

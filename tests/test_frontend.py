@@ -209,3 +209,40 @@ def test_front_end_bad_input():
 
     with pytest.raises(ConfigError, match="FeatureConfig"):
         raw_input_model(small_emotion_model("unweighted", modalities=("eda",)), features="zscore")
+
+
+def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path):
+    """A level-aware model behind the front end takes each modality's calibration as an input
+    and gives what the training path (calibrate, window levels, z-score) gives."""
+    from export_helpers import small_emotion_model
+
+    from kfusion.data.calibration import ChannelStats
+    from kfusion.data.features import featurize
+
+    modalities = ("speech", "acc", "eda")
+    width = 2 * 40 + 2 * 3 + 2 * 1
+    model = small_emotion_model("unweighted", modalities=modalities, levels=width)
+    raw_model = raw_input_model(model)
+    rng = np.random.default_rng(5)
+    raw = {"speech": np.stack([speechlike_audio(rng), speechlike_audio(rng)]),
+           "acc": rng.normal(0, 20, (2, 128, 3)).astype(np.float32),
+           "eda": (2 + 0.1 * rng.standard_normal((2, 16, 1))).astype(np.float32)}
+    stats = {"speech": ChannelStats(rng.normal(0, 50, 40), rng.uniform(5, 20, 40), "participant", 60.0),
+             "acc": ChannelStats(np.array([-10.0, 5.0, 60.0]), np.array([20.0, 15.0, 18.0]), "participant", 60.0),
+             "eda": ChannelStats(np.array([1.5]), np.array([0.4]), "participant", 60.0)}
+    presence = {m: np.ones(2, bool) for m in modalities}
+    inputs, levels = featurize(raw, presence, FeatureConfig(), stats)
+    expected = model({**inputs, "presence": np.ones((2, 3), np.float32),
+                      "levels": np.concatenate([levels[m] for m in modalities], axis=1)})
+    calibration = {f"calibration_{m}": np.repeat(np.stack([stats[m].mean, stats[m].std])[None], 2, 0)
+                   .astype(np.float32) for m in modalities}
+    got = raw_model({**raw, "presence": np.ones((2, 3), np.float32), **calibration})
+    assert sorted(t.name for t in raw_model.inputs) == sorted([*raw, "presence", *calibration])
+    for target in expected:
+        np.testing.assert_allclose(np.asarray(got[target]), np.asarray(expected[target]), atol=2e-4)
+    # The raw model round-trips through a .keras file (CalibratedLevels is registered).
+    raw_model.save(tmp_path / "levels.keras")
+    loaded = keras.saving.load_model(tmp_path / "levels.keras", compile=False)
+    for target, value in got.items():
+        np.testing.assert_allclose(np.asarray(loaded({**raw, "presence": np.ones((2, 3), np.float32),
+                                                       **calibration})[target]), np.asarray(value), atol=1e-5)

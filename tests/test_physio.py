@@ -323,3 +323,19 @@ def test_same_input_gives_identical_output():
     s1, _ = speech_prosody(audio, SR, T0, window_starts(20), SECONDS)
     s2, _ = speech_prosody(audio.copy(), SR, T0, window_starts(20), SECONDS)
     np.testing.assert_array_equal(s1, s2)
+
+
+def test_no_beat_interval_bridges_a_short_gap():
+    from kfusion.data.physio import _beat_intervals
+
+    signal = ppg(70, variability=False)[:, 0]
+    gaps = [(40.0, 40.4), (80.2, 80.7)]  # shorter than one beat: a bridged interval would look valid
+    for a, b in gaps:
+        signal[int(a * 64):int(b * 64)] = np.nan
+    first, last, ibi = _beat_intervals(signal, 64.0)
+    assert len(ibi) > 100 and np.all(np.abs(60 / ibi - 70) < 5)
+    nan_cum = np.concatenate([[0], np.cumsum(np.isnan(signal))])
+    assert np.all(nan_cum[last + 1] - nan_cum[first] == 0)
+    # Beats exist on both sides of each gap; only the interval across it is missing.
+    for a, b in gaps:
+        assert np.any((last / 64 < a) & (last / 64 > a - 2)) and np.any((first / 64 > b) & (first / 64 < b + 2))

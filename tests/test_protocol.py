@@ -15,6 +15,7 @@ from kfusion.data.dataset import WindowedDataset
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained, evaluate, loso_folds
 from kfusion.evaluation.baselines import fit_handcrafted, handcrafted_features
+from kfusion.evaluation.protocol import dataset_handcrafted_features
 from kfusion.models import fusion_backbone
 from model_helpers import SMALL_SHAPES, pooled_encoder
 
@@ -150,7 +151,7 @@ def test_handcrafted_scaler_sees_training_participants_only(tmp_path, dataset):
     seen = []
     evaluate(dataset, None, rows=["handcrafted"], targets=["valence"], out=tmp_path / "h",
              config=CONFIG, progress=False, on_fold=seen.append)
-    features = handcrafted_features(dataset.inputs, dataset.presence)[0]
+    features = dataset_handcrafted_features(dataset)[0]
     assert len(seen) == 4
     for run in seen:
         fitted_on = run.windows[np.concatenate([run.fold.train, run.fold.validation])]

@@ -30,7 +30,7 @@ from kfusion.config import DataConfig
 from kfusion.data.calibration import recording_calibration
 from kfusion.data.features import featurize, feature_settings
 from kfusion.data.labels import UNLABELLED, window_labels
-from kfusion.data.modalities import SPEECH, WEARABLES, input_shape
+from kfusion.data.modalities import AUDIO_RATE, SPEECH, WEARABLES, input_shape
 from kfusion.data.recording import Recording
 from kfusion.data.sources import Source, get_reader, load_recordings
 from kfusion.data.windows import RESAMPLING, RecordingWindows, cut_windows
@@ -58,7 +58,9 @@ class WindowedDataset:
     ``levels``: modality -> float32 ``[N, 2C]`` each window's calibrated level (mean and
     log-std per channel, :func:`kfusion.data.calibration.window_levels`; speech ``[N, 80]``),
     zeros where absent; ``calibration``: participant -> modality -> calibration statistics
-    (:meth:`ChannelStats.to_dict`; empty without calibration).
+    (:meth:`ChannelStats.to_dict`; empty without calibration). ``physio``: float32 ``[N, P]``
+    physiological and prosodic features computed over each whole recording
+    (:mod:`kfusion.data.physio`; NaN where undefined) named by ``physio_names``.
     """
 
     inputs: dict
@@ -72,6 +74,8 @@ class WindowedDataset:
     report: dict = field(default_factory=dict)
     levels: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
+    physio: np.ndarray | None = None
+    physio_names: tuple = ()
 
     def __post_init__(self):
         if not self.levels:  # built by hand without levels: raw levels of the inputs
@@ -114,7 +118,8 @@ class WindowedDataset:
             starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report,
             levels={m: v[index] for m, v in self.levels.items()},
             calibration={p: c for p, c in self.calibration.items()
-                         if p in set(np.asarray(self.participants)[index].astype(str))})
+                         if p in set(np.asarray(self.participants)[index].astype(str))},
+            physio=None if self.physio is None else self.physio[index], physio_names=self.physio_names)
 
     def subset(self, participants) -> "WindowedDataset":
         """Windows of the given participant ids."""
@@ -151,11 +156,14 @@ class WindowedDataset:
             arrays[f"levels__{m}"] = self.levels[m]
         for t in self.labels:
             arrays[f"labels__{t}"] = self.labels[t]
+        if self.physio is not None:
+            arrays["physio"] = self.physio
         np.savez(directory / ARRAYS_FILE, **arrays)
         meta = {"format_version": DATA_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_dict(), "modalities": list(self.inputs),
                 "targets": list(self.labels), "classes": {t: list(c) for t, c in self.classes.items()},
-                "windows": len(self), "report": self.report, "calibration": self.calibration}
+                "windows": len(self), "report": self.report, "calibration": self.calibration,
+                "physio_names": list(self.physio_names)}
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
         return directory
 
@@ -189,7 +197,8 @@ class WindowedDataset:
                 config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
                 fingerprint=meta["fingerprint"], report=meta["report"],
                 levels={m: arrays[f"levels__{m}"] for m in meta["modalities"]},
-                calibration=meta["calibration"])
+                calibration=meta["calibration"], physio=arrays.get("physio"),
+                physio_names=tuple(meta["physio_names"]))
         except KeyError as err:
             raise DataError(arrays_path if "__" in str(err) else meta_path, str(err).strip("'"),
                             "the entry written by WindowedDataset.save", "nothing") from None
@@ -450,6 +459,35 @@ class _Part:
     starts: np.ndarray
     levels: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
+    physio: np.ndarray | None = None
+    physio_names: tuple = ()
+
+
+def _physio(recording: Recording, windows: RecordingWindows, config: DataConfig) -> tuple[np.ndarray, list]:
+    """Whole-recording physiological / prosodic features of the kept windows (NaN where the
+    recording lacks the modality): wearable columns if any wearable is requested, speech
+    columns if speech is."""
+    from kfusion.data.physio import speech_prosody, wearable_physio
+    from kfusion.data.windows import to_audio_rate, to_nominal_rate
+
+    seconds = config.window.seconds
+    blocks, names = [], []
+    if any(m in WEARABLES for m in config.modalities):
+        signals = {}
+        for m in WEARABLES:
+            if m in config.modalities and m in recording.signals:
+                signal = to_nominal_rate(recording.signals[m], m)
+                signals[m] = (signal.values, signal.rate, signal.start)
+        values, columns = wearable_physio(signals, windows.starts, seconds)
+        blocks.append(values)
+        names += columns
+    if SPEECH in config.modalities:
+        audio = None if recording.audio is None else to_audio_rate(recording.audio)
+        values, columns = speech_prosody(None if audio is None else audio.samples, AUDIO_RATE,
+                                         0.0 if audio is None else audio.start, windows.starts, seconds)
+        blocks.append(values)
+        names += columns
+    return np.concatenate(blocks, axis=1).astype(np.float32), names
 
 
 def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) -> _Part | None:
@@ -491,8 +529,9 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
                             participant=recording.participant)
     entry["status"] = "ok"
     entry["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
+    physio, physio_names = _physio(recording, windows, config)
     return _Part(pid, inputs, windows.presence, labels, classes, windows.starts, levels,
-                 {m: c.to_dict() for m, c in calibration.items()})
+                 {m: c.to_dict() for m, c in calibration.items()}, physio, tuple(physio_names))
 
 
 def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray, dict]:
@@ -524,6 +563,12 @@ def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict,
                     if parts else np.zeros(0, dtype="<U1"))
     starts = (np.concatenate([p.starts for p in parts]) if parts else np.zeros(0)).astype(np.float64)
     return inputs, presence, labels, classes, participants, starts, levels
+
+
+def _assemble_physio(parts: list[_Part]) -> tuple[np.ndarray | None, tuple]:
+    if not parts:
+        return None, ()
+    return np.concatenate([p.physio for p in parts]).astype(np.float32), parts[0].physio_names
 
 
 def _build(sources: list[Source], config: DataConfig, participants, progress: bool,
@@ -583,9 +628,10 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
         report["participants"][part.pid]["labels"] = {
             t: _label_counts(v[rows], classes[t]) for t, v in labels.items()}
     report["calibration"] = config.calibration.to_dict()
+    physio, physio_names = _assemble_physio(parts)
     return WindowedDataset(inputs, presence, labels, {t: tuple(c) for t, c in classes.items()},
                            ids, starts, config, fingerprint, report, levels,
-                           {part.pid: part.calibration for part in parts})
+                           {part.pid: part.calibration for part in parts}, physio, physio_names)
 
 
 def _write_cache(dataset: WindowedDataset, final: Path) -> None:

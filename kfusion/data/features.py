@@ -245,7 +245,17 @@ def window_features(raw: dict, presence: dict, features: FeatureConfig | None = 
 
 def feature_settings() -> dict:
     """Everything about feature extraction that changes the numbers (for cache keys)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from kfusion.data.calibration import calibration_settings
+    from kfusion.data.physio import PHYSIO_SETTINGS
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:  # pragma: no cover
+            return None
 
     return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative",
-            "calibration": calibration_settings()}
+            "calibration": calibration_settings(), "physio": PHYSIO_SETTINGS,
+            "physio_libraries": {"neurokit2": installed("neurokit2"), "librosa": installed("librosa")}}

@@ -31,11 +31,13 @@ def inspect_source(sources, config: DataConfig | None = None, cache_dir=None) ->
             "windows": dict(entry.get("windows", {"total": 0, "kept": 0, "dropped": {}})),
             "labels": dict(entry.get("labels", {})),
             "notes": list(entry.get("notes", [])),
+            "calibration": dataset.calibration.get(pid, {}),
         })
     return {
         "source": list(report["sources"]),
         "modalities": list(report["modalities"]),
         "window": dict(report["window"]),
+        "calibration": dataset.config.calibration.to_dict(),
         "participants": participants,
         "windows": dict(report["windows"]),
         "labels": dict(report["labels"]),
@@ -78,6 +80,12 @@ def format_inspection(info: dict) -> str:
                      f"(hop {hop:g} s), missing modality: {window.get('missing')}")
     modalities = list(info.get("modalities", []))
     lines.append("Modalities: " + ", ".join(modalities))
+    calibration = info.get("calibration")
+    if calibration:
+        from kfusion.config import CalibrationConfig
+
+        lines.append("Calibration: " + CalibrationConfig.from_dict(calibration).describe()
+                     + " (per participant, from its own unlabelled signals)")
     participants = info.get("participants", [])
     totals = info.get("windows", {})
     n_ok = sum(1 for p in participants if p.get("status") == "ok")
@@ -114,6 +122,20 @@ def format_inspection(info: dict) -> str:
         lines.append("")
     if not info.get("labels"):
         lines.append("Labels: none")
+        lines.append("")
+
+    calibrated = [p for p in participants if p.get("calibration")]
+    if calibrated:
+        lines.append("Calibration statistics (mean / std per channel; speech: MFCC 0 only; seconds used)")
+        rows = []
+        for p in calibrated:
+            for m, stats in p["calibration"].items():
+                mean = ", ".join(f"{v:.4g}" for v in stats["mean"][:3])
+                std = ", ".join(f"{v:.4g}" for v in stats["std"][:3])
+                if m == "speech":
+                    mean, std = f"{stats['mean'][0]:.4g}", f"{stats['std'][0]:.4g}"
+                rows.append([p["id"], m, stats["method"], mean, std, stats["seconds"]])
+        lines.extend(_table(["participant", "modality", "method", "mean", "std", "seconds"], rows))
         lines.append("")
 
     problems = info.get("problems", {})

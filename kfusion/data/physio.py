@@ -152,7 +152,7 @@ def _check_values(modality: str, values) -> np.ndarray:
         v = v[:, None]
     if v.ndim != 2 or v.shape[1] != channels:
         raise ConfigError(f"{modality}: values must have shape [samples, {channels}], got {v.shape}")
-    return v
+    return np.where(np.isfinite(v), v, np.nan)  # ±inf is a gap too
 
 
 def _window_index(starts: np.ndarray, seconds: float, start: float, rate: float,
@@ -435,7 +435,6 @@ def _frame_tracks(y: np.ndarray, rate: int, frame: int, hop: int) -> tuple[np.nd
 
     cfg = PHYSIO_SETTINGS[SPEECH]
     half = frame // 2
-    padded = np.concatenate([np.zeros(half, np.float32), y, np.zeros(half, np.float32)])
     n_frames = 1 + len(y) // hop
     f0 = np.empty(n_frames)
     rms = np.empty(n_frames)
@@ -444,7 +443,10 @@ def _frame_tracks(y: np.ndarray, rate: int, frame: int, hop: int) -> tuple[np.nd
     lags = np.arange(frame)
     for k0 in range(0, n_frames, chunk):
         k1 = min(k0 + chunk, n_frames)
-        seg = padded[k0 * hop:(k1 - 1) * hop + frame]
+        lo, hi = k0 * hop - half, (k1 - 1) * hop + half  # the block's span, zeros outside y
+        seg = y[max(lo, 0):min(hi, len(y))]
+        if lo < 0 or hi > len(y):
+            seg = np.concatenate([np.zeros(max(-lo, 0), np.float32), seg, np.zeros(max(hi - len(y), 0), np.float32)])
         f0[k0:k1] = librosa.yin(seg, fmin=cfg["fmin_hz"], fmax=cfg["fmax_hz"], sr=rate, frame_length=frame,
                                 hop_length=hop, center=False, trough_threshold=cfg["yin_trough_threshold"])
         rms[k0:k1] = librosa.feature.rms(y=seg, frame_length=frame, hop_length=hop, center=False)[0]
@@ -511,11 +513,12 @@ def speech_prosody(samples: np.ndarray | None, rate: int, start: float, starts: 
     hop = int(round(cfg["hop_seconds"] * rate))
     if rate <= 2 * cfg["fmax_hz"]:
         raise ConfigError(f"{SPEECH}: sample rate {rate} Hz is too low for pitch up to {cfg['fmax_hz']} Hz")
-    if len(y) < frame:  # too short for one analysis frame
+    if len(y) < frame or len(starts) == 0:  # too short for one analysis frame, or nothing asked
         return nan_out, names
 
     nan = np.isnan(y)
-    y = np.where(nan, np.float32(0.0), y)
+    if nan.any():
+        y = np.where(nan, np.float32(0.0), y)
     f0, energy, aper = _frame_tracks(y, rate, frame, hop)
     n_frames = len(f0)
     bad_frame = _frames_touching(nan, n_frames, frame, hop)  # analysis span touches a gap
@@ -533,8 +536,9 @@ def speech_prosody(samples: np.ndarray | None, rate: int, start: float, starts: 
     smooth = max(1, int(round(cfg["rate_smooth_seconds"] * frame_rate)))
     envelope = scipy.ndimage.uniform_filter1d(np.where(good, energy, energy.min()), smooth, mode="nearest")
     wlen = 2 * int(round(cfg["rate_prominence_window_seconds"] * frame_rate / 2)) + 1
-    peaks, _ = scipy.signal.find_peaks(envelope, distance=max(1, int(round(cfg["rate_min_distance_seconds"] * frame_rate))),
-                                       prominence=cfg["rate_min_prominence_db"], wlen=wlen)
+    distance = max(1, int(round(cfg["rate_min_distance_seconds"] * frame_rate)))
+    peaks, _ = scipy.signal.find_peaks(envelope, distance=distance, prominence=cfg["rate_min_prominence_db"],
+                                       wlen=wlen)
     peaks = peaks[loud[peaks]]
 
     # Frames whose centre k * hop / rate lies in the window.

@@ -13,12 +13,16 @@ from kfusion.data.modalities import MODALITIES, SPEECH
 from kfusion.errors import ConfigError
 from kfusion.models.frontend import (  # noqa: F401  (re-exported for export users)
     FRONT_END_LAYERS,
+    CalibratedLevels,
     MfccFrontEnd,
     WindowNormalization,
     dft_matrices,
 )
 
 PRESENCE = "presence"
+LEVELS = "levels"
+#: Raw-input models of level-aware models take each modality's calibration under this name.
+CALIBRATION_INPUT = "calibration_{}"
 
 
 
@@ -28,10 +32,11 @@ def _model_inputs(model: keras.Model) -> dict[str, tuple]:
     for tensor in model.inputs:
         name = tensor.name.split(":")[0]
         out[name] = tuple(tensor.shape[1:])
-    unknown = [n for n in out if n not in MODALITIES and n != PRESENCE]
+    unknown = [n for n in out if n not in MODALITIES and n not in (PRESENCE, LEVELS)]
     if unknown or not any(n in MODALITIES for n in out):
         raise ConfigError(f"model {model.name!r}: expected inputs named by modality "
-                          f"({', '.join(MODALITIES)}) and optionally {PRESENCE!r}, found {list(out)}")
+                          f"({', '.join(MODALITIES)}) and optionally {PRESENCE!r} and {LEVELS!r}, "
+                          f"found {list(out)}")
     return out
 
 
@@ -46,6 +51,8 @@ def raw_input_shapes(model: keras.Model) -> dict[str, tuple]:
                 raise ConfigError(f"model {model.name!r}: speech input: expected [frames, "
                                   f"{MFCC_SETTINGS.n_mfcc}] MFCCs, found {list(shape)}")
             shapes[name] = (shape[0] * MFCC_SETTINGS.hop_length,)
+        elif name == LEVELS:
+            continue  # computed in the graph from the raw windows and the calibration inputs
         else:
             shapes[name] = shape
     return shapes
@@ -59,24 +66,37 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
     :class:`MfccFrontEnd` (+ :class:`WindowNormalization` when ``features.speech_norm ==
     "cmvn"``); ``acc [B, 128, 3]`` (1/64 g), ``bvp [B, 256, 1]``, ``eda [B, 16, 1]`` (µS),
     ``temp [B, 16, 1]`` (°C) at the nominal rates -> :class:`WindowNormalization` when
-    ``features.wearable_norm == "zscore"``; ``presence`` passed through. Outputs: ``model``'s.
+    ``features.wearable_norm == "zscore"``; ``presence`` passed through. A model with a
+    ``levels`` input gets one ``calibration_<modality> [B, 2, C]`` input per modality (the
+    person's mean and std per channel, MFCC coefficient for speech; ``kfusion calibrate``
+    writes them) and computes the levels in the graph (:class:`CalibratedLevels`).
+    Outputs: ``model``'s.
     """
     features = features or FeatureConfig()
     if not isinstance(features, FeatureConfig):
         raise ConfigError(f"raw_input_model: features: expected a FeatureConfig, found "
                           f"{type(features).__name__}")
     shapes = raw_input_shapes(model)
-    inputs, fed = {}, {}
+    inputs, fed, unnormalised = {}, {}, {}
     for input_name, shape in shapes.items():
         inputs[input_name] = keras.Input(shape, name=input_name)
         x = inputs[input_name]
         if input_name == SPEECH:
             x = MfccFrontEnd(name="speech_mfcc")(x)
+            unnormalised[input_name] = x
             if features.speech_norm == "cmvn":
                 x = WindowNormalization(name="speech_cmvn")(x)
         elif input_name != PRESENCE and features.wearable_norm == "zscore":
             x = WindowNormalization(name=f"{input_name}_zscore")(x)
         fed[input_name] = x
+    if LEVELS in _model_inputs(model):
+        parts = []
+        for m in (m for m in MODALITIES if m in shapes):  # canonical order, as in training
+            raw = unnormalised.get(m, inputs[m])
+            channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else shapes[m][-1]
+            inputs[CALIBRATION_INPUT.format(m)] = keras.Input((2, channels), name=CALIBRATION_INPUT.format(m))
+            parts.append(CalibratedLevels(name=f"{m}_levels")(raw, inputs[CALIBRATION_INPUT.format(m)]))
+        fed[LEVELS] = keras.layers.Concatenate(name="levels")(parts) if len(parts) > 1 else parts[0]
     outputs = model(fed)
     return keras.Model(inputs, outputs, name=name or f"{model.name}_raw")
 

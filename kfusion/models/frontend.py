@@ -196,4 +196,36 @@ class WindowNormalization(keras.layers.Layer):
         return {**super().get_config(), "eps": self.eps}
 
 
-FRONT_END_LAYERS = (MfccFrontEnd, WindowNormalization)
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CalibratedLevels(keras.layers.Layer):
+    """A window's calibrated level: ``(x [B, T, C], calibration [B, 2, C])`` -> ``[B, 2C]``.
+
+    ``calibration`` rows are the person's mean and standard deviation per channel
+    (:func:`kfusion.data.calibration.recording_calibration`); the window is standardised by
+    them, then its mean and ``log(std + eps)`` over time are returned per channel — the same
+    numbers as :func:`kfusion.data.calibration.window_levels` of the calibrated window.
+    """
+
+    def __init__(self, eps: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not float(eps) > 0:
+            raise ConfigError(f"CalibratedLevels: eps: expected a positive number, found {eps!r}")
+        self.eps = float(eps)
+
+    def call(self, x, calibration):
+        x = ops.cast(x, "float32")
+        calibration = ops.cast(calibration, "float32")
+        y = (x - calibration[:, :1, :]) / calibration[:, 1:2, :]
+        mean = ops.mean(y, axis=1)
+        centred = y - ops.expand_dims(mean, 1)
+        std = ops.sqrt(ops.mean(centred * centred, axis=1))
+        return ops.concatenate([mean, ops.log(std + self.eps)], axis=-1)
+
+    def compute_output_shape(self, x_shape, calibration_shape):
+        return (x_shape[0], 2 * x_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
+
+
+FRONT_END_LAYERS = (MfccFrontEnd, WindowNormalization, CalibratedLevels)
