@@ -252,3 +252,31 @@ def test_balanced_class_weight_reaches_the_hand_crafted_row():
     assert EvaluationConfig.from_dict(EvaluationConfig(class_weight="balanced").to_dict()).class_weight == "balanced"
     with pytest.raises(ConfigError, match="class_weight"):
         EvaluationConfig(class_weight="inverse")
+
+
+def test_learned_rows_see_window_levels_and_reports_name_the_calibration(tmp_path, dataset, pretrained):
+    """Every learned row's head gets the levels of its modalities (or none with use_levels off);
+    config.json and table.md say which calibration the data used."""
+    import json
+
+    from kfusion.models import LEVELS
+
+    widths = {}
+    for use_levels in (True, False):
+        seen = []
+        evaluate(dataset, pretrained, rows=["wearable_only", "unweighted_with"], targets=["arousal"],
+                 out=tmp_path / str(use_levels), config=CONFIG.replace(use_levels=use_levels),
+                 progress=False, on_fold=seen.append)
+        for run in seen:
+            names = [t.name for t in run.fitted.model.inputs]
+            widths[(use_levels, run.row)] = (int(run.fitted.model.get_layer(LEVELS).output.shape[-1])
+                                             if LEVELS in names else 0)
+    wearable_width = sum(dataset.levels[m].shape[1] for m in ("acc", "bvp", "eda", "temp"))
+    assert widths[(True, "wearable_only")] == wearable_width
+    assert widths[(True, "unweighted_with")] == sum(v.shape[1] for v in dataset.levels.values())
+    assert widths[(False, "wearable_only")] == widths[(False, "unweighted_with")] == 0
+    saved = json.loads((tmp_path / "True" / "config.json").read_text())
+    assert saved["data"]["calibration"]["wearable"] == dataset.config.calibration.wearable
+    table = (tmp_path / "True" / "table.md").read_text()
+    assert f"Calibration: {dataset.config.calibration.describe()}" in table
+    assert "Window levels fed to the learned rows: yes" in table
