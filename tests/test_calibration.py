@@ -152,3 +152,24 @@ def test_calibrate_features_per_participant_and_head():
     np.testing.assert_allclose(head[participants == "b"][:, 0], (np.arange(6) - 0.5) / 0.5)
     np.testing.assert_array_equal(calibrate_features(features, participants, starts, "none")[:3],
                                   features[:3])
+
+
+def test_dataset_carries_whole_recording_physiology(tmp_path):
+    """The hand-crafted row's physiological features travel with the data set (save/load,
+    select) and feed its features, calibrated per participant."""
+    from kfusion.data.physio import WEARABLE_PHYSIO_NAMES
+    from kfusion.evaluation.protocol import dataset_handcrafted_features
+
+    dataset = build_dataset(SOURCE, _config("participant"), cache_dir=False)
+    assert dataset.physio.shape == (len(dataset), len(WEARABLE_PHYSIO_NAMES))
+    assert tuple(dataset.physio_names) == WEARABLE_PHYSIO_NAMES
+    hr = dataset.physio[:, list(dataset.physio_names).index("bvp_hr_mean")]
+    assert np.nanmedian(hr) == pytest.approx(80, abs=35)  # a resting adult's heart, in bpm
+    loaded = type(dataset).load(dataset.save(tmp_path / "d"))
+    np.testing.assert_array_equal(loaded.physio, dataset.physio)
+    assert loaded.subset(["S02"]).physio.shape[0] == int((dataset.participants == "S02").sum())
+    features, names = dataset_handcrafted_features(dataset)
+    assert "eda_scr_rate" in names and "eda_level_mean" in names
+    assert np.isfinite(features).all()
+    rows = dataset.participants == "S02"
+    np.testing.assert_allclose(features[rows].mean(axis=0), 0.0, atol=1e-6)  # calibrated per person
