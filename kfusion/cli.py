@@ -144,6 +144,61 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from kfusion.data.dataset import build_dataset
+    from kfusion.evaluation import EvaluationConfig, Pretrained
+    from kfusion.evaluation.deploy import model_sidecar_path, train_model
+    from kfusion.pipeline import shipped_pretrained
+
+    config = EvaluationConfig.load(args.config) if args.config else EvaluationConfig()
+    data_config = _data_config(args)
+    pretrained = (shipped_pretrained(data_config.modalities) if args.pretrained == "saved"
+                  else Pretrained.load(args.pretrained))
+    dataset = build_dataset(args.sources, data_config, cache_dir=_cache_dir(args), progress=True)
+    trained = train_model(dataset, pretrained, args.row, [t for t in args.targets.split(",") if t],
+                          args.out, config, seed=args.seed, command=_train_command(args))
+    for target, info in trained.sidecar["targets"].items():
+        run = info["training"]
+        print(f"{target}: {info['train_windows']} training / {info['validation_windows']} validation "
+              f"windows (validation participants {', '.join(info['validation_participants'])}); "
+              f"{run['epochs_run']} epochs, best epoch {run['best_epoch'] + 1} "
+              f"(validation loss {run['best_val_loss']:.4f})")
+    print(f"wrote {trained.path} ({args.row}, one head per target: {', '.join(trained.sidecar['targets'])}) "
+          f"and {model_sidecar_path(trained.path)}")
+    return 0
+
+
+def _train_command(args) -> str:
+    """The ``kfusion train`` command line that reproduces ``args`` (for the sidecar)."""
+    import shlex
+
+    parts = ["kfusion", "train", "--data", *args.sources, "--row", args.row, "--targets", args.targets,
+             "--out", args.out, "--pretrained", args.pretrained, "--seed", str(args.seed)]
+    parts += ["--config", args.config] if args.config else []
+    parts += ["--modalities", args.modalities] if args.modalities else []
+    parts += ["--annotations", args.annotations, "--calibration", args.calibration, "--window", f"{args.window:g}",
+              "--overlap", f"{args.overlap:g}", "--missing", args.missing] + (["--skip-bad"] if args.skip_bad else [])
+    return shlex.join(parts)
+
+
+def cmd_calibrate(args) -> int:
+    from kfusion.config import CalibrationConfig
+    from kfusion.data.calibration_file import write_calibration
+
+    config = _data_config(args)
+    if args.head is not None:
+        config = config.replace(calibration=CalibrationConfig(wearable="head", speech="head",
+                                                              head_minutes=args.head))
+    participants = [args.participant] if args.participant else None
+    document = write_calibration(args.out, args.sources[0], config, participants)
+    for pid, found in document["participants"].items():
+        parts = [f"{m} {s['seconds']:g} s" for m, s in found.items()]
+        print(f"{pid}: {', '.join(parts) or 'nothing calibrated'}"
+              + "".join(f"; {n}" for n in document["notes"].get(pid, [])))
+    print(f"wrote {args.out} ({config.calibration.describe()}, {len(document['participants'])} participant(s))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kfusion import __version__
 
@@ -260,6 +315,35 @@ def _add_other_commands(commands) -> None:
     tune.add_argument("--config", help="TuningConfig JSON file (flags override it)")
     _add_data_options(tune)
     tune.set_defaults(func=cmd_tune)
+
+    train = commands.add_parser(
+        "train", help="train one row's final model on every labelled participant and save it (.keras + .json)",
+        description="Train the emotion model of one learned row of Table 1 on all labelled participants "
+                    "(early stopping on a participant-wise validation split) and save one Keras model "
+                    "with a head per target, plus a JSON sidecar (row, classes, calibration, configs, "
+                    "data fingerprint, versions, training history) beside it.")
+    train.add_argument("--data", dest="sources", nargs="+", required=True, metavar="SOURCE")
+    train.add_argument("--row", required=True, help="wearable_only, speech_only, <mechanism>_without or "
+                                                    "<mechanism>_with (mechanism: unweighted, weighted, attention)")
+    train.add_argument("--targets", required=True, help="comma-separated targets, e.g. arousal,valence")
+    train.add_argument("--out", required=True, help="model file to write (.keras); the sidecar is <name>.json")
+    train.add_argument("--pretrained", default="saved",
+                       help="folder of <modality>_encoder.keras / fusion_<mechanism>.keras, or 'saved'")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--config", help="EvaluationConfig JSON file (epochs, batch size, ...)")
+    _add_data_options(train)
+    train.set_defaults(func=cmd_train)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="per-person calibration statistics (mean/std per channel) as JSON for apps "
+                          "and 'kfusion predict --calibration'")
+    calibrate.add_argument("--data", dest="sources", nargs=1, required=True, metavar="SOURCE")
+    calibrate.add_argument("--participant", help="only this participant (default: all)")
+    calibrate.add_argument("--head", type=float, metavar="MINUTES",
+                           help="from the first MINUTES of each recording (default: as --calibration says)")
+    calibrate.add_argument("--out", required=True, help="calibration JSON file to write")
+    _add_data_options(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,8 @@ def cmd_predict(args) -> int:
     from kfusion.export.prediction import predict
 
     participants = args.participants.split(",") if args.participants else None
-    frame = predict(args.model, args.data, args.out, plot=args.plot, participants=participants)
+    frame = predict(args.model, args.data, args.out, plot=args.plot, participants=participants,
+                    calibration=args.calibration)
     print(f"wrote {args.out}: {len(frame)} windows of {frame['participant'].nunique()} "
           f"participant(s)" + (f"; plot {args.plot}" if args.plot else ""))
     return 0
@@ -78,5 +79,9 @@ def add_export_commands(subparsers) -> tuple[argparse.ArgumentParser, argparse.A
     pred.add_argument("--out", required=True, help="timeline CSV to write")
     pred.add_argument("--plot", help="also write a PNG of the probabilities over time")
     pred.add_argument("--participants", help="comma-separated participant ids (default: all)")
+    pred.add_argument("--calibration", metavar="FILE|head:MINUTES",
+                      help="per-person calibration for a model with calibrated levels: a file from "
+                           "'kfusion calibrate' (each participant's entry, or its only one), head:MINUTES "
+                           "(from the first minutes of each recording), participant (all of it) or none")
     pred.set_defaults(func=cmd_predict)
     return export, pred

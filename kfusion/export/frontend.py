@@ -69,8 +69,8 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
     ``features.wearable_norm == "zscore"``; ``presence`` passed through. A model with a
     ``levels`` input gets one ``calibration_<modality> [B, 2, C]`` input per modality (the
     person's mean and std per channel, MFCC coefficient for speech; ``kfusion calibrate``
-    writes them) and computes the levels in the graph (:class:`CalibratedLevels`).
-    Outputs: ``model``'s.
+    writes them) and computes the levels in the graph (:class:`CalibratedLevels`), zeroed for
+    a modality marked absent in ``presence`` (as in the data sets). Outputs: ``model``'s.
     """
     features = features or FeatureConfig()
     if not isinstance(features, FeatureConfig):
@@ -91,12 +91,22 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
         fed[input_name] = x
     if LEVELS in _model_inputs(model):
         parts = []
-        for m in (m for m in MODALITIES if m in shapes):  # canonical order, as in training
+        ordered = [m for m in MODALITIES if m in shapes]  # canonical order, as in training
+        for column, m in enumerate(ordered):
             raw = unnormalised.get(m, inputs[m])
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else shapes[m][-1]
             inputs[CALIBRATION_INPUT.format(m)] = keras.Input((2, channels), name=CALIBRATION_INPUT.format(m))
-            parts.append(CalibratedLevels(name=f"{m}_levels")(raw, inputs[CALIBRATION_INPUT.format(m)]))
+            level = CalibratedLevels(name=f"{m}_levels")(raw, inputs[CALIBRATION_INPUT.format(m)])
+            if PRESENCE in inputs:  # an absent modality's level is zeros in training
+                n = len(ordered)
+                flag = keras.layers.Reshape((n, 1), name=f"{m}_presence_column")(inputs[PRESENCE])
+                flag = keras.layers.Cropping1D((column, n - column - 1), name=f"{m}_presence_crop")(flag)
+                flag = keras.layers.Reshape((1,), name=f"{m}_present")(flag)
+                level = keras.layers.Multiply(name=f"{m}_levels_if_present")([level, flag])
+            parts.append(level)
         fed[LEVELS] = keras.layers.Concatenate(name="levels")(parts) if len(parts) > 1 else parts[0]
     outputs = model(fed)
+    if isinstance(outputs, dict):  # keep the targets as output names (not the nested model's name)
+        outputs = {t: keras.layers.Identity(name=t)(v) for t, v in outputs.items()}
     return keras.Model(inputs, outputs, name=name or f"{model.name}_raw")
 

@@ -7,6 +7,12 @@ needs: raw or feature inputs, modalities, targets and class names, window length
 windows, features computed by :mod:`kfusion.data.features` for a features-input model, raw
 buffers for a raw-input one) and writes one row per window. :class:`StreamingPredictor`
 takes raw samples as they arrive and predicts each window as soon as it is complete.
+
+A level-aware model (a ``levels`` input, or ``calibration_<modality>`` inputs after
+``raw_input_model``) needs each person's calibration: a calibration file (``kfusion
+calibrate``), ``head:MINUTES`` (from the first minutes of the recording predicted),
+``participant`` (all of it) or ``none`` (uncalibrated levels, for models trained so); see
+:func:`predict`.
 """
 
 from __future__ import annotations
@@ -17,16 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from kfusion.config import DataConfig, FeatureConfig, WindowConfig
-from kfusion.data.features import MFCC_SETTINGS, window_features
+from kfusion.config import CalibrationConfig, DataConfig, FeatureConfig, WindowConfig
+from kfusion.data.calibration import ChannelStats, recording_calibration, signal_statistics, speech_statistics
+from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.data.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.sources import load_recordings
 from kfusion.data.windows import RecordingWindows, cut_windows
 from kfusion.errors import ConfigError, DataError
+from kfusion.export.frontend import CALIBRATION_INPUT, LEVELS
 from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar
 
 __all__ = ["Predictor", "load_predictor", "predict", "timeline", "recording_windows",
-           "StreamingPredictor", "model_inputs_from_windows"]
+           "StreamingPredictor", "model_inputs_from_windows", "resolve_calibration", "GivenCalibration"]
+
+#: How ``--calibration`` may be given (besides a calibration file).
+CALIBRATION_HELP = "FILE (kfusion calibrate), head:MINUTES, participant or none"
 
 
 # --------------------------------------------------------------------------- predictors
@@ -38,7 +49,8 @@ class Predictor:
     ``input_shapes``: input name -> shape without batch; ``raw_inputs``: True when the model
     takes raw buffers (the front end is in its graph); ``classes``: target -> class names in
     output order; ``window_seconds`` / ``hop_seconds``: the windows it was trained on;
-    ``features``: how a features-input model's inputs are normalised.
+    ``features``: how a features-input model's inputs are normalised; ``trained_calibration``:
+    the calibration the model was trained with (from a ``kfusion train`` sidecar; None = unknown).
     """
 
     path: Path
@@ -49,10 +61,18 @@ class Predictor:
     window_seconds: float
     hop_seconds: float = 3.0
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    trained_calibration: CalibrationConfig | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if m in self.input_shapes)
+
+    @property
+    def uses_levels(self) -> bool:
+        """True when the model takes calibrated window levels (``levels`` or
+        ``calibration_<modality>`` inputs): it then needs each person's calibration."""
+        return LEVELS in self.input_shapes or any(
+            CALIBRATION_INPUT.format(m) in self.input_shapes for m in MODALITIES)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -154,7 +174,9 @@ def _kind(path: Path) -> str:
 def _infer_raw(shapes: dict) -> bool:
     # A speech input of raw samples has rank 1; for wearable-only models raw and feature inputs
     # have the same shape, and z-scored windows are right for both (z-scoring is idempotent).
-    return SPEECH in shapes and len(shapes[SPEECH]) == 1
+    # Calibration inputs exist only in raw-input models (raw_input_model).
+    return (SPEECH in shapes and len(shapes[SPEECH]) == 1) or any(
+        CALIBRATION_INPUT.format(m) in shapes for m in MODALITIES)
 
 
 def _window_seconds(shapes: dict, raw: bool) -> float:
@@ -172,12 +194,13 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     ``*.tflite`` (``ai_edge_litert`` interpreter, ``num_threads`` threads). Facts come from the
     sidecar ``<path>.json`` when there is one, else from the model itself (class names then
     default to K-EmoCon's / Stress-Predict's for known targets, ``class_<i>`` otherwise;
-    ``classes`` overrides)."""
+    ``classes`` overrides). A ``.keras`` file from ``kfusion train`` has its facts in
+    ``<name>.json`` (classes, window, features, the calibration it was trained with)."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "model", "an existing .keras file, SavedModel folder or .tflite file", "nothing")
     kind = _kind(path)
-    side = read_sidecar(path) or {}
+    side = read_sidecar(path) or (_training_sidecar(path) if kind == "keras" else None) or {}
     if kind == "keras":
         from kfusion.export.tflite import is_raw_input_model, load_keras_model, model_targets
 
@@ -226,9 +249,80 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
                               window_seconds=float(window.get("seconds", _window_seconds(shapes, bool(raw)))),
                               hop_seconds=float(window.get("hop_seconds", WindowConfig().hop)),
                               features=features)
+    if isinstance(side.get("calibration"), dict):
+        predictor.trained_calibration = CalibrationConfig.from_dict(side["calibration"],
+                                                                    where=f"{path}: sidecar calibration")
     for key, value in extra.items():
         setattr(predictor, key, value)
     return predictor
+
+
+def _training_sidecar(path: Path) -> dict | None:
+    from kfusion.evaluation.deploy import read_model_sidecar
+
+    return read_model_sidecar(path)
+
+
+# --------------------------------------------------------------------------- calibration
+
+def _identity(channels: int) -> ChannelStats:
+    return ChannelStats(np.zeros(channels), np.ones(channels), "none", 0.0)
+
+
+@dataclass
+class GivenCalibration:
+    """Statistics given up front: ``stats`` = ``{participant: {modality: ChannelStats}}`` from a
+    calibration file (``source`` = its path), or ``{"*": {...}}`` for every participant."""
+
+    stats: dict
+    source: str = "calibration"
+
+    def of(self, participant: str) -> dict:
+        """The participant's entry, else the only one (an app's user under another id)."""
+        from kfusion.data.calibration_file import pick_calibration
+
+        if set(self.stats) == {"*"}:
+            return self.stats["*"]
+        return pick_calibration(self.stats, participant, where=self.source)
+
+
+def resolve_calibration(calibration) -> "CalibrationConfig | GivenCalibration | None":
+    """``calibration`` as :func:`predict` takes it -> a :class:`CalibrationConfig` (computed from
+    each recording), a :class:`GivenCalibration` (a file, or statistics) or None (not given)."""
+    from kfusion.data.calibration_file import read_calibration
+
+    if calibration is None or isinstance(calibration, (CalibrationConfig, GivenCalibration)):
+        return calibration
+    if isinstance(calibration, Mapping):
+        if all(isinstance(v, ChannelStats) for v in calibration.values()):
+            return GivenCalibration({"*": dict(calibration)})
+        return GivenCalibration({str(p): dict(v) for p, v in calibration.items()})
+    text = str(calibration)
+    if text.partition(":")[0] in ("none", "participant", "head") and not Path(text).is_file():
+        return CalibrationConfig.parse(text)
+    return GivenCalibration(read_calibration(text), text)
+
+
+def _participant_stats(calibration, participant: str, recording=None, modalities=()) -> dict:
+    """``{modality: ChannelStats}`` for one participant (missing modalities: uncalibrated)."""
+    if isinstance(calibration, CalibrationConfig):
+        return recording_calibration(recording, DataConfig(modalities=modalities, calibration=calibration))
+    return calibration.of(participant)
+
+
+def _missing_calibration(predictor: Predictor) -> ConfigError:
+    inputs = [n for n in predictor.input_shapes if n == LEVELS or n.startswith("calibration_")]
+    return ConfigError(f"{predictor.path}: the model takes calibrated levels (input(s) {', '.join(inputs)}): "
+                       f"pass --calibration {CALIBRATION_HELP} (Python: calibration=...)")
+
+
+def _default_calibration(predictor: Predictor):
+    """Calibration for a level-aware model when none is given: identity when the model was
+    trained without calibration (known from its sidecar), else an error."""
+    trained = predictor.trained_calibration
+    if trained is not None and all(trained.method(m) == "none" for m in predictor.modalities):
+        return GivenCalibration({"*": {}})
+    raise _missing_calibration(predictor)
 
 
 # --------------------------------------------------------------------------- windows -> inputs
@@ -241,12 +335,19 @@ def recording_windows(source, config: DataConfig | None = None, participants=Non
     return [cut_windows(recording, config) for recording in loaded.recordings]
 
 
-def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapping) -> dict:
+def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapping,
+                              calibration: Mapping | None = None) -> dict:
     """The model inputs of windows: raw buffers (raw-input model) or features, plus presence.
 
     ``raw``/``presence``: per modality ``[N, ...]`` raw windows and bool ``[N]`` (as in
-    :class:`RecordingWindows`)."""
+    :class:`RecordingWindows`). ``calibration``: ``{modality: ChannelStats}`` of the person,
+    needed by a level-aware model (a modality without statistics is used uncalibrated, as in
+    training): its ``levels`` input is computed here, or its ``calibration_<modality>`` inputs
+    are filled with the statistics."""
     from kfusion.models import presence_array
+
+    if predictor.uses_levels and calibration is None:
+        raise _missing_calibration(predictor)
 
     modalities = predictor.modalities
     missing = [m for m in modalities if m not in raw]
@@ -254,9 +355,28 @@ def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapp
         raise ConfigError(f"windows lack the model's modalities {', '.join(missing)}")
     raw = {m: raw[m] for m in modalities}
     presence = {m: np.asarray(presence[m], dtype=bool) for m in modalities}
+    stats = {}
+    if predictor.uses_levels:
+        stats = {m: calibration[m] for m in modalities if m in calibration}
+        for m, s in stats.items():
+            channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else raw[m].shape[-1]
+            if np.shape(s.mean) != (channels,) or np.shape(s.std) != (channels,):
+                raise ConfigError(f"calibration of {m}: expected {channels} means and standard deviations "
+                                  f"(one per {'MFCC coefficient' if m == SPEECH else 'channel'}), found "
+                                  f"{np.shape(s.mean)[0] if np.ndim(s.mean) else 0}")
+    n = len(next(iter(presence.values())))
     if predictor.raw_inputs:
         inputs = {m: np.where(_expand(presence[m], raw[m].ndim), raw[m], 0.0).astype(np.float32)
                   for m in modalities}
+        for m in modalities:
+            name = CALIBRATION_INPUT.format(m)
+            if name in predictor.input_shapes:
+                s = stats.get(m) or _identity(predictor.input_shapes[name][-1])
+                rows = np.stack([s.mean, s.std]).astype(np.float32)
+                inputs[name] = np.repeat(rows[None], n, axis=0)
+    elif LEVELS in predictor.input_shapes:
+        inputs, levels = featurize(raw, presence, predictor.features, stats)
+        inputs[LEVELS] = np.concatenate([levels[m] for m in modalities], axis=1).astype(np.float32)
     else:
         inputs = window_features(raw, presence, predictor.features)
     if predictor.uses_presence:
@@ -285,18 +405,20 @@ def _rows(predictor: Predictor, participant: str, starts: np.ndarray, origin: fl
     return rows
 
 
-def timeline(predictor: Predictor, windows: list[RecordingWindows]):
+def timeline(predictor: Predictor, windows: list[RecordingWindows], calibration: Mapping | None = None):
     """A ``pandas.DataFrame``, one row per window: ``participant``, ``window_start`` (UNIX s),
     ``time_from_start`` (s from the start of the participant's windowed span),
     ``present_<modality>`` (0/1), ``<target>_p_<class>`` probabilities and ``<target>`` (the
-    most probable class)."""
+    most probable class). ``calibration``: ``{participant: {modality: ChannelStats}}`` for a
+    level-aware model."""
     import pandas as pd
 
     rows = []
     for w in windows:
         if w.kept == 0:
             continue
-        inputs = model_inputs_from_windows(predictor, w.raw, w.presence)
+        stats = None if calibration is None else calibration.get(w.participant)
+        inputs = model_inputs_from_windows(predictor, w.raw, w.presence, stats)
         probabilities = predictor.predict(inputs)
         origin = float(w.span[0]) if w.span is not None else float(w.starts[0])
         rows.extend(_rows(predictor, w.participant, w.starts, origin, w.presence, probabilities))
@@ -326,19 +448,37 @@ def _predict_config(predictor: Predictor, config: DataConfig | None) -> DataConf
 
 
 def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = None,
-            participants=None, classes: Mapping | None = None):
+            participants=None, classes: Mapping | None = None, calibration=None):
     """Write a per-window timeline CSV (see :func:`timeline`) of ``source`` (``scheme:PATH``)
     predicted by the model at ``model_path`` (``.keras``, SavedModel folder or ``.tflite``);
     optionally a PNG plot of the class probabilities over time. ``config`` defaults to the
     model's modalities and window (4 s, 3 s hop) with absent modalities zero-filled and masked
     (``missing="fill"``) when the model has a presence input, and the sidecar's feature
-    normalisation; a given ``config.features`` wins for a features-input model. Returns the
-    DataFrame."""
+    normalisation; a given ``config.features`` wins for a features-input model.
+
+    ``calibration`` (level-aware models only; others ignore it): a calibration file path
+    (``kfusion calibrate``; each participant's own entry, or the file's only one),
+    ``"head:MINUTES"`` / ``"participant"`` / a :class:`CalibrationConfig` (computed from each
+    predicted recording: its first minutes / all of it), ``"none"`` (uncalibrated levels) or
+    ``{modality: ChannelStats}`` for every participant. Without it a level-aware model is a
+    ConfigError, unless its ``kfusion train`` sidecar says it was trained uncalibrated.
+    Returns the DataFrame."""
     predictor = load_predictor(model_path, classes=classes)
     if config is not None and not predictor.raw_inputs:
         predictor.features = getattr(config, "features", predictor.features)
     config = _predict_config(predictor, config)
-    frame = timeline(predictor, recording_windows(source, config, participants))
+    stats = None
+    if predictor.uses_levels:
+        wanted = resolve_calibration(calibration)
+        if wanted is None:
+            wanted = _default_calibration(predictor)
+        loaded = load_recordings(source, config, participants=participants)
+        windows = [cut_windows(recording, config) for recording in loaded.recordings]
+        stats = {r.participant: _participant_stats(wanted, r.participant, r, predictor.modalities)
+                 for r in loaded.recordings}
+    else:
+        windows = recording_windows(source, config, participants)
+    frame = timeline(predictor, windows, stats)
     if frame.empty:
         raise DataError(str(source), "windows", f"at least one {config.window.seconds:g} s window "
                         f"with the model's modalities ({', '.join(predictor.modalities)})", "none")
@@ -394,10 +534,17 @@ class StreamingPredictor:
     model's) are absent: zeros and presence 0. A window holding a NaN marks that modality
     absent, as in batch windowing. The outputs equal :func:`timeline`'s for the same samples.
     Samples before the next window are dropped, so memory stays at about one window.
+
+    ``calibration`` (level-aware models): ``{modality: ChannelStats}`` (e.g. one participant of
+    :func:`kfusion.data.calibration_file.read_calibration`), a calibration file, ``"none"``, or
+    ``"head:MINUTES"`` / a head :class:`CalibrationConfig`: then the first MINUTES of every
+    streamed modality are kept, the statistics computed from them once all have that much
+    (:func:`predict` with ``head:MINUTES`` gives the same), and the windows held back meanwhile
+    are predicted at once; :meth:`finish` calibrates on what arrived when a stream ends sooner.
     """
 
     def __init__(self, predictor: Predictor, start: float = 0.0, modalities=None,
-                 window: WindowConfig | None = None, participant: str = "stream"):
+                 window: WindowConfig | None = None, participant: str = "stream", calibration=None):
         if not isinstance(predictor, Predictor):
             raise ConfigError(f"StreamingPredictor: predictor: expected a Predictor (load_predictor), "
                               f"found {type(predictor).__name__}")
@@ -425,6 +572,52 @@ class StreamingPredictor:
         self._buffered = {m: 0 for m in self.streamed}
         self._offset = {m: 0 for m in self.streamed}     # absolute index of the first kept sample
         self.next_window = 0
+        self.calibration, self._head = self._calibration(calibration)
+
+    def _calibration(self, calibration) -> tuple[dict | None, CalibrationConfig | None]:
+        """``(statistics, None)``, or ``(None, config)`` while a head calibration is pending."""
+        if not self.predictor.uses_levels:
+            return {}, None
+        wanted = resolve_calibration(calibration)
+        if wanted is None:
+            wanted = _default_calibration(self.predictor)
+        if isinstance(wanted, CalibrationConfig):
+            methods = {wanted.method(m) for m in self.streamed}
+            if "participant" in methods:
+                raise ConfigError("StreamingPredictor: calibration: 'participant' needs the whole recording; "
+                                  "a stream calibrates from its start: use head:MINUTES or a calibration file")
+            if methods == {"none"}:
+                return {}, None
+            return None, wanted
+        return _participant_stats(wanted, self.participant), None
+
+    def _head_ready(self, finished: bool = False) -> bool:
+        """Compute the head calibration once every streamed modality holds its first minutes."""
+        if self.calibration is not None:
+            return True
+        minutes = self._head.head_minutes
+        calibrated = [m for m in self.streamed if self._head.method(m) == "head"]
+        need = {m: int(round(minutes * 60.0 * self.rates[m])) for m in calibrated}
+        if not finished and any(self._offset[m] + self._buffered[m] < need[m] for m in calibrated):
+            return False
+        stats = {}
+        for m in calibrated:
+            data = np.concatenate(self._buffers[m]) if self._buffers[m] else np.zeros((0,) + self._shape(m))
+            self._buffers[m] = [data] if data.shape[0] else []
+            if m == SPEECH:
+                found = speech_statistics(data, "head", minutes)
+            else:
+                found = signal_statistics(data, self.rates[m], "head", minutes)
+            if found is not None:
+                stats[m] = found
+        self.calibration = stats
+        return True
+
+    def finish(self) -> list[dict]:
+        """The stream has ended: calibrate on what arrived if a head calibration is still
+        pending, and return the rows of the windows held back for it."""
+        self._head_ready(finished=True)
+        return self._drain()
 
     def _shape(self, modality: str) -> tuple:
         shape = self.predictor.input_shapes[modality]
@@ -464,6 +657,8 @@ class StreamingPredictor:
                    for m in self.streamed)
 
     def _drain(self) -> list[dict]:
+        if not self._head_ready():
+            return []
         ready = []
         while self._ready(self.next_window + len(ready)):
             ready.append(self.next_window + len(ready))
@@ -488,7 +683,7 @@ class StreamingPredictor:
         self.next_window = ready[-1] + 1
         self._trim()
         starts = self.start + np.asarray(ready, dtype=np.float64) * self.window.hop
-        inputs = model_inputs_from_windows(self.predictor, raw, presence)
+        inputs = model_inputs_from_windows(self.predictor, raw, presence, self.calibration)
         probabilities = self.predictor.predict(inputs)
         return _rows(self.predictor, self.participant, starts, self.start, presence, probabilities)
 

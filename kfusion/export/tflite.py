@@ -35,12 +35,12 @@ import numpy as np
 
 import kfusion
 from kfusion.config import FeatureConfig, WindowConfig
-from kfusion.data.features import MFCC_SETTINGS, window_features
+from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.data.labels import TARGET_CLASSES
 from kfusion.data.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.data.readers.stress_predict import STRESS_CLASSES
 from kfusion.errors import ConfigError, DataError
-from kfusion.export.frontend import FRONT_END_LAYERS, PRESENCE, raw_input_model
+from kfusion.export.frontend import CALIBRATION_INPUT, FRONT_END_LAYERS, LEVELS, PRESENCE, raw_input_model
 
 __all__ = ["export_model", "export_variants", "QUANTIZATIONS", "FORMATS", "UnsupportedOpsError",
            "representative_inputs", "REPRESENTATIVE_SIZE", "sidecar_path", "read_sidecar", "tflite_ops", "load_keras_model",
@@ -222,25 +222,36 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     list of them (raw windows, from :func:`kfusion.export.prediction.recording_windows`; turned into
     features for a features-input model), or a dict ``{input name: array [N, ...]}`` in the
     exported model's own input layout (``presence`` may be left out: all present).
+
+    A level-aware model (``levels`` input) gets its levels (or, raw, its ``calibration_<m>``
+    inputs) from each RecordingWindows' own statistics (:func:`_window_stats`, stand-ins for
+    the person's calibration: only value ranges matter here), from a WindowedDataset's levels
+    (features input only), or from the dict.
     """
     from kfusion.data.dataset import WindowedDataset
     from kfusion.models import presence_array
 
     features = features or FeatureConfig()
     modalities = model_modalities(model)
+    levels = LEVELS in _input_specs(model)
     wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
+    if raw_inputs and levels:
+        wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (2, MFCC_SETTINGS.n_mfcc if m == SPEECH else
+                                                                wanted[m][-1]) for m in modalities}}
     windows = _as_windows_list(data)
     if isinstance(data, WindowedDataset):
-        if raw_inputs and SPEECH in modalities:
-            raise ConfigError("representative: a raw-input model with speech needs raw audio "
-                              "windows to calibrate; pass RecordingWindows (kfusion.export."
-                              "recording_windows(source)) instead of a WindowedDataset")
+        if raw_inputs and (SPEECH in modalities or levels):
+            what = "speech needs raw audio windows" if SPEECH in modalities else "calibrated levels needs raw windows"
+            raise ConfigError(f"representative: a raw-input model with {what} to calibrate; pass RecordingWindows "
+                              "(kfusion.export.recording_windows(source)) instead of a WindowedDataset")
         missing = [m for m in modalities if m not in data.inputs]
         if missing:
             raise ConfigError(f"representative: the data set lacks the model's modalities "
                               f"{', '.join(missing)} (it has {', '.join(data.inputs)})")
         arrays = {m: data.inputs[m] for m in modalities}
         arrays[PRESENCE] = presence_array(data.presence, modalities)
+        if all(m in data.levels for m in modalities):
+            arrays[LEVELS] = np.concatenate([data.levels[m] for m in modalities], axis=1)
         groups = np.asarray(data.participants, dtype=str)
     elif windows is not None:
         blocks = []
@@ -251,8 +262,23 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
                                   f"the model's modalities {', '.join(missing)}")
             raw = {m: w.raw[m] for m in modalities}
             presence = {m: w.presence[m] for m in modalities}
-            block = raw if raw_inputs else window_features(raw, presence, features)
-            block = dict(block)
+            stats = {}
+            for m in (modalities if levels else ()):
+                found = _window_stats(m, raw[m], presence[m])
+                if found is not None:  # else uncalibrated, as in training
+                    stats[m] = found
+            if raw_inputs:
+                block = dict(raw)
+                for m in (modalities if levels else ()):
+                    name = CALIBRATION_INPUT.format(m)
+                    mean, std = ((stats[m].mean, stats[m].std) if m in stats
+                                 else (np.zeros(wanted[name][-1]), np.ones(wanted[name][-1])))
+                    block[name] = np.repeat(np.stack([mean, std])[None].astype(np.float32), len(w.starts), 0)
+            elif levels:
+                block, found = featurize(raw, presence, features, stats)
+                block[LEVELS] = np.concatenate([found[m] for m in modalities], axis=1)
+            else:
+                block = dict(window_features(raw, presence, features))
             block[PRESENCE] = presence_array(presence, modalities)
             blocks.append(block)
         arrays = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
@@ -287,6 +313,19 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     else:
         index = _balanced_choice(groups, int(size), np.random.default_rng(seed))
     return {k: np.ascontiguousarray(arrays[k][index], dtype=np.float32) for k in wanted}
+
+
+def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray):
+    """Calibration statistics of one participant from its own raw windows (overlaps counted
+    twice; speech without the silence rule's exact framing): a stand-in for int8 ranges."""
+    from kfusion.data.calibration import signal_statistics, speech_statistics
+
+    kept = np.asarray(windows)[np.asarray(present, dtype=bool)]
+    if not kept.shape[0]:
+        return None
+    if modality == SPEECH:
+        return speech_statistics(kept.reshape(-1), "participant", 0.0)
+    return signal_statistics(kept.reshape(-1, kept.shape[-1]), NOMINAL_RATES[modality], "participant", 0.0)
 
 
 def _raw_specs(model) -> dict[str, tuple]:
@@ -587,6 +626,12 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
         if name == PRESENCE:
             entry.update(units="1 = modality present, 0 = absent (> 0.5 counts as present)",
                          order=f"columns {', '.join(modalities)}")
+        elif name == LEVELS:
+            entry.update(units="calibrated window levels: the window standardised by the person's "
+                               "calibration (kfusion calibrate), then its mean per channel and "
+                               "log(std + 1e-3) per channel; zeros for an absent modality",
+                         order=f"per modality ({', '.join(modalities)}): means, then log-stds "
+                               "(speech: per MFCC coefficient)")
         elif name == SPEECH:
             entry.update(units=_UNITS[kind][SPEECH], sample_rate_hz=AUDIO_RATE)
             if raw_inputs:
@@ -609,6 +654,14 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
                 entry["preprocessing"] = ("z-score per window and channel (std < 1e-6 -> zeros)"
                                           if features.wearable_norm == "zscore" else "none")
         out.append(entry)
+    if raw_inputs and LEVELS in _input_specs(features_model):
+        for m in modalities:
+            channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else specs[m][-1]
+            out.append({"name": CALIBRATION_INPUT.format(m), "shape": [1, 2, int(channels)], "dtype": "float32",
+                        "units": f"the person's calibration of {m}: row 0 mean, row 1 standard deviation "
+                                 + ("per MFCC coefficient over non-silent frames" if m == SPEECH
+                                    else "per channel, in the units of the raw input")
+                                 + " (kfusion calibrate; the same for every window of a person)"})
     return out
 
 
