@@ -175,3 +175,28 @@ def test_balanced_weights_lift_the_minority_class():
         predicted = trainer.predict(x).argmax(1)
         recalls[weighting] = float(np.mean(predicted[y == 1] == 1))
     assert recalls["balanced"] > recalls["none"] + 0.2
+
+
+def test_levels_are_standardised_with_training_windows_only(tmp_path):
+    """The head's levels input is standardised by statistics of the rows it trains on, set at
+    every fit (so a fold's held-out and validation windows never enter them), and saved."""
+    from kfusion.models import LEVELS, LEVELS_STANDARDIZATION
+
+    x, y = _data()
+    rng = np.random.default_rng(1)
+    x[LEVELS] = (rng.normal(5.0, 3.0, size=(len(y), 4)) + y[:, None]).astype("float32")
+    encoders = {m: _encoder(m) for m in SHAPES}
+    model = wearable_only_model(encoders, "arousal", 3, levels=4)
+    trainer = EmotionTrainer(model, "arousal", EmotionTraining(epochs=2, batch_size=16))
+    layer = model.get_layer(LEVELS_STANDARDIZATION)
+    for train in (np.arange(0, 60), np.arange(60, 100)):
+        trainer.fit(x, y, train, np.arange(100, 120))
+        np.testing.assert_allclose(layer.mean.numpy(), x[LEVELS][train].mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(layer.std.numpy(), x[LEVELS][train].std(axis=0), rtol=1e-4)
+    fused = fusion_emotion_model(encoders, "arousal", 3, projection_units=(8,), head_units=(8,), levels=4)
+    assert {t.name for t in fused.inputs} >= {LEVELS, "presence", "acc", "bvp"}
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    np.testing.assert_allclose(loaded.get_layer(LEVELS_STANDARDIZATION).mean.numpy(), layer.mean.numpy())
+    np.testing.assert_allclose(np.asarray(loaded(x)["arousal"]), np.asarray(model(x)["arousal"]), atol=1e-6)

@@ -26,6 +26,7 @@ from kfusion.models.fusion import (
 )
 from kfusion.models.heads import (
     EMOTION_CLASSES,
+    LEVELS_STANDARDIZATION,
     emotion_model,
     fusion_pretraining_model,
     statistic_targets,
@@ -34,6 +35,7 @@ from kfusion.models.layers import (
     ActivityL1,
     ModalityWeights,
     PresenceGate,
+    Standardization,
     TokenPositionEmbedding,
     find_layer,
 )
@@ -46,6 +48,6 @@ __all__ = [
     "fusion_backbone", "build_fusion_model", "backbone_of", "backbone_modalities", "encoder_name",
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
     "freeze_for_fusion_training", "freeze_encoders", "backbone_layers",
-    "ModalityWeights", "PresenceGate", "TokenPositionEmbedding", "ActivityL1", "find_layer",
+    "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "TokenPositionEmbedding", "ActivityL1", "find_layer",
     "MfccFrontEnd", "WindowNormalization",
 ]

@@ -15,12 +15,15 @@ from kfusion.data.modalities import STATISTICS
 from kfusion.errors import ConfigError
 from kfusion.models import _checks
 from kfusion.models.fusion import LEVELS, PROJECTION_LAYER, backbone_modalities
+from kfusion.models.layers import Standardization
 
 #: Emotion targets and their class counts (arousal/valence: low, neutral, high; emotion:
 #: cheerful, happy, angry, nervous, sad, neutral).
 EMOTION_CLASSES: dict[str, int] = {"arousal": 3, "valence": 3, "emotion": 6}
 DEFAULT_HEAD_UNITS = (16,)
 DEFAULT_EMOTION_UNITS = (32, 16)
+#: The layer that standardises the ``levels`` input (statistics set by the trainer per fit).
+LEVELS_STANDARDIZATION = "levels_standardization"
 
 __all__ = ["STATISTICS", "EMOTION_CLASSES", "statistic_targets", "fusion_pretraining_model",
            "emotion_model"]
@@ -97,8 +100,9 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
     ``Dense(n_classes, softmax)`` named by the target. Outputs ``{target: [B, n_classes]}``.
 
     ``levels``: width of an extra input ``"levels"`` ``[B, levels]`` (the windows' calibrated
-    levels, ``kfusion.data.calibration.window_levels``) concatenated to the projection before
-    the heads; 0 = none (the paper's head).
+    levels, ``kfusion.data.calibration.window_levels``), standardised (:class:`Standardization`
+    named ``levels_standardization``, statistics from the training windows) and concatenated to
+    the projection before the heads; 0 = none (the paper's head).
 
     ``targets``: ``{name: n_classes}`` or a list of names from :data:`EMOTION_CLASSES`;
     default all three (arousal 3, valence 3, emotion 6).
@@ -129,8 +133,9 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
         if not isinstance(inputs, dict):
             raise ConfigError(f"{where}: levels: expected a backbone with dict inputs")
         level_input = keras.Input((levels,), name=LEVELS)
-        features = keras.layers.Concatenate(name="with_levels")([features, level_input])
+        scaled = Standardization(name=LEVELS_STANDARDIZATION)(level_input)
         inputs = {**inputs, LEVELS: level_input}
+        features = keras.layers.Concatenate(name="with_levels")([features, scaled])
     outputs = {t: keras.layers.Dense(n, activation="softmax", name=t)(_dense_stack(features, t, units))
                for t, n in classes.items()}
     return keras.Model(inputs, outputs, name=name)

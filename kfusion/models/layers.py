@@ -4,6 +4,7 @@
 - :class:`PresenceGate` — replaces the embedding of an absent modality by a learned vector.
 - :class:`TokenPositionEmbedding` — adds a learned position vector to each token of a sequence.
 - :class:`ActivityL1` — identity that adds an L1 activity penalty (the sparse speech code).
+- :class:`Standardization` — ``(x - mean) / std`` with statistics set from training data.
 
 ``get_config()`` of each returns exactly its constructor arguments (plus the base layer's
 ``name``/``trainable``/``dtype``).
@@ -182,6 +183,35 @@ class ActivityL1(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "l1": self.l1}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Standardization(keras.layers.Layer):
+    """``[B, D] -> [B, D]``: ``(x - mean) / std`` per feature, with non-trainable ``mean`` and
+    ``std`` (0 and 1 until :meth:`set_statistics`; the trainer sets them from the training
+    windows of each fit, so no held-out window enters them). Saved with the model."""
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ConfigError(f"Standardization: expected inputs [batch, features], found {tuple(input_shape)}")
+        width = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(width,), initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=(width,), initializer="ones", trainable=False, name="std")
+
+    def set_statistics(self, values) -> None:
+        """Set ``mean``/``std`` from ``values [N, D]`` (a constant feature keeps std 1)."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=np.float64)
+        std = values.std(axis=0)
+        self.mean.assign(values.mean(axis=0).astype("float32"))
+        self.std.assign(np.where(std > 1e-8, std, 1.0).astype("float32"))
+
+    def call(self, x):
+        return (ops.cast(x, "float32") - self.mean) / self.std
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
 
 
 def find_layer(model: keras.Model, name: str) -> keras.layers.Layer:

@@ -35,6 +35,8 @@ from kfusion.data.modalities import WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import (
     LEVELS,
+    LEVELS_STANDARDIZATION,
+    Standardization,
     PRESENCE,
     PresenceGate,
     emotion_model,
@@ -194,7 +196,8 @@ def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_clas
     x = keras.layers.Flatten(name="flatten")(x)
     if levels:
         inputs[LEVELS] = keras.Input((int(levels),), name=LEVELS)
-        x = keras.layers.Concatenate(name="with_levels")([x, inputs[LEVELS]])
+        scaled = Standardization(name=LEVELS_STANDARDIZATION)(inputs[LEVELS])
+        x = keras.layers.Concatenate(name="with_levels")([x, scaled])
     for i, width in enumerate(units, start=1):
         x = keras.layers.Dense(int(width), activation="relu", name=f"{target}_dense_{i}")(x)
     outputs = keras.layers.Dense(int(n_classes), activation="softmax", name=target)(x)
@@ -289,7 +292,8 @@ class EmotionTrainer:
     """Trains ``model`` (dict inputs, output ``{output: [B, n] softmax}``) repeatedly.
 
     Every :meth:`fit` starts from the state the model and a fresh Adam had when the trainer was
-    made (weights and optimizer variables are restored, nothing is rebuilt or retraced). Only
+    made (weights and optimizer variables are restored, nothing is rebuilt or retraced); a
+    ``levels_standardization`` layer gets the mean/std of the training rows' ``levels``. Only
     ``model.trainable_variables`` are updated. The model is called with ``training=True`` as in
     ``Model.fit``; the loss is the cross-entropy alone (``model.losses``, e.g. activity penalties,
     are not added — the kfusion emotion models have none in their trainable layers).
@@ -303,6 +307,9 @@ class EmotionTrainer:
             raise ConfigError("EmotionTrainer: settings: expected an EmotionTraining")
         self.model = model
         self.output = output
+        # Input standardisers (levels): set from the training windows at every fit.
+        self._standardizers = {LEVELS: layer for layer in model.layers
+                               if isinstance(layer, Standardization) and layer.name == LEVELS_STANDARDIZATION}
         self.variables = list(model.trainable_variables)
         if not self.variables:
             raise ConfigError(f"EmotionTrainer: model {model.name!r} has no trainable weights")
@@ -395,6 +402,8 @@ class EmotionTrainer:
         x = _as_tensors(x)
         y_tensor = tf.convert_to_tensor(np.asarray(y, dtype=np.int64))
         self.reset()
+        for name, layer in self._standardizers.items():
+            layer.set_statistics(tf.gather(x[name], tf.constant(train)).numpy())
         rng = np.random.default_rng(seed)
         weights = self.class_weights(y, train)
         weights_tensor = tf.constant(weights)
