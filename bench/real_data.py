@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--target", default="stress")
     parser.add_argument("--calibrations", nargs="+", default=list(CALIBRATIONS), choices=CALIBRATIONS)
     parser.add_argument("--rows", nargs="+", default=list(LEARNED_ROWS))
-    parser.add_argument("--head-minutes", type=float, default=5.0)
+    parser.add_argument("--head-minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-real-data")
     parser.add_argument("--cache", default=None, help="data-set cache folder (default: kfusion's)")

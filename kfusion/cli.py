@@ -260,7 +260,7 @@ def _add_data_options(parser) -> None:
     parser.add_argument("--calibration", default="participant", metavar="none|participant|head[:MIN]",
                         help="per-person calibration from each participant's own unlabelled signals: "
                              "none, participant (all of the recording, default) or head:MINUTES "
-                             "(its first minutes, default 5)")
+                             "(its first minutes, default 10)")
     parser.add_argument("--window", type=float, default=4.0, help="window length, s (default 4)")
     parser.add_argument("--overlap", type=float, default=1.0, help="window overlap, s (default 1)")
     parser.add_argument("--missing", choices=["drop", "fill"], default="drop",

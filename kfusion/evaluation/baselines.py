@@ -115,7 +115,7 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
 
 
 def calibrate_features(features: np.ndarray, participants, starts, method: str = "participant",
-                       head_minutes: float = 5.0) -> np.ndarray:
+                       head_minutes: float = 10.0) -> np.ndarray:
     """Standardise every column of ``features [N, F]`` per participant by the mean and standard
     deviation of that participant's own windows: all of them (``"participant"``) or those
     starting in the first ``head_minutes`` after the participant's first window (``"head"``);
