@@ -84,9 +84,10 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def _evaluation_inputs(args):
+    """The EvaluationConfig, pretrained models and data set of ``evaluate`` and ``train``."""
     from kfusion.data.dataset import build_dataset
-    from kfusion.evaluation import ALL_ROWS, TARGETS, EvaluationConfig, Pretrained, evaluate
+    from kfusion.evaluation import EvaluationConfig, Pretrained
     from kfusion.pipeline import shipped_pretrained
 
     config = EvaluationConfig.load(args.config) if args.config else EvaluationConfig()
@@ -94,6 +95,13 @@ def cmd_evaluate(args) -> int:
     pretrained = (shipped_pretrained(data_config.modalities) if args.pretrained == "saved"
                   else Pretrained.load(args.pretrained))
     dataset = build_dataset(args.sources, data_config, cache_dir=_cache_dir(args), progress=True)
+    return config, pretrained, dataset
+
+
+def cmd_evaluate(args) -> int:
+    from kfusion.evaluation import ALL_ROWS, TARGETS, evaluate
+
+    config, pretrained, dataset = _evaluation_inputs(args)
     results = evaluate(dataset, pretrained, rows=args.rows.split(",") if args.rows else ALL_ROWS,
                        targets=args.targets.split(",") if args.targets else TARGETS,
                        out=args.out, seed=args.seed, config=config)
@@ -145,16 +153,9 @@ def cmd_tune(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from kfusion.data.dataset import build_dataset
-    from kfusion.evaluation import EvaluationConfig, Pretrained
     from kfusion.evaluation.deploy import model_sidecar_path, train_model
-    from kfusion.pipeline import shipped_pretrained
 
-    config = EvaluationConfig.load(args.config) if args.config else EvaluationConfig()
-    data_config = _data_config(args)
-    pretrained = (shipped_pretrained(data_config.modalities) if args.pretrained == "saved"
-                  else Pretrained.load(args.pretrained))
-    dataset = build_dataset(args.sources, data_config, cache_dir=_cache_dir(args), progress=True)
+    config, pretrained, dataset = _evaluation_inputs(args)
     trained = train_model(dataset, pretrained, args.row, [t for t in args.targets.split(",") if t],
                           args.out, config, seed=args.seed, command=_train_command(args))
     for target, info in trained.sidecar["targets"].items():

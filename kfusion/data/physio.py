@@ -178,10 +178,11 @@ def _has_nan(x: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
     return _count_in(cum, i0, i1) > 0
 
 
-def _runs(finite: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open ``(begin, end)`` of every stretch of True."""
+def _runs(finite: np.ndarray, min_length: int = 1) -> list[tuple[int, int]]:
+    """Half-open ``(begin, end)`` of every stretch of True at least ``min_length`` long."""
     edges = np.diff(np.concatenate([[0], finite.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+    runs = zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist())
+    return [(b, e) for b, e in runs if e - b >= min_length]
 
 
 def _dense_stats(x: np.ndarray, i0: np.ndarray, i1: np.ndarray, rate: float,
@@ -263,9 +264,7 @@ def _eda_decompose(x: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray, 
     phasic = np.full(len(x), np.nan)
     peaks, amps = [], []
     min_len = int(np.ceil(cfg["min_run_seconds"] * rate))
-    for b, e in _runs(np.isfinite(x)):
-        if e - b < min_len:
-            continue
+    for b, e in _runs(np.isfinite(x), min_len):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -321,9 +320,7 @@ def _beat_intervals(x: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray,
     lo_s, hi_s = 60.0 / cfg["hr_max_bpm"], 60.0 / cfg["hr_min_bpm"]
     min_len = int(np.ceil(cfg["min_run_seconds"] * rate))
     a_all, b_all = [], []
-    for b, e in _runs(np.isfinite(x)):
-        if e - b < min_len:
-            continue
+    for b, e in _runs(np.isfinite(x), min_len):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
