@@ -333,3 +333,22 @@ def test_trials_pretrain_fusion_backbones_when_asked(tmp_path, kemocon_synth, wi
     # without pretraining sources the same search space is refused
     with pytest.raises(ConfigError, match="give pretraining sources"):
         tune(dataset, pretrained, "weighted_with", "arousal", tmp_path / "u", config, progress=False)
+
+
+def test_tuned_heads_see_the_same_levels_as_the_protocol(dataset, pretrained):
+    """A trial's model takes the row's window levels like the evaluated row does (and none when
+    the evaluation config switches them off), so tuned sizes transfer to ``evaluate``."""
+    from kfusion.models import LEVELS
+    import keras_tuner
+
+    from kfusion.training.tuning import EmotionHyperModel, TuningProblem
+
+    config = TuningConfig(trials=1, epochs=1)
+    for use_levels in (True, False):
+        problem = TuningProblem(dataset, pretrained, "unweighted_without", "arousal", config,
+                                model_settings={"use_levels": use_levels})
+        x = problem.inputs_for()
+        width = sum(dataset.levels[m].shape[1] for m in problem.modalities)
+        assert (x[LEVELS].shape == (problem.y.size, width)) if use_levels else (LEVELS not in x)
+        model = EmotionHyperModel(problem, config).build(keras_tuner.HyperParameters())
+        assert (LEVELS in [t.name for t in model.inputs]) == use_levels

@@ -47,7 +47,7 @@ from kfusion.config import _Config
 from kfusion.data.labels import UNLABELLED
 from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
 from kfusion.errors import ConfigError, DataError, KfusionError
-from kfusion.models import PRESENCE, backbone_modalities, encoder_name, presence_array
+from kfusion.models import LEVELS, PRESENCE, backbone_modalities, encoder_name, presence_array
 from kfusion.runs import RunFolder, write_json_atomic
 from kfusion.training.emotion import (
     PROJECTION_FEATURES,
@@ -79,7 +79,7 @@ LOGS_FOLDER = "logs"
 PRETRAINING_FOLDER = "pretraining"
 RUN_FORMAT = 1
 #: Settings of the fresh fusion layers taken from the evaluation config (not searched).
-MODEL_SETTINGS = {"attention_tokens": 5, "attention_heads": 2, "use_presence": True}
+MODEL_SETTINGS = {"attention_tokens": 5, "attention_heads": 2, "use_presence": True, "use_levels": True}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -292,7 +292,7 @@ class TuningProblem:
     """The windows, labels, inner folds and frozen outputs one search works on.
 
     ``dataset``: a ``WindowedDataset``; the windows of ``held_out`` participants are dropped
-    first. ``model_settings``: ``attention_tokens``, ``attention_heads``, ``use_presence`` of the
+    first. ``model_settings``: ``attention_tokens``, ``attention_heads``, ``use_presence``, ``use_levels`` of the
     fresh fusion layers (as in the evaluation config).
     """
 
@@ -486,11 +486,23 @@ class TuningProblem:
         """Model inputs over the tuned windows: cached projections (with rows, backbone ``key``) or
         embeddings ``[N, D, 1]`` per modality plus ``presence``."""
         if self.with_fusion_training:
-            return {PROJECTION_FEATURES: self.projections(key)}
+            return {PROJECTION_FEATURES: self.projections(key), **self.levels()}
         x = {m: self.embeddings(m)[..., None] for m in self.modalities}
         if self.settings["use_presence"]:
             x[PRESENCE] = self._presence(self.modalities)
-        return x
+        return {**x, **self.levels()}
+
+    def levels(self) -> dict:
+        """The heads' ``levels`` input (the row's modalities side by side), as in the protocol."""
+        if not self.settings["use_levels"]:
+            return {}
+        return {LEVELS: np.concatenate([np.asarray(self.dataset.levels[m], np.float32)[self.index]
+                                        for m in self.modalities], axis=1)}
+
+    @property
+    def level_width(self) -> int:
+        levels = self.levels()
+        return int(levels[LEVELS].shape[1]) if levels else 0
 
 
 # --------------------------------------------------------------------------- the hypermodel
@@ -546,13 +558,15 @@ class EmotionHyperModel(keras_tuner.HyperModel):
         if problem.with_fusion_training:
             dim = values["projection_units"][-1]
             return pretrained_emotion_model(projection_stub(dim), problem.target, problem.n_classes,
-                                            values["head_units"])
+                                            values["head_units"], levels=problem.level_width)
         encoders = {m: identity_encoder(m, problem.embedding_dim(m)) for m in problem.modalities}
         if problem.row == "wearable_only":
-            return wearable_only_model(encoders, problem.target, problem.n_classes, settings["use_presence"])
+            return wearable_only_model(encoders, problem.target, problem.n_classes, settings["use_presence"],
+                                       levels=problem.level_width)
         return fusion_emotion_model(encoders, problem.target, problem.n_classes, problem.mechanism,
                                     values["projection_units"], values["head_units"], settings["use_presence"],
-                                    settings["attention_tokens"], settings["attention_heads"])
+                                    settings["attention_tokens"], settings["attention_heads"],
+                                    levels=problem.level_width)
 
     def fit(self, hp, model, *args, epochs=None, **kwargs) -> dict:
         problem, config = self.problem, self.config
@@ -831,7 +845,7 @@ def tune(dataset, pretrained, row: str, target: str, out: str | Path, config: Tu
     unlabelled sources for trials that pretrain a fusion backbone ("with" rows). ``evaluation`` /
     ``pipeline``: base ``EvaluationConfig`` / ``PipelineConfig`` (dicts or config objects) whose
     other values the best configs keep (``evaluation`` also gives ``attention_tokens``,
-    ``attention_heads``, ``use_presence`` of the fresh fusion layers).
+    ``attention_heads``, ``use_presence``, ``use_levels`` of the fresh fusion layers and heads).
 
     ``out``: the run folder: ``config.json`` (+ versions, data), KerasTuner's project folder
     ``keras_tuner/``, ``logs/<tuner>.jsonl`` (a line per trial run), ``pretraining/<key>/``,
