@@ -67,6 +67,8 @@ def main() -> None:
 
     root, out = Path(args.data), Path(args.out)
     started = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()  # at the start: the code that ran
     pretraining, evaluation = split(root, args.seed)
     source = pretraining_source(root, pretraining, out / "pretraining-half")
     encoders = {m: saved_models.load(f"sigrep-{m}") for m in WEARABLES}
@@ -99,8 +101,6 @@ def main() -> None:
               f"{with_['se']:.3f} | {delta:+.3f} | {p:.3f} |")
         summary[m] = {"without": float(without["mean"]), "without_se": float(without["se"]),
                       "with": float(with_["mean"]), "with_se": float(with_["se"]), "delta": delta, "p": p}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
     record = {"commit": commit, "machine": platform.platform(), "seed": args.seed, "epochs": args.epochs,
               "calibration": args.calibration, "levels": not args.no_levels,
               "pretraining": pretraining, "evaluation": evaluation,

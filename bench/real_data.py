@@ -57,6 +57,8 @@ def run(args) -> dict:
             name, _, classifier = row.partition(":")
             config = EvaluationConfig(use_levels=use_levels, handcrafted_classifier=classifier or "logistic")
             started = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()  # at the start: the code that ran
             out = Path(args.out) / calibration / row.replace(":", "-")
             result = evaluate(dataset, pretrained, rows=[name], targets=[args.target], out=out,
                               seed=args.seed, config=config, progress=False)
@@ -101,8 +103,6 @@ def main() -> None:
     print()
     print(f"Macro F1 (mean ± s.e. over leave-one-subject-out folds), target {args.target}:")
     print(table(results))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
     record = {"data": args.data, "target": args.target, "head_minutes": args.head_minutes,
               "seed": args.seed, "commit": commit, "machine": platform.platform(),
               "seconds": round(time.perf_counter() - started, 1), "results": results}
