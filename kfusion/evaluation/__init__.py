@@ -5,11 +5,13 @@
 ``folds.jsonl``, ``table.md/.csv/.tex`` and ``figure3.png``. Modules: ``protocol`` (folds,
 frozen-output caching, resume), ``metrics`` (accuracy, macro F1), ``stats`` (mean ± standard
 error, paired t-tests), ``report`` (the paper's Table 1, the report files), ``baselines`` (the
-hand-crafted row).
+hand-crafted row), ``deploy`` (``train_model``: a row's final model on every labelled
+participant, for ``kfusion train``).
 """
 
 from __future__ import annotations
 
+from kfusion.evaluation.deploy import TrainedModel, train_model
 from kfusion.evaluation.metrics import accuracy, fold_metrics, macro_f1
 from kfusion.evaluation.protocol import (
     EvaluationConfig,
@@ -27,5 +29,5 @@ from kfusion.evaluation.stats import mean_se, paired_ttest
 __all__ = [
     "evaluate", "EvaluationConfig", "Pretrained", "Results", "Fold", "FoldRun", "loso_folds",
     "collect_results", "ALL_ROWS", "TARGETS", "MECHANISMS", "ROW_TITLES", "PAPER_TABLE1",
-    "accuracy", "macro_f1", "fold_metrics", "mean_se", "paired_ttest",
+    "accuracy", "macro_f1", "fold_metrics", "mean_se", "paired_ttest", "train_model", "TrainedModel",
 ]
