@@ -178,6 +178,32 @@ def test_cached_and_uncached_training_agree(tmp_path, dataset, pretrained):
     pd.testing.assert_frame_equal(cached.table, uncached.table)
 
 
+def test_fine_tuned_projection_trains_a_copy_cached_or_not(tmp_path, dataset, pretrained):
+    """With ``fine_tune_projection`` the "with" rows train the pretrained projection (cached:
+    on the fusion layer's outputs) and leave the pretrained backbone itself untouched."""
+    backbone = pretrained.fusion_backbones["unweighted"]
+    before = [w.copy() for w in backbone.get_weights()]
+    config = CONFIG.replace(epochs=3, fine_tune_projection=True)
+    seen = []
+    cached = evaluate(dataset, pretrained, rows=["unweighted_with"], targets=["arousal"],
+                      out=tmp_path / "c", config=config, progress=False, on_fold=seen.append)
+    uncached = evaluate(dataset, pretrained, rows=["unweighted_with"], targets=["arousal"],
+                        out=tmp_path / "u", config=config.replace(cache_frozen=False), progress=False)
+    columns = ["accuracy", "f1", "n_test", "epochs_run", "best_epoch"]
+    pd.testing.assert_frame_equal(cached.folds[columns], uncached.folds[columns])
+    np.testing.assert_allclose(cached.folds["best_val_loss"], uncached.folds["best_val_loss"], rtol=1e-4)
+    for a, b in zip(before, backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    trained = seen[0].fitted.model
+    assert trained.get_layer("projection_1").trainable
+    pretrained_kernel = backbone.get_layer("projection_1").get_weights()[0]
+    assert not np.allclose(trained.get_layer("projection_1").get_weights()[0], pretrained_kernel)
+    frozen = evaluate(dataset, pretrained, rows=["unweighted_with"], targets=["arousal"],
+                      out=tmp_path / "f", config=CONFIG.replace(epochs=3), progress=False)
+    assert not frozen.folds["f1"].equals(cached.folds["f1"]) or not frozen.folds["best_val_loss"].equals(
+        cached.folds["best_val_loss"])
+
+
 # --------------------------------------------------------------------------- bad input
 
 def test_bad_arguments_are_named(tmp_path, dataset, pretrained):

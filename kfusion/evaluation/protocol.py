@@ -36,13 +36,25 @@ from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import baselines, metrics, report, stats
 from kfusion.evaluation.report import ALL_ROWS, FUSION_PAIRS, MECHANISMS, TARGETS
-from kfusion.models import LEVELS, PRESENCE, backbone_modalities, backbone_of, encoder_name, presence_array
+from kfusion.models import (
+    LEVELS,
+    PRESENCE,
+    backbone_modalities,
+    backbone_of,
+    emotion_model,
+    encoder_name,
+    presence_array,
+)
+from kfusion.models.fusion import FUSION_LAYER
 from kfusion.runs import RunFolder
 from kfusion.training.emotion import (
+    FUSED_FEATURES,
     PROJECTION_FEATURES,
     EmotionTrainer,
     EmotionTraining,
     copy_trainable_weights,
+    fine_tuned_emotion_model,
+    fused_stub,
     derive_seed,
     frozen_outputs,
     fusion_emotion_model,
@@ -86,6 +98,8 @@ class EvaluationConfig(_Config):
     every row, the hand-crafted one included). ``use_levels``: feed every learned row's head
     the windows' calibrated levels (``WindowedDataset.levels`` of the row's modalities) beside
     the projection, so the model sees both a window's shape and its level.
+    ``fine_tune_projection``: in the "with fusion training" rows, train the pretrained
+    projection with the head (frozen only up to the fusion layer) instead of freezing it.
     """
 
     epochs: int = 32
@@ -103,6 +117,7 @@ class EvaluationConfig(_Config):
     class_weight: str = "none"
     use_levels: bool = True
     handcrafted_classifier: str = "logistic"
+    fine_tune_projection: bool = False
 
     def __post_init__(self):
         self.training()  # validates epochs, patience, batch size, learning rate, class weight
@@ -115,7 +130,7 @@ class EvaluationConfig(_Config):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive whole number, found {value!r}")
-        for name in ("use_presence", "cache_frozen", "use_levels"):
+        for name in ("use_presence", "cache_frozen", "use_levels", "fine_tune_projection"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, found {getattr(self, name)!r}")
         if self.handcrafted_classifier not in baselines.CLASSIFIERS:
@@ -324,6 +339,15 @@ class _FrozenOutputs:
             self._embeddings[modality] = frozen_outputs(encoder, self._inputs(modality))
         return self._embeddings[modality]
 
+    def fused(self, mechanism: str) -> np.ndarray:
+        """Outputs of a pretrained backbone's fusion layer (its projection then trains)."""
+        key = ("fused", mechanism)
+        if key not in self._projections:
+            backbone = self.pretrained.fusion_backbones[mechanism]
+            upstream = keras.Model(backbone.inputs, backbone.get_layer(FUSION_LAYER).output)
+            self._projections[key] = frozen_outputs(upstream, _backbone_inputs(backbone, self.dataset, self.pool))
+        return self._projections[key]
+
     def projections(self, mechanism: str) -> np.ndarray:
         if mechanism not in self._projections:
             backbone = self.pretrained.fusion_backbones[mechanism]
@@ -445,6 +469,13 @@ class _KerasRow:
     def _cached(self, row, view, dataset, frozen, config):
         target, n = view.target, view.n_classes
         positions = frozen.position[view.index]
+        if row.endswith("_with") and config.fine_tune_projection:
+            mechanism = row.removesuffix("_with")
+            backbone = frozen.pretrained.fusion_backbones[mechanism]
+            levels = self._levels(dataset, view, backbone_modalities(backbone), config)
+            model = emotion_model(fused_stub(backbone), {target: n}, config.head_units,
+                                  name=f"{target}_model", levels=_width(levels))
+            return model, {FUSED_FEATURES: frozen.fused(mechanism)[positions], **levels}
         if row.endswith("_with"):
             backbone = frozen.pretrained.fusion_backbones[row.removesuffix("_with")]
             projections = frozen.projections(row.removesuffix("_with"))[positions]
@@ -465,7 +496,8 @@ class _KerasRow:
         if row.endswith("_with"):
             backbone = pretrained.fusion_backbones[row.removesuffix("_with")]
             levels = self._levels(dataset, view, backbone_modalities(backbone), config)
-            model = pretrained_emotion_model(backbone, target, n, config.head_units, levels=_width(levels))
+            build = fine_tuned_emotion_model if config.fine_tune_projection else pretrained_emotion_model
+            model = build(backbone, target, n, config.head_units, levels=_width(levels))
             return model, {**_backbone_inputs(backbone, dataset, view.index), **levels}
         modalities = _row_modalities(row, dataset)
         encoders = {m: pretrained.encoders[m] for m in modalities}

@@ -35,6 +35,7 @@ from kfusion.data.modalities import WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import (
     LEVELS,
+    backbone_inputs,
     LEVELS_STANDARDIZATION,
     Standardization,
     PRESENCE,
@@ -48,6 +49,8 @@ from kfusion.models import (
 
 #: Name of the single input of :func:`projection_stub` (cached projection outputs).
 PROJECTION_FEATURES = "projection_features"
+#: Name of the single input of :func:`fused_stub` (cached fusion-layer outputs).
+FUSED_FEATURES = "fused_features"
 #: The wearable app head (DESIGN.md §2): shared per-modality Dense units, then Dense units.
 APP_MODALITY_UNITS = (32, 16)
 APP_UNITS = (16, 8)
@@ -156,6 +159,49 @@ def pretrained_emotion_model(backbone: keras.Model, target: str, n_classes: int,
     model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model",
                           levels=levels)
     return freeze_for_fusion_training(model)
+
+
+def fused_stub(backbone: keras.Model) -> keras.Model:
+    """A stand-in for a pretrained backbone whose outputs up to its fusion layer were computed
+    once: input ``{"fused_features": [B, F]}`` -> the backbone's own projection layers (copies
+    holding its pretrained weights, trainable) -> ``"projection"``. Put :func:`emotion_model`
+    on it to fine-tune the projection with the head."""
+    from kfusion.models.fusion import FUSION_LAYER, PROJECTION_LAYER
+
+    fused = backbone.get_layer(FUSION_LAYER).output
+    inputs = keras.Input((int(fused.shape[-1]),), name=FUSED_FEATURES)
+    x, i = inputs, 1
+    while True:
+        try:
+            dense = backbone.get_layer(f"projection_{i}")
+        except ValueError:
+            break
+        copy = keras.layers.Dense(dense.units, activation=dense.activation, name=f"projection_{i}")
+        x = copy(x)
+        copy.set_weights(dense.get_weights())
+        i += 1
+    if i == 1:
+        raise ConfigError(f"fused_stub: backbone {backbone.name!r} has no projection_1 layer")
+    outputs = keras.layers.Identity(name=PROJECTION_LAYER)(x)
+    return keras.Model({FUSED_FEATURES: inputs}, outputs, name="fused_stub")
+
+
+def fine_tuned_emotion_model(backbone: keras.Model, target: str, n_classes: int,
+                             head_units=(32, 16), levels: int = 0) -> keras.Model:
+    """A pretrained fusion ``backbone`` frozen up to and including its fusion layer; its
+    projection (from its pretrained weights) and a fresh head train ("with fusion training",
+    projection fine-tuned). Output ``{target: [B, n_classes]}``."""
+    from kfusion.models.fusion import FUSION_LAYER
+
+    # A copy: training the projection must not change the pretrained backbone other rows use.
+    copy = keras.models.clone_model(backbone)
+    copy.set_weights(backbone.get_weights())
+    model = emotion_model(copy, {target: n_classes}, head_units, name=f"{target}_model", levels=levels)
+    upstream = keras.Model(backbone_inputs(model), model.get_layer(FUSION_LAYER).output)
+    frozen = {id(layer) for layer in upstream.layers}
+    for layer in model.layers:
+        layer.trainable = id(layer) not in frozen
+    return model
 
 
 def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_classes: int,
@@ -437,5 +483,5 @@ def train_emotion_model(model: keras.Model, output: str, x: Mapping, y, train, v
 __all__ = ["EmotionTraining", "TrainingHistory", "EmotionTrainer", "train_emotion_model",
            "identity_encoder", "projection_stub", "fusion_emotion_model", "pretrained_emotion_model",
            "wearable_only_model", "copy_trainable_weights", "derive_seed", "validation_participants",
-           "frozen_outputs",
-           "PROJECTION_FEATURES"]
+           "frozen_outputs", "fused_stub", "fine_tuned_emotion_model",
+           "PROJECTION_FEATURES", "FUSED_FEATURES"]
