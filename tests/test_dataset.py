@@ -349,7 +349,9 @@ def test_gaps_only_is_skipped_not_an_error(tmp_path):
     (folder / "eda.txt").write_text("nan\n" * 32)
     ds = build_dataset(f"kftiny:{root}", E4_PAIR, cache_dir=False)
     assert len(ds) == 0 and ds.inputs["bvp"].shape == (0, 256, 1)
-    assert ds.report["skipped"]["A"] == "no windows (all 2 windows dropped: 2 gap in eda)"
+    assert ds.report["skipped"]["A"] == ("no windows (all 2 windows dropped: 2 gap in eda); to keep its "
+                                         "windows pass --missing fill (absent modalities zero-filled "
+                                         "and masked) or --modalities bvp")
 
 
 # ----------------------------------------------------------------- in-memory recordings (audio)

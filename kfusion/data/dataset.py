@@ -13,10 +13,12 @@ and the source's 1-based position when the schemes are the same too (``"e41-S01"
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections import Counter
@@ -220,12 +222,30 @@ def resolve_cache_dir(cache_dir) -> Path | None:
     return Path(cache_dir).expanduser()
 
 
-def source_files(source: Source) -> list[Path]:
-    """The files a source's data set depends on, sorted.
+def _not_regular(path: Path) -> str | None:
+    """None for a regular file (or a symlink to one), else what ``path`` is instead."""
+    try:
+        st = path.stat()
+    except OSError as err:
+        if path.is_symlink():
+            return "a symlink loop" if err.errno == errno.ELOOP else "a broken symlink"
+        return f"unreadable ({err.strerror or err})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((name for test, name in kinds if test(st.st_mode)), "not a regular file")
+
+
+def source_files(source: Source, ignored: list | None = None) -> list[Path]:
+    """The regular files a source's data set depends on, sorted.
 
     A reader may name them itself with an optional ``source_files(root) -> list[Path]``
-    method (e.g. to leave out videos it never reads); otherwise every file under the source
-    path is used (folders walked recursively, hidden names skipped).
+    method (the built-in e4, stresspredict and generic readers name the files they read, so
+    other files are never opened); otherwise every file under the source path is used
+    (folders walked recursively, hidden names skipped). Anything that is not a regular file
+    (a named pipe, a broken or looping symlink, a socket) is left out and, when ``ignored``
+    is a list, described there (``"path: a named pipe (not read)"``).
     """
     root = source.path
     if root.is_file():
@@ -235,12 +255,25 @@ def source_files(source: Source) -> list[Path]:
                         "nothing")
     named = getattr(get_reader(source.scheme), "source_files", None)
     if callable(named):
-        return sorted(Path(p) for p in named(root))
+        candidates = [Path(p) for p in named(root)]
+    else:
+        candidates = []
+
+        def unreadable(err: OSError) -> None:
+            if ignored is not None:
+                ignored.append(f"{err.filename}: unreadable folder ({err.strerror or err}); not read")
+
+        for folder, dirs, files in os.walk(root, onerror=unreadable):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            candidates.extend(Path(folder) / f for f in files if not f.startswith("."))
     found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / f for f in files if not f.startswith("."))
-    return sorted(found)
+    for path in sorted(set(candidates)):
+        kind = _not_regular(path)
+        if kind is None:
+            found.append(path)
+        elif ignored is not None and kind != "a folder":
+            ignored.append(f"{path}: {kind}; not read")
+    return found
 
 
 class FileHashes:
@@ -263,6 +296,8 @@ class FileHashes:
             st = path.stat()
         except OSError:
             raise DataError(path, "file", "an existing, readable file of the data source", "nothing") from None
+        if not stat.S_ISREG(st.st_mode):  # never open a named pipe (it would block)
+            raise DataError(path, "file", "a regular file of the data source", _not_regular(path))
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         key = str(path.resolve())
         entry = self.memo.get(key)
@@ -291,17 +326,20 @@ class FileHashes:
 
 
 def dataset_fingerprint(sources, config: DataConfig | None = None, participants=None,
-                        hashes: FileHashes | None = None) -> str:
-    """Hex key of a data set: source files (relative path, size, content hash), the
-    DataConfig JSON, the participant selection, the data-format version and the feature and
-    resampling settings."""
+                        hashes: FileHashes | None = None, ignored: list | None = None) -> str:
+    """Hex key of a data set: each source's participant ids and files (relative path, size,
+    content hash), the DataConfig JSON, the participant selection, the data-format version
+    and the feature and resampling settings. ``ignored``: a list to which the entries that
+    are not regular files (and so are left out) are added (see :func:`source_files`)."""
     config = config or DataConfig()
     hashes = hashes or FileHashes()
     described = []
     for source in _parse_sources(sources):
         base = source.path if source.path.is_dir() else source.path.parent
-        files = [[_relative(p, base), *hashes.digest(p)] for p in source_files(source)]
-        described.append({"scheme": source.scheme, "files": files})
+        files = [[_relative(p, base), *hashes.digest(p)] for p in source_files(source, ignored)]
+        ids = ([str(p) for p in get_reader(source.scheme).participants(source.path)]
+               if source.path.exists() else [])
+        described.append({"scheme": source.scheme, "files": files, "participants": ids})
     key = {"format_version": DATA_FORMAT_VERSION, "kfusion": kfusion.__version__,
            "features": feature_settings(), "resampling": RESAMPLING, "config": config.to_dict(),
            "participants": None if participants is None else sorted(str(p) for p in participants),
@@ -392,6 +430,26 @@ def _missing_reason(modalities, have) -> str:
     if SPEECH in missing:
         parts.append("no speech")
     return "; ".join(parts)
+
+
+def _keep_hint(modalities, have, windows: RecordingWindows, config: DataConfig) -> str:
+    """Which flag keeps the windows of a participant whose every window was dropped."""
+    seconds = config.window.seconds
+    if windows.total == 0:
+        span = "" if windows.span is None else f" ({windows.span[1] - windows.span[0]:.1f} s)"
+        return f"its data{span} is shorter than one {seconds:g} s window (--window sets the length)"
+    if config.window.missing == "fill":
+        return ""  # no window holds any requested modality in full: no flag helps
+    # the modalities that failed some window: absent, not covering it, or with a gap in it
+    failing = {m for m in modalities for reason in windows.dropped
+               if reason in (f"no {m} data", f"{m} not covered", f"gap in {m}")}
+    usable = [m for m in modalities if m in have and m not in failing]
+    options = []
+    if len(modalities) > 1 and any(m in have for m in modalities):
+        options.append("--missing fill (absent modalities zero-filled and masked)")
+    if usable:
+        options.append(f"--modalities {','.join(usable)}")
+    return ("to keep its windows pass " + " or ".join(options)) if options else ""
 
 
 def _check_overlap(recording: Recording, windows: RecordingWindows, config: DataConfig) -> None:
@@ -499,6 +557,8 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     if not any(m in have for m in modalities):
         entry["status"] = "skipped: " + _missing_reason(modalities, have)
         entry["windows"] = {"total": 0, "kept": 0, "dropped": {}}
+        entry["notes"].append(f"none of the requested modalities ({', '.join(modalities)}) in its "
+                              "files: to use it, request the ones it holds with --modalities")
         return None
     windows = cut_windows(recording, config)
     entry["windows"] = {"total": windows.total, "kept": windows.kept, "dropped": dict(windows.dropped)}
@@ -509,6 +569,11 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
         dropped = ", ".join(f"{n} {r}" for r, n in windows.dropped.items())
         entry["status"] = "skipped: " + (_missing_reason(modalities, have) or "no windows") + (
             f" (all {windows.total} windows dropped: {dropped})" if windows.total else "")
+        hint = _keep_hint(modalities, have, windows, config)
+        if hint:
+            entry["hint"] = "; " + hint
+            entry["notes"].append((f"all {windows.total} windows dropped ({dropped}): " if windows.total
+                                   else "no windows: ") + hint)
         return None
     _check_labels_inside(recording, windows.span)
     labels, classes = window_labels(windows.starts, config.window.seconds, recording.labels,
@@ -605,7 +670,7 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
             report["problems"][pid] = str(err)
             continue
         if part is None:
-            report["skipped"][pid] = entry["status"].removeprefix("skipped: ")
+            report["skipped"][pid] = entry["status"].removeprefix("skipped: ") + entry.get("hint", "")
         else:
             parts.append(part)
     if reader_problems and not config.skip_bad:
@@ -679,17 +744,23 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
     parsed = _parse_sources(sources)
     root = resolve_cache_dir(cache_dir)
     hashes = FileHashes(root / HASH_MEMO_FILE if root is not None else None)
-    fingerprint = dataset_fingerprint(parsed, config, participants, hashes)
+    ignored: list[str] = []
+    fingerprint = dataset_fingerprint(parsed, config, participants, hashes, ignored)
     hashes.flush()
+    if ignored:
+        warnings.warn("kfusion: not regular files, left out of the data set: " + "; ".join(ignored),
+                      stacklevel=2)
     cached = root / "datasets" / fingerprint if root is not None else None
     if cached is not None and (cached / META_FILE).is_file():
         try:
             dataset = WindowedDataset.load(cached)
             dataset.report["cache"] = {"path": str(cached), "hit": True}
+            dataset.report["ignored_files"] = ignored
             return dataset
         except (KfusionError, OSError, ValueError) as err:
             warnings.warn(f"kfusion: ignoring an unreadable data-set cache {cached} ({err}); rebuilding")
     dataset = _build(parsed, config, participants, progress, fingerprint)
+    dataset.report["ignored_files"] = ignored
     if cached is not None:
         _write_cache(dataset, cached)
         dataset.report["cache"] = {"path": str(cached), "hit": False}

@@ -19,8 +19,15 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     """Return ``path`` as a Path, or raise naming it and ``what`` it should hold."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file", f"an existing file ({what})",
-                        "a folder" if path.is_dir() else "nothing")
+        if path.is_dir():
+            found = "a folder"
+        elif path.is_symlink():
+            found = "a broken or looping symlink"
+        elif os.path.lexists(path):
+            found = "not a regular file (a named pipe, socket or device)"
+        else:
+            found = "nothing"
+        raise DataError(path, "file", f"an existing file ({what})", found)
     if path.stat().st_size == 0:
         raise DataError(path, "file", f"a non-empty file ({what})", "0 bytes")
     return path
@@ -86,3 +93,68 @@ def check_increasing(times: np.ndarray, path, field: str, first_line: int = 2) -
         raise DataError(path, f"{field}, line {i + first_line}",
                         "strictly increasing timestamps",
                         f"a {kind} timestamp ({times[i]!r} after {times[i - 1]!r})")
+
+
+# --------------------------------------------------------------------------- times from users
+
+#: Plausible UNIX times in seconds: 2000-01-01 .. 2100-01-01 (UTC).
+UNIX_MIN, UNIX_MAX = 946_684_800.0, 4_102_444_800.0
+#: The longest time one participant's data may span (7 days): a longer span means a time in
+#: the wrong unit or a wrong date, and would size arrays by the span instead of the data.
+MAX_SPAN_SECONDS = 7 * 86_400.0
+#: Values below this (about 3 years) look like seconds from the start of a recording.
+_RELATIVE_MAX = 1e8
+_UNITS = {"s": ("seconds", 1.0), "ms": ("milliseconds", 1000.0)}
+#: Units a time may have been written in by mistake: name -> seconds per unit.
+_OTHER_UNITS = (("seconds", 1.0), ("milliseconds", 1e-3), ("microseconds", 1e-6),
+                ("nanoseconds", 1e-9))
+
+
+def unix_time_hint(value: float, unit: str = "s") -> str:
+    """Why ``value`` (in ``unit``, ``"s"`` or ``"ms"``) may not be a plausible UNIX time:
+    another unit (``" (looks like milliseconds: ...)"``), relative seconds, or ``""``."""
+    name, per_second = _UNITS[unit]
+    value = float(value)
+    if not np.isfinite(value) or UNIX_MIN <= value / per_second < UNIX_MAX:
+        return ""
+    for other, seconds_per_unit in _OTHER_UNITS:
+        seconds = value * seconds_per_unit
+        if other != name and UNIX_MIN <= seconds < UNIX_MAX:
+            return (f" (looks like {other}: this field takes UNIX {name}, "
+                    f"i.e. {seconds * per_second!r})")
+    if 0 <= value / per_second < _RELATIVE_MAX:
+        return (f" (looks like {name} from the start of the recording: this field takes absolute "
+                f"UNIX {name}, e.g. {1644228016 * per_second:.0f} for 2022-02-07 10:00:16 UTC)")
+    return ""
+
+
+def check_unix_times(values, path, field: str, unit: str = "s", first_line=None) -> np.ndarray:
+    """Raise unless every value is a UNIX time between 2000 and 2100 in ``unit`` (``"s"`` or
+    ``"ms"``), with a hint when it looks like another unit or relative seconds.
+
+    The one plausibility check for every time a user writes (E4 start rows, tag times, audio
+    starts, label start/end). ``first_line``: file line number of ``values[0]`` (or an array of
+    the line number of each value); the error then names ``"<field>, line <n>"``. Returns the
+    values as float64.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    name, per_second = _UNITS[unit]
+    with np.errstate(invalid="ignore"):
+        bad = ~((values >= UNIX_MIN * per_second) & (values < UNIX_MAX * per_second))
+    if bad.any():
+        i = int(np.argmax(bad))
+        if first_line is None:
+            where = field
+        elif np.ndim(first_line):
+            where = f"{field}, line {int(np.asarray(first_line)[i])}"
+        else:
+            where = f"{field}, line {i + int(first_line)}"
+        value = float(values[i])
+        raise DataError(path, where, f"a UNIX time in {name} between 2000 and 2100",
+                        f"{value!r}{unix_time_hint(value, unit)}")
+    return values
+
+
+def check_unix_time(value: float, path, field: str, unit: str = "s") -> float:
+    """:func:`check_unix_times` for one value; returns it as a float."""
+    return float(check_unix_times([value], path, field, unit)[0])

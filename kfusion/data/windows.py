@@ -17,6 +17,7 @@ dropped, as ``"no requested modality present"``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -26,6 +27,8 @@ from scipy.signal import resample_poly
 from kfusion.config import DataConfig
 from kfusion.data.modalities import AUDIO_RATE, CHANNELS, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.recording import Audio, Recording, Signal
+from kfusion.data.tables import MAX_SPAN_SECONDS
+from kfusion.errors import DataError
 
 #: Seconds of float slack when deciding whether the last window still fits in the span.
 TIME_TOLERANCE = 1e-5
@@ -69,6 +72,10 @@ def window_starts(span_start: float, span_end: float, seconds: float, hop: float
     :data:`TIME_TOLERANCE`). E.g. a 20 s span, 4 s windows, 3 s hop -> offsets 0, 3, ..., 15.
     """
     length = float(span_end) - float(span_start)
+    if not length <= MAX_SPAN_SECONDS:  # never size an array by an absurd span (NaN included)
+        raise DataError(None, "time span", f"a span of at most {MAX_SPAN_SECONDS / 86400:g} days "
+                        "(UNIX seconds)", f"{float(span_start):.3f}-{float(span_end):.3f} "
+                        f"({length:.0f} s)")
     if length + TIME_TOLERANCE < seconds:
         return np.zeros(0, dtype=np.float64)
     count = int(np.floor((length - seconds + TIME_TOLERANCE) / hop)) + 1
@@ -171,6 +178,37 @@ def recording_span(recording: Recording, modalities) -> tuple[float, float] | No
     return float(min(r[0] for r in ranges)), float(max(r[1] for r in ranges))
 
 
+def _fmt(start: float, end: float) -> str:
+    return f"{start:.3f}-{end:.3f} (UNIX s, {end - start:.1f} s)"
+
+
+def check_span(recording: Recording, modalities, span: tuple[float, float] | None) -> None:
+    """Raise a :class:`DataError` naming every file and its time span when the windowed
+    ``span`` is longer than :data:`~kfusion.data.tables.MAX_SPAN_SECONDS` (7 days): the times of
+    one participant's files are then on different clocks or units (e.g. an audio start in
+    milliseconds next to E4 files in seconds), and windows would be sized by the span."""
+    if span is None or span[1] - span[0] <= MAX_SPAN_SECONDS:
+        return
+    groups: dict[tuple[float, float], list[str]] = {}  # modalities with the same span together
+    files = []
+    for m in modalities:
+        data = recording.audio if m == SPEECH else recording.signals.get(m)
+        if data is None:
+            continue
+        name = os.path.basename(data.source) if data.source else "?"
+        groups.setdefault((float(data.start), float(data.end)), []).append(f"{m} ({name})")
+        if data.source and data.source not in files:
+            files.append(data.source)
+    parts = [f"{', '.join(ms)} {_fmt(*span_)}" for span_, ms in groups.items()]
+    if recording.span is not None:
+        parts.append(f"reader span {_fmt(float(recording.span[0]), float(recording.span[1]))}")
+    days = MAX_SPAN_SECONDS / 86400
+    raise DataError(", ".join(files) or recording.source or None, "time span",
+                    f"the files of participant {recording.participant} within {days:g} days of "
+                    "each other on one clock (UNIX seconds; a longer span means a time in another "
+                    "unit or a wrong date)", "; ".join(parts), participant=recording.participant)
+
+
 def cut_windows(recording: Recording, config: DataConfig | None = None) -> RecordingWindows:
     """Cut ``recording`` into the windows of ``config.window`` for ``config.modalities``.
 
@@ -181,6 +219,7 @@ def cut_windows(recording: Recording, config: DataConfig | None = None) -> Recor
     modalities = check_modalities(config.modalities)
     seconds, hop = config.window.seconds, config.window.hop
     span = recording_span(recording, modalities)
+    check_span(recording, modalities, span)
     starts = (window_starts(span[0], span[1], seconds, hop) if span is not None
               else np.zeros(0, dtype=np.float64))
     total = int(starts.shape[0])

@@ -447,6 +447,21 @@ def _predict_config(predictor: Predictor, config: DataConfig | None) -> DataConf
     return config
 
 
+#: Columns holding times (UNIX s or s from the start): written with millisecond precision.
+TIME_COLUMNS = ("window_start", "time_from_start")
+
+
+def write_timeline_csv(frame, out_csv) -> Path:
+    """Write a :func:`timeline` frame: time columns with millisecond precision (``%.3f``, so
+    UNIX seconds keep every window apart), probabilities with 6 significant digits."""
+    out = frame.copy()
+    for column in TIME_COLUMNS:
+        if column in out.columns:
+            out[column] = [f"{float(t):.3f}" for t in out[column]]
+    out.to_csv(out_csv, index=False, float_format="%.6g")
+    return Path(out_csv)
+
+
 def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = None,
             participants=None, classes: Mapping | None = None, calibration=None):
     """Write a per-window timeline CSV (see :func:`timeline`) of ``source`` (``scheme:PATH``)
@@ -484,7 +499,7 @@ def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = 
                         f"with the model's modalities ({', '.join(predictor.modalities)})", "none")
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out_csv, index=False, float_format="%.6g")
+    write_timeline_csv(frame, out_csv)
     if plot is not None:
         plot_timeline(frame, predictor.classes, plot)
     return frame

@@ -15,6 +15,7 @@ The other readers (Stress-Predict, generic) use :func:`read_e4_folder` for their
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pandas as pd
 from kfusion.config import DataConfig
 from kfusion.data.modalities import ACC, BVP, CHANNELS, EDA, TEMP, WEARABLES
 from kfusion.data.recording import Recording, Signal
-from kfusion.data.tables import require_file
+from kfusion.data.tables import UNIX_MAX, UNIX_MIN, check_unix_time, require_file  # noqa: F401
 from kfusion.errors import DataError
 
 #: Signal file name of each wearable modality in an E4 export.
@@ -32,8 +33,6 @@ E4_FILES: dict[str, str] = {ACC: "ACC.csv", BVP: "BVP.csv", EDA: "EDA.csv", TEMP
 #: Column names used in error messages (ACC: x, y, z).
 _COLUMN_NAMES: dict[str, tuple[str, ...]] = {ACC: ("x", "y", "z"), BVP: ("value",),
                                               EDA: ("value",), TEMP: ("value",)}
-#: Plausible UNIX times: 2000-01-01 .. 2100-01-01 (UTC).
-UNIX_MIN, UNIX_MAX = 946_684_800.0, 4_102_444_800.0
 _SAMPLES_FIRST_LINE = 3  # lines 1 and 2 are start time and rate
 
 
@@ -69,13 +68,17 @@ def find_tag_files(folder: Path) -> list[Path]:
                   and re.fullmatch(r"tags(_.*)?\.csv", p.name, flags=re.IGNORECASE))
 
 
-def check_unix_time(value: float, path, field: str) -> float:
-    """Raise unless ``value`` is a UNIX time in seconds between 2000 and 2100."""
-    if not UNIX_MIN <= value < UNIX_MAX:
-        hint = " (milliseconds? E4 files use seconds)" if UNIX_MIN * 1000 <= value < UNIX_MAX * 1000 else ""
-        raise DataError(path, field, "a UNIX time in seconds between 2000 and 2100",
-                        f"{value!r}{hint}")
-    return value
+def e4_folder_files(folder: Path) -> list[Path]:
+    """Every entry of ``folder`` named like a file the E4 reader reads (signal files and
+    ``tags*.csv``, case-insensitively), whatever it is: the data-set fingerprint hashes these
+    and leaves out (with a note) any that is not a regular file. Never raises."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    wanted = {name.lower() for name in E4_FILES.values()}
+    return [Path(folder) / n for n in names
+            if n.lower() in wanted or re.fullmatch(r"tags(_.*)?\.csv", n, flags=re.IGNORECASE)]
 
 
 def _header_cells(line: str | None) -> list[str] | None:
@@ -263,6 +266,12 @@ class E4Reader:
             raise DataError(root, "files", "ACC.csv, BVP.csv, EDA.csv or TEMP.csv, or participant "
                             "folders holding them", "neither")
         return sorted(names, key=natural_key)
+
+    def source_files(self, root: Path) -> list[Path]:
+        """The signal and tag files of every participant (what the data-set fingerprint
+        hashes; other files in the folders are never opened)."""
+        root = Path(root)
+        return [p for pid in self.participants(root) for p in e4_folder_files(self.folder(root, pid))]
 
     def folder(self, root: Path, participant: str) -> Path:
         root = Path(root)

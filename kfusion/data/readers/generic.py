@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,9 @@ import soundfile
 
 from kfusion.config import DataConfig
 from kfusion.data.modalities import SPEECH
-from kfusion.data.readers.e4 import E4_FILES, find_e4_files, natural_key, read_e4_folder
+from kfusion.data.readers.e4 import E4_FILES, e4_folder_files, find_e4_files, natural_key, read_e4_folder
 from kfusion.data.recording import Audio, LabelIntervals, Recording
-from kfusion.data.tables import read_table
+from kfusion.data.tables import check_unix_time, check_unix_times, read_table
 from kfusion.errors import DataError
 
 DATASET_FILE, LABELS_FILE, AUDIO_META_FILE = "dataset.json", "labels.csv", "audio.json"
@@ -123,10 +124,15 @@ def _participant_dirs(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
 
 
+#: Most classes an undeclared label column may have (more: declare them in dataset.json).
+MAX_UNDECLARED_CLASSES = 50
+
+
 @functools.lru_cache(maxsize=16)
-def _inferred_class_counts_cached(files: tuple[tuple[str, int], ...], declared: tuple[str, ...]
-                                  ) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def _inferred_classes_cached(files: tuple[tuple[str, int], ...], declared: tuple[str, ...]
+                             ) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """``{column: (K, values used above the dense range)}`` over every participant's labels."""
+    used: dict[str, set] = {}
     for name, _ in files:
         try:
             table = pd.read_csv(name, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -137,21 +143,36 @@ def _inferred_class_counts_cached(files: tuple[tuple[str, int], ...], declared: 
             if column_name in ("start", "end") or column_name in declared:
                 continue
             values = pd.to_numeric(table[column].str.strip(), errors="coerce").to_numpy(np.float64)
-            values = values[np.isfinite(values)]
-            top = int(values.max()) if values.size else 0
-            counts[column_name] = max(counts.get(column_name, 2), top + 1)
-    return counts
+            values = values[np.isfinite(values) & (values >= 0) & (values == np.round(values))]
+            # (other cells are errors the participant's own read names)
+            used.setdefault(column_name, set()).update(np.unique(values).astype(np.int64).tolist())
+    out = {}
+    for column, values in used.items():
+        dense = 0  # 0..dense-1 all used, capped
+        while dense in values and dense < MAX_UNDECLARED_CLASSES:
+            dense += 1
+        out[column] = (max(dense, 2), tuple(sorted(v for v in values if v >= max(dense, 2))))
+    return out
 
 
-def inferred_class_counts(root: Path, declared) -> dict[str, int]:
-    """Number of classes of each undeclared label column: 1 + its largest value over every
-    participant's labels.csv (at least 2)."""
+def inferred_classes(root: Path, declared) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Classes of each undeclared label column over every participant's labels.csv:
+    ``{column: (K, out_of_line)}``. The values used must be dense class indices: every index
+    from 0 up to the largest occurs in some participant's file, and there are at most
+    :data:`MAX_UNDECLARED_CLASSES`. K is the length of the dense run 0..K-1 (at least 2);
+    ``out_of_line`` lists the values beyond it (a typo such as 999999, or a gap), which are
+    errors in the files that hold them."""
     files = []
     for folder in _participant_dirs(Path(root)):
         path = folder / LABELS_FILE
         if path.is_file():
             files.append((str(path), path.stat().st_mtime_ns))
-    return _inferred_class_counts_cached(tuple(sorted(files)), tuple(sorted(declared)))
+    return _inferred_classes_cached(tuple(sorted(files)), tuple(sorted(declared)))
+
+
+def inferred_class_counts(root: Path, declared) -> dict[str, int]:
+    """Number of classes of each undeclared label column (see :func:`inferred_classes`)."""
+    return {column: k for column, (k, _) in inferred_classes(root, declared).items()}
 
 
 def _class_column(raw: np.ndarray, names: tuple[str, ...], path: Path, column: str) -> np.ndarray:
@@ -187,7 +208,8 @@ def _parses_as_number(text: str) -> bool:
         return False
 
 
-def _integer_column(raw: np.ndarray, path: Path, column: str, n_classes: int) -> np.ndarray:
+def _integer_column(raw: np.ndarray, path: Path, column: str, n_classes: int,
+                    out_of_line: tuple[int, ...] = ()) -> np.ndarray:
     text = pd.Series(raw, dtype=str).str.strip()
     values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, copy=True)
     empty = text.eq("").to_numpy()
@@ -198,10 +220,17 @@ def _integer_column(raw: np.ndarray, path: Path, column: str, n_classes: int) ->
                         f"an integer class index >= 0 (or declare the class names of '{column}' "
                         f"in {DATASET_FILE})", repr(text.iloc[i]))
     values[empty] = np.nan
-    if np.nanmax(values, initial=-1) >= n_classes:  # only if the file changed since counting
-        i = int(np.nanargmax(values))
+    beyond = np.nan_to_num(values, nan=-1) >= n_classes
+    if beyond.any():
+        i = int(np.argmax(beyond))
+        others = [v for v in out_of_line if v != values[i]][:3]
+        found = f"{values[i]:.0f}" + (f" (other values beyond it: {', '.join(map(str, others))})"
+                                      if others else "")
         raise DataError(path, f"column '{column}', line {i + 2}",
-                        f"a class index below {n_classes}", repr(values[i]))
+                        f"a dense class index 0..{n_classes - 1}: without {DATASET_FILE} a label "
+                        "column's values over all participants must be 0, 1, ..., K-1 with every "
+                        f"index used and K <= {MAX_UNDECLARED_CLASSES} (declare the classes of "
+                        f"'{column}' in {DATASET_FILE} for other values)", found)
     return values
 
 
@@ -236,13 +265,59 @@ def merge_contiguous(start: np.ndarray, end: np.ndarray, columns: dict[str, np.n
     return start[first], end[last], {k: v[first] for k, v in columns.items()}
 
 
+#: Rows overlapping by less than this (s) do not contradict each other (float round-off).
+OVERLAP_TOLERANCE = 1e-3
+
+
+def check_contradictions(path: Path, start: np.ndarray, end: np.ndarray,
+                         columns: dict[str, np.ndarray], raw: dict[str, np.ndarray]) -> None:
+    """Raise when two rows overlap in time and hold different labels in one column (naming
+    both lines and the column); overlapping rows that agree, or where one cell is empty, are
+    fine. ``raw``: the cells as written, for the message."""
+    n = len(start)
+    if n < 2:
+        return
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    reach = np.maximum.accumulate(e)  # latest end among the rows sorted up to here
+    overlaps = s[1:] < reach[:-1] - OVERLAP_TOLERANCE  # row k overlaps some earlier row
+    if not overlaps.any():
+        return
+    # groups of rows chained by overlaps; only those with two or more rows need a look
+    first = np.flatnonzero(np.concatenate([[True], ~overlaps]))
+    last = np.concatenate([first[1:], [n]])
+    for g0, g1 in zip(first, last):
+        if g1 - g0 < 2:
+            continue
+        for column, values in columns.items():
+            latest: dict[float, tuple[float, int]] = {}  # label -> (latest end, its row)
+            for k in range(g0, g1):
+                row = int(order[k])
+                value = values[row]
+                if not np.isfinite(value):
+                    continue
+                for other, (other_end, other_row) in latest.items():
+                    if other != value and other_end > s[k] + OVERLAP_TOLERANCE:
+                        a, b = sorted((other_row, row))
+                        lo, hi = max(start[a], start[b]), min(end[a], end[b])
+                        raise DataError(
+                            path, f"column '{column}', lines {a + 2} and {b + 2}",
+                            "one label at a time: rows whose times overlap must hold the same "
+                            "label (or leave one cell empty)",
+                            f"{str(raw[column][a]).strip()!r} on line {a + 2} and "
+                            f"{str(raw[column][b]).strip()!r} on line {b + 2}, overlapping for "
+                            f"{hi - lo:g} s from UNIX {lo:.3f}")
+                if value not in latest or latest[value][0] < e[k]:
+                    latest[value] = (float(e[k]), row)
+
+
 def read_labels(path: Path, root: Path) -> LabelIntervals:
     """``labels.csv`` as :class:`LabelIntervals` under the data set's label scheme."""
     scheme, declared = dataset_spec(root)
     table = read_table(path, required=["start", "end"], numeric=["start", "end"],
                        what="label intervals: start,end (UNIX s) and label columns")
-    start = table["start"].to_numpy(np.float64)
-    end = table["end"].to_numpy(np.float64)
+    start = check_unix_times(table["start"].to_numpy(np.float64), path, "column 'start'", first_line=2)
+    end = check_unix_times(table["end"].to_numpy(np.float64), path, "column 'end'", first_line=2)
     bad = ~(end > start)
     if bad.any():
         i = int(np.argmax(bad))
@@ -261,19 +336,20 @@ def read_labels(path: Path, root: Path) -> LabelIntervals:
                                 repr(column))
             columns[column] = _rating_column(table[column].to_numpy(), path, column)
     else:
-        counts = None
+        inferred = None
         for column in label_columns:
             raw = table[column].to_numpy()
             if column in declared:
                 names = declared[column]
                 columns[column] = _class_column(raw, names, path, column)
             else:
-                if counts is None:
-                    counts = inferred_class_counts(root, declared)
-                n_classes = counts.get(column, 2)
-                columns[column] = _integer_column(raw, path, column, n_classes)
+                if inferred is None:
+                    inferred = inferred_classes(root, declared)
+                n_classes, out_of_line = inferred.get(column, (2, ()))
+                columns[column] = _integer_column(raw, path, column, n_classes, out_of_line)
                 names = tuple(str(k) for k in range(n_classes))
             classes[column] = names
+    check_contradictions(path, start, end, columns, {c: table[c].to_numpy() for c in columns})
     start, end, columns = merge_contiguous(start, end, columns)
     return LabelIntervals(start=start, end=end, columns=columns, source=str(path),
                           scheme=scheme, classes=classes)
@@ -305,6 +381,7 @@ def read_audio(path: Path) -> tuple[Audio, list[str]]:
     if "start" not in meta or not _is_number(meta["start"]):
         raise DataError(meta_path, "start", "the UNIX time in seconds of the first audio sample "
                         "(a number)", repr(meta.get("start")) if "start" in meta else "no 'start' key")
+    check_unix_time(meta["start"], meta_path, "start")
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
@@ -355,6 +432,22 @@ class GenericReader:
             hint = " (this looks like one E4 export: use e4:PATH)" if find_e4_files(root) else ""
             raise DataError(root, "folders", "one folder per participant" + hint, "none")
         return sorted(names, key=natural_key)
+
+    def source_files(self, root: Path) -> list[Path]:
+        """``dataset.json`` and, per participant, the E4 signal and tag files, the audio file,
+        ``audio.json`` and ``labels.csv`` (other files in the folders are never opened)."""
+        root = Path(root)
+        files = [root / DATASET_FILE] if os.path.lexists(root / DATASET_FILE) else []
+        for pid in self.participants(root):
+            folder = root / pid
+            files += e4_folder_files(folder)
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            files += [folder / n for n in names if n in (AUDIO_META_FILE, LABELS_FILE)
+                      or (Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES)]
+        return files
 
     def read(self, root: Path, participant: str, config: DataConfig | None = None) -> Recording:
         config = config or DataConfig()

@@ -37,7 +37,7 @@ import pandas as pd
 from kfusion.config import DataConfig
 from kfusion.data.modalities import ACC, BVP, EDA, NOMINAL_RATES, SPEECH, TEMP
 from kfusion.data.recording import Audio, LabelIntervals, Recording, Signal
-from kfusion.data.tables import read_table, require_file
+from kfusion.data.tables import MAX_SPAN_SECONDS, check_unix_time, check_unix_times, read_table, require_file
 from kfusion.errors import DataError
 
 #: E4 file of each wearable modality and its value columns.
@@ -102,9 +102,8 @@ def read_subjects(root: Path) -> dict[str, Subject]:
         pid = str(int(pid_value))
         if pid in subjects:
             raise DataError(path, f"column 'pid', line {line}", "each pid once", f"pid {pid} again")
-        if start_ms < 1e11:
-            raise DataError(path, f"column 'startTime', line {line}",
-                            "UNIX time in milliseconds (13 digits)", start_ms)
+        check_unix_time(start_ms, path, f"column 'startTime', line {line}", unit="ms")
+        check_unix_time(end_ms, path, f"column 'endTime', line {line}", unit="ms")
         if not end_ms > start_ms:
             raise DataError(path, f"column 'endTime', line {line}",
                             f"a time after startTime ({start_ms!r})", end_ms)
@@ -151,6 +150,7 @@ def read_e4_samples(path: Path, participant: str, value_columns: tuple[str, ...]
     keep = _device_rows(path, participant, table, notes)
     lines = np.flatnonzero(keep) + 2  # file line numbers (header = line 1)
     times_ms = table["timestamp"].to_numpy(dtype=np.float64)[keep]
+    check_unix_times(times_ms, path, "column 'timestamp'", unit="ms", first_line=lines)
     values = table[list(value_columns)].to_numpy(dtype=np.float64)[keep]
     times_ms, values, lines = _drop_duplicates_checked(path, times_ms, values, lines, notes)
     return times_ms / 1000.0, values, notes
@@ -230,6 +230,12 @@ def regular_grid(times: np.ndarray, values: np.ndarray, rate: float, origin: flo
         raise DataError(path, "column 'timestamp'",
                         f"a median sampling interval of {period * 1000:.2f} ms ({rate:g} Hz nominal)",
                         f"{median * 1000:.3f} ms: rate inconsistent with timestamps")
+    if times[-1] - times[0] > MAX_SPAN_SECONDS:  # the grid is sized by the time span
+        jump = int(np.argmax(step))
+        raise DataError(path, "column 'timestamp'",
+                        f"samples spanning at most {MAX_SPAN_SECONDS / 86400:g} days",
+                        f"{times[0]:.3f} .. {times[-1]:.3f} UNIX s (a jump of {step[jump]:.0f} s "
+                        f"after {times[jump]:.3f})")
     first = math.ceil((times[0] - origin) * rate - 1e-6)
     last = math.floor((times[-1] - origin) * rate + 1e-6)
     grid = origin + np.arange(first, last + 1, dtype=np.float64) / rate

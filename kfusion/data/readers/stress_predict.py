@@ -19,6 +19,7 @@ has ``labels=None`` and a note.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -27,9 +28,9 @@ import pandas as pd
 
 from kfusion.config import DataConfig
 from kfusion.data.modalities import WEARABLES
-from kfusion.data.readers.e4 import natural_key, read_e4_folder
+from kfusion.data.readers.e4 import e4_folder_files, natural_key, read_e4_folder
 from kfusion.data.recording import LabelIntervals, Recording
-from kfusion.data.tables import check_increasing, require_file, to_numbers
+from kfusion.data.tables import check_increasing, check_unix_times, require_file, to_numbers
 from kfusion.errors import DataError
 
 RAW_DIR = "Raw_data"
@@ -87,6 +88,7 @@ def _labels_by_participant(path: str, mtime_ns: int, size: int) -> dict[int, tup
     columns = _read_label_columns(path)
     pids, times, labels = columns[PARTICIPANT], columns[TIME], columns[LABEL]
     line = np.arange(len(pids)) + 2  # header is line 1
+    check_unix_times(times, path, f"column '{TIME}'", first_line=2)
     bad = (pids != np.round(pids)) | (pids < 0)
     if bad.any():
         i = int(np.argmax(bad))
@@ -150,6 +152,12 @@ class StressPredictReader:
         if not names:
             raise DataError(raw, "folder", "participant folders S01 .. S35", "none")
         return sorted(names, key=natural_key)
+
+    def source_files(self, root: Path) -> list[Path]:
+        """The E4 signal and tag files of every participant and the label file."""
+        root = Path(root)
+        files = [p for pid in self.participants(root) for p in e4_folder_files(root / RAW_DIR / pid)]
+        return files + ([root / LABEL_FILE] if os.path.lexists(root / LABEL_FILE) else [])
 
     def read(self, root: Path, participant: str, config: DataConfig | None = None) -> Recording:
         config = config or DataConfig()
