@@ -347,9 +347,40 @@ def _add_other_commands(commands) -> None:
     calibrate.set_defaults(func=cmd_calibrate)
 
 
+#: Commands that never start TensorFlow (``kfusion data ...``).
+_WITHOUT_TENSORFLOW = ("cmd_data_inspect", "cmd_data_synth")
+
+
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and initialise its devices with the process's stderr (fd 2) sent to a
+    temporary file: TensorFlow's C++ start-up lines (oneDNN, CUDA probing on a machine without
+    a GPU) are printed before its logging honours ``TF_CPP_MIN_LOG_LEVEL``. They are shown if
+    the start fails."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.constant(0)  # device initialisation logs here
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if getattr(args.func, "__name__", "") not in _WITHOUT_TENSORFLOW and "tensorflow" not in sys.modules:
+        _start_tensorflow_quietly()
     try:
         return args.func(args)
     except KfusionError as err:

@@ -47,3 +47,17 @@ def test_console_script_is_installed():
     result = subprocess.run([str(Path(sys.executable).parent / "kfusion"), "--version"],
                             capture_output=True, text=True, check=True)
     assert result.stdout.startswith("kfusion ")
+
+
+def test_tensorflow_start_up_noise_stays_off_stderr():
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL; the
+    CLI starts TensorFlow with stderr set aside, so a user sees only kfusion's own output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "kfusion.cli", "models", "list"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "sigrep-eda" in done.stdout
+    for noise in ("oneDNN", "cuda", "absl::InitializeLog", "I0000", "E0000"):
+        assert noise not in done.stderr, done.stderr
