@@ -136,7 +136,19 @@ def test_files_days_apart_are_a_time_span_error_not_a_memory_error(tmp_path, cap
 def test_window_starts_never_sizes_an_array_by_an_absurd_span():
     with pytest.raises(DataError, match="time span"):
         window_starts(T0, T0 * 1000, 4.0, 3.0)  # would be 4 TiB of start times
-    assert window_starts(T0, T0 + 7 * 86400, 4.0, 3.0).size == 201600
+    assert window_starts(T0, T0 + 7 * 86400, 4.0, 3.0).size == (7 * 86400 - 4) // 3 + 1
+
+
+def test_kemocon_times_in_seconds_where_milliseconds_are_expected(tmp_path):
+    from kfusion.data.readers.kemocon import read_subjects
+
+    (tmp_path / "metadata").mkdir()
+    path = tmp_path / "metadata" / "subjects.csv"
+    path.write_text(f"pid,initTime,startTime,endTime\n1,,{T0 * 1000:.0f},{T0 + 600:.0f}\n")
+    with pytest.raises(DataError) as err:
+        read_subjects(tmp_path)
+    assert str(path) in str(err.value) and "column 'endTime', line 2" in str(err.value)
+    assert "UNIX time in milliseconds" in str(err.value) and "looks like seconds" in str(err.value)
 
 
 def test_kemocon_timestamp_jump_does_not_size_the_grid():
@@ -233,8 +245,9 @@ def test_named_pipes_and_broken_symlinks_do_not_stop_the_build(tmp_path):
                                 cache_dir=tmp_path / "cache")
     assert len(ds) == 139 and ds.participant_ids() == ["S02"]
     assert ds.report["ignored_files"] == [f"{folder / 'TEMP.csv'}: a named pipe; not read"]
-    again = build_with_timeout(f"generic:{root}", config=DataConfig(modalities=("bvp", "eda")),
-                               cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="named pipe"):  # a cache hit says so too
+        again = build_with_timeout(f"generic:{root}", config=DataConfig(modalities=("bvp", "eda")),
+                                   cache_dir=tmp_path / "cache")
     assert again.report["cache"]["hit"] and again.report["ignored_files"] == ds.report["ignored_files"]
 
 

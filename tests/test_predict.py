@@ -172,6 +172,24 @@ def test_stress_predict_wearable_only_model_from_all_three_formats(tmp_path):
     assert len(cli) == int((reference["participant"] == "S02").sum())
 
 
+def test_timeline_csv_keeps_absolute_time_to_the_millisecond(tmp_path):
+    # a 5-minute E4 export (the first 300 s of S02): 99 windows, 3 s apart, in UNIX seconds
+    folder = tmp_path / "S02"
+    folder.mkdir()
+    for name in ("ACC.csv", "BVP.csv", "EDA.csv", "TEMP.csv"):
+        lines = (STRESS_PREDICT / "Raw_data" / "S02" / name).read_text().splitlines()
+        rate = float(lines[1].split(",")[0])
+        (folder / name).write_text("\n".join(lines[:2 + int(300 * rate)]) + "\n")
+    model = small_emotion_model("weighted", modalities=WEARABLES, targets={"stress": 2}, seed=3)
+    model.save(tmp_path / "stress.keras")
+    predict(tmp_path / "stress.keras", f"e4:{folder}", tmp_path / "timeline.csv")
+    text = pd.read_csv(tmp_path / "timeline.csv", dtype=str)
+    assert len(text) == 99 and text["window_start"].nunique() == 99
+    assert text["window_start"].iloc[0] == "1644228016.000" and text["window_start"].iloc[-1] == "1644228310.000"
+    assert text["time_from_start"].iloc[1] == "3.000"
+    np.testing.assert_allclose(text["window_start"].astype(float), 1644228016.0 + 3.0 * np.arange(99), atol=1e-3)
+
+
 def test_predict_bad_input(tmp_path, trained, kemocon_synth_medium):
     with pytest.raises(DataError, match="an existing .keras file"):
         load_predictor(tmp_path / "missing.tflite")

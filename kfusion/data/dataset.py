@@ -245,7 +245,7 @@ def source_files(source: Source, ignored: list | None = None) -> list[Path]:
     other files are never opened); otherwise every file under the source path is used
     (folders walked recursively, hidden names skipped). Anything that is not a regular file
     (a named pipe, a broken or looping symlink, a socket) is left out and, when ``ignored``
-    is a list, described there (``"path: a named pipe (not read)"``).
+    is a list, described there (``"<path>: a named pipe; not read"``).
     """
     root = source.path
     if root.is_file():

@@ -3,7 +3,9 @@
 Every modality is cut on the one UNIX clock. Window ``k`` starts at ``span0 + k * hop``
 (``hop = seconds - overlap``) for as long as it ends inside the span, where the span is the
 recording's ``span`` if the reader set one, else the union of the requested modalities'
-coverage. Before cutting, wearable signals are brought to their nominal rate
+coverage; a span longer than 7 days (times in another unit or a wrong date) is a
+:class:`~kfusion.errors.DataError` naming every file's span, raised before anything is sized by
+it. Before cutting, wearable signals are brought to their nominal rate
 (:data:`~kfusion.data.modalities.NOMINAL_RATES`) and audio to 16 kHz, so a 4 s window is
 ACC ``[128, 3]``, BVP ``[256, 1]``, EDA ``[16, 1]``, TEMP ``[16, 1]`` and speech ``[64000]``.
 

@@ -18,14 +18,18 @@ Label cells (empty = not annotated):
 
 - scheme ``classes``: a column declared in ``labels`` holds class names or class indices
   0..k-1 (a cell equal to a class name is that class; integer cells are indices unless some
-  class name is itself a number). An undeclared column must hold integers >= 0; its classes
-  are named ``"0" .. "K-1"`` with K = 1 + the largest value of that column over all
-  participants (at least 2), so every participant gets the same class list.
+  class name is itself a number). An undeclared column must hold dense class indices: over
+  all participants its values are 0..K-1 with every index used and K <= 50; its classes are
+  named ``"0" .. "K-1"`` (at least 2), so every participant gets the same class list. A value
+  beyond the dense run (a typo like 999999, or a gap) is an error naming its line.
 - scheme ``kemocon``: raw K-EmoCon-style ratings, columns among arousal and valence (1-5),
   cheerful, happy, angry, nervous, sad (1-4).
 
 Consecutive rows that touch (one's end is the next one's start) and carry the same labels are
 merged into one interval, so a 1 Hz label file works as well as a list of long intervals.
+Rows that overlap in time must agree: different labels in one column of two overlapping rows
+are an error naming both lines. All times (label start/end, the audio start) are UNIX seconds
+between 2000 and 2100 (:func:`kfusion.data.tables.check_unix_times`).
 
 Stereo audio is averaged over its channels unless ``audio.json`` names a ``channel``
 (0-based). Only the modalities in ``DataConfig.modalities`` are read.
