@@ -249,6 +249,12 @@ def test_named_pipes_and_broken_symlinks_do_not_stop_the_build(tmp_path):
         again = build_with_timeout(f"generic:{root}", config=DataConfig(modalities=("bvp", "eda")),
                                    cache_dir=tmp_path / "cache")
     assert again.report["cache"]["hit"] and again.report["ignored_files"] == ds.report["ignored_files"]
+    from kfusion.data.inspect import format_inspection, inspect_source
+
+    with pytest.warns(UserWarning, match="named pipe"):
+        text = format_inspection(inspect_source(f"generic:{root}", DataConfig(modalities=("bvp", "eda")),
+                                                cache_dir=tmp_path / "cache"))
+    assert "Not read (not regular files)" in text and "TEMP.csv: a named pipe; not read" in text
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")

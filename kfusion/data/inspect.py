@@ -43,6 +43,7 @@ def inspect_source(sources, config: DataConfig | None = None, cache_dir=None) ->
         "labels": dict(report["labels"]),
         "problems": dict(report["problems"]),
         "skipped": dict(report["skipped"]),
+        "ignored_files": list(report.get("ignored_files", [])),
         "fingerprint": dataset.fingerprint,
         "cache": dict(report.get("cache", {})),
     }
@@ -142,6 +143,11 @@ def format_inspection(info: dict) -> str:
     if problems:
         lines.append("Problems")
         lines.extend(f"  {pid}: {msg}" for pid, msg in problems.items())
+        lines.append("")
+    ignored = info.get("ignored_files", [])
+    if ignored:
+        lines.append("Not read (not regular files)")
+        lines.extend(f"  {entry}" for entry in ignored)
         lines.append("")
     notes = [(p["id"], n) for p in participants for n in p.get("notes", [])]
     if notes:
