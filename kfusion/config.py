@@ -166,7 +166,9 @@ class CalibrationConfig(_Config):
 class DataConfig(_Config):
     """What to make of a data source: modalities, windows, features, annotations.
 
-    ``calibration``: per-person calibration (:class:`CalibrationConfig`).
+    ``calibration``: per-person calibration (:class:`CalibrationConfig`). ``quality_checks``:
+    windows touching samples a sensor cannot have produced, or produced off the skin
+    (:mod:`kfusion.data.quality`), lack that modality (switch off only for non-E4 units).
     ``annotations``: which K-EmoCon perspective labels the windows (``self``, ``partner``,
     ``external``, ``aggregated_external``). ``skip_bad``: report participants whose files are
     bad and go on, instead of stopping.
@@ -178,9 +180,12 @@ class DataConfig(_Config):
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     annotations: str = "self"
     skip_bad: bool = False
+    quality_checks: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
+        if not isinstance(self.quality_checks, bool):
+            raise ConfigError(f"quality_checks: expected true or false, found {self.quality_checks!r}")
         if self.annotations not in ("self", "partner", "external", "aggregated_external"):
             raise ConfigError("annotations: expected self, partner, external or aggregated_external, "
                               f"found {self.annotations!r}")

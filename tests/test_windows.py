@@ -23,7 +23,9 @@ def wearables(seconds: float, start: float = T0, eda_seconds: float | None = Non
     }
 
 
-E4 = DataConfig(modalities=("acc", "bvp", "eda", "temp"))
+# The ramps are sample-index markers, not physiology: the signal-quality checks (tests/test_quality.py)
+# would rightly call them impossible, so these windowing tests switch them off.
+E4 = DataConfig(quality_checks=False, modalities=("acc", "bvp", "eda", "temp"))
 
 
 @pytest.mark.parametrize("length, expected", [
@@ -79,7 +81,7 @@ def test_span_is_union_of_requested_coverage_without_reader_span():
     rec = Recording("p", signals=signals)
     assert recording_span(rec, ("bvp", "eda")) == (T0, T0 + 16.0)
     assert recording_span(rec, ("bvp",)) == (T0, T0 + 10.0)
-    w = cut_windows(rec, DataConfig(modalities=("bvp", "eda")))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("bvp", "eda")))
     # starts 0,3,6,9,12; bvp covers windows starting 0,3,6; eda covers 6,9,12
     assert w.total == 5 and w.kept == 1
     np.testing.assert_allclose(w.starts - T0, [6.0])
@@ -107,7 +109,7 @@ def test_missing_modality_reason_and_fill_mode_presence():
     dropped = cut_windows(rec, E4)
     assert dropped.kept == 0 and dropped.dropped == {"no eda data": 6}
 
-    fill = DataConfig(modalities=E4.modalities, window=WindowConfig(missing="fill"))
+    fill = DataConfig(quality_checks=False, modalities=E4.modalities, window=WindowConfig(missing="fill"))
     w = cut_windows(rec, fill)
     assert w.kept == 6 and w.dropped == {}
     assert not w.presence["eda"].any() and w.presence["bvp"].all()
@@ -120,7 +122,7 @@ def test_fill_mode_zero_fills_gaps_and_uncovered_windows():
     bvp[int(7.5 * 64)] = np.nan
     signals["bvp"] = Signal(bvp, 64, T0, "BVP.csv")
     rec = Recording("p", signals=signals, span=(T0, T0 + 20.0))
-    w = cut_windows(rec, DataConfig(modalities=E4.modalities, window=WindowConfig(missing="fill")))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=E4.modalities, window=WindowConfig(missing="fill")))
     assert w.kept == 6
     np.testing.assert_array_equal(w.presence["bvp"], [True, True, False, True, True, True])
     np.testing.assert_array_equal(w.presence["eda"], [True, True, True, True, False, False])
@@ -131,7 +133,7 @@ def test_fill_mode_zero_fills_gaps_and_uncovered_windows():
 
 def test_fill_mode_drops_windows_with_no_modality_at_all():
     rec = Recording("p", signals={"eda": Signal(np.ones(4 * 8), 4, T0, "EDA.csv")}, span=(T0, T0 + 20.0))
-    w = cut_windows(rec, DataConfig(modalities=("eda", "bvp"), window=WindowConfig(missing="fill")))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("eda", "bvp"), window=WindowConfig(missing="fill")))
     assert w.total == 6 and w.kept == 2
     assert w.dropped == {"no requested modality present": 4}
 
@@ -140,7 +142,7 @@ def test_resample_128hz_bvp_to_64hz_keeps_the_waveform():
     t128 = np.arange(128 * 30) / 128
     bvp = np.sin(2 * np.pi * 1.2 * t128)
     rec = Recording("p", signals={"bvp": Signal(bvp, 128, T0, "BVP.csv")})
-    w = cut_windows(rec, DataConfig(modalities=("bvp",)))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("bvp",)))
     assert w.raw["bvp"].shape == (9, 256, 1)
     t64 = 3.0 + np.arange(256) / 64  # window 1 starts at 3 s
     np.testing.assert_allclose(w.raw["bvp"][1, :, 0], np.sin(2 * np.pi * 1.2 * t64), atol=2e-3)
@@ -169,7 +171,7 @@ def test_audio_is_resampled_to_16k_and_cut():
     t = np.arange(rate * 10) / rate
     audio = Audio(0.5 * np.sin(2 * np.pi * 300 * t), rate, T0, "debate.wav")
     rec = Recording("p", audio=audio)
-    w = cut_windows(rec, DataConfig(modalities=("speech",)))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("speech",)))
     assert w.raw["speech"].shape == (3, 64000)  # starts 0, 3, 6 in 10 s
     spectrum = np.abs(np.fft.rfft(w.raw["speech"][1]))
     assert abs(np.argmax(spectrum) * 16000 / 64000 - 300) < 1
@@ -180,7 +182,7 @@ def test_audio_is_resampled_to_16k_and_cut():
 def test_audio_shorter_than_signals_drops_windows_as_not_covered():
     audio = Audio(np.zeros(16000 * 10), 16000, T0 + 2.0, "debate.wav")  # 2 .. 12 s
     rec = Recording("p", signals=wearables(20.0), audio=audio, span=(T0, T0 + 20.0))
-    w = cut_windows(rec, DataConfig())
+    w = cut_windows(rec, DataConfig(quality_checks=False))
     # starts 0..15: audio covers [3,7) and [6,10) only ([9,13) ends past 12)
     assert w.kept == 2 and w.dropped == {"speech not covered": 4}
     np.testing.assert_allclose(w.starts - T0, [3, 6])
@@ -188,5 +190,5 @@ def test_audio_shorter_than_signals_drops_windows_as_not_covered():
 
 def test_recording_without_requested_modalities_has_no_windows():
     rec = Recording("p", signals={"bvp": Signal(np.zeros(640), 64, T0)})
-    w = cut_windows(rec, DataConfig(modalities=("eda",)))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("eda",)))
     assert w.total == 0 and w.kept == 0 and w.raw["eda"].shape == (0, 16, 1)

@@ -140,6 +140,7 @@ def recording_calibration(recording: Recording, config: DataConfig | None = None
     """``{modality: ChannelStats}`` of the requested modalities the recording has and whose
     calibration (``config.calibration``) is not ``"none"``. ``"head"`` starts at the windowed
     span's start (the reader's span, else the modality's own start)."""
+    from kfusion.data.quality import clean_signal
     from kfusion.data.windows import to_audio_rate, to_nominal_rate
 
     config = config or DataConfig()
@@ -159,7 +160,10 @@ def recording_calibration(recording: Recording, config: DataConfig | None = None
         elif modality in WEARABLES:
             if modality not in recording.signals:
                 continue
-            signal = to_nominal_rate(recording.signals[modality], modality)
+            signal = recording.signals[modality]
+            if config.quality_checks:
+                signal = clean_signal(modality, signal)[0]
+            signal = to_nominal_rate(signal, modality)
             offset = 0 if span_start is None else int(round((span_start - signal.start) * signal.rate))
             stats = signal_statistics(signal.values, signal.rate, method, minutes, offset)
         else:  # pragma: no cover - check_modalities rules it out

@@ -526,6 +526,7 @@ def _physio(recording: Recording, windows: RecordingWindows, config: DataConfig)
     recording lacks the modality): wearable columns if any wearable is requested, speech
     columns if speech is."""
     from kfusion.data.physio import speech_prosody, wearable_physio
+    from kfusion.data.quality import clean_signal
     from kfusion.data.windows import to_audio_rate, to_nominal_rate
 
     seconds = config.window.seconds
@@ -534,7 +535,10 @@ def _physio(recording: Recording, windows: RecordingWindows, config: DataConfig)
         signals = {}
         for m in WEARABLES:
             if m in config.modalities and m in recording.signals:
-                signal = to_nominal_rate(recording.signals[m], m)
+                signal = recording.signals[m]
+                if config.quality_checks:
+                    signal = clean_signal(m, signal)[0]
+                signal = to_nominal_rate(signal, m)
                 signals[m] = (signal.values, signal.rate, signal.start)
         values, columns = wearable_physio(signals, windows.starts, seconds)
         blocks.append(values)
@@ -562,6 +566,10 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
         return None
     windows = cut_windows(recording, config)
     entry["windows"] = {"total": windows.total, "kept": windows.kept, "dropped": dict(windows.dropped)}
+    if windows.quality:
+        entry["quality"] = dict(windows.quality)
+        entry["notes"].extend(f"signal quality: {n} window(s) with {why}: that modality counted absent"
+                              for why, n in windows.quality.items())
     entry["notes"].extend(_outside_notes(windows))
     if windows.kept == 0:
         if config.window.missing == "fill" or all(m in have for m in modalities):

@@ -249,6 +249,7 @@ def feature_settings() -> dict:
 
     from kfusion.data.calibration import calibration_settings
     from kfusion.data.physio import PHYSIO_SETTINGS
+    from kfusion.data.quality import quality_settings
 
     def installed(name):
         try:
@@ -257,5 +258,5 @@ def feature_settings() -> dict:
             return None
 
     return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative",
-            "calibration": calibration_settings(), "physio": PHYSIO_SETTINGS,
+            "calibration": calibration_settings(), "physio": PHYSIO_SETTINGS, "quality": quality_settings(),
             "physio_libraries": {"neurokit2": installed("neurokit2"), "librosa": installed("librosa")}}

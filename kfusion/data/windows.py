@@ -28,6 +28,7 @@ from scipy.signal import resample_poly
 
 from kfusion.config import DataConfig
 from kfusion.data.modalities import AUDIO_RATE, CHANNELS, NOMINAL_RATES, SPEECH, check_modalities
+from kfusion.data.quality import clean_signal
 from kfusion.data.recording import Audio, Recording, Signal
 from kfusion.data.tables import MAX_SPAN_SECONDS
 from kfusion.errors import DataError
@@ -61,6 +62,7 @@ class RecordingWindows:
     span: tuple | None = None
     coverage: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)
 
     @property
     def kept(self) -> int:
@@ -150,18 +152,31 @@ def to_audio_rate(audio: Audio) -> Audio:
                  audio.start, audio.source)
 
 
-def _series(recording: Recording, modality: str):
-    """``(values [n, C] or [n], rate, start, source)`` of a modality at its model rate, or None."""
+def _series(recording: Recording, modality: str, checks: bool = True):
+    """``(values [n, C] or [n], rate, start, source, flags)`` of a modality at its model rate,
+    or None. ``flags``: ``(reason, bool [n0], rate0, start0)`` per failed quality check
+    (:mod:`kfusion.data.quality`) on the signal as read; flagged samples are NaN in ``values``."""
     if modality == SPEECH:
         if recording.audio is None:
             return None
         audio = to_audio_rate(recording.audio)
-        return audio.samples, float(audio.rate), float(audio.start), audio.source
+        return audio.samples, float(audio.rate), float(audio.start), audio.source, []
     signal = recording.signals.get(modality)
     if signal is None:
         return None
+    signal, found = clean_signal(modality, signal) if checks else (signal, {})
+    flags = [(r, mask, float(signal.rate), float(signal.start)) for r, mask in found.items()]
     signal = to_nominal_rate(signal, modality)
-    return signal.values, float(signal.rate), float(signal.start), signal.source
+    return signal.values, float(signal.rate), float(signal.start), signal.source, flags
+
+
+def _flagged_windows(starts: np.ndarray, seconds: float, mask: np.ndarray, rate: float,
+                     start: float) -> np.ndarray:
+    """Bool ``[N]``: windows touching a flagged sample of a signal at ``rate`` from ``start``."""
+    before = np.concatenate([[0], np.cumsum(mask)])
+    i0 = np.clip(np.rint((starts - start) * rate).astype(np.int64), 0, mask.shape[0])
+    i1 = np.clip(i0 + int(round(seconds * rate)), 0, mask.shape[0])
+    return (before[i1] - before[i0]) > 0
 
 
 def recording_span(recording: Recording, modalities) -> tuple[float, float] | None:
@@ -228,14 +243,14 @@ def cut_windows(recording: Recording, config: DataConfig | None = None) -> Recor
 
     series, present, cuts = {}, {}, {}
     reason = np.full(total, None, dtype=object)
-    coverage, files = {}, {}
+    coverage, files, quality = {}, {}, {}
     for m in modalities:
-        found = _series(recording, m)
+        found = _series(recording, m, config.quality_checks)
         if found is None:
             present[m] = np.zeros(total, dtype=bool)
             reason[reason == None] = f"no {m} data"  # noqa: E711 (element-wise)
             continue
-        values, rate, start, source = found
+        values, rate, start, source, flags = found
         series[m] = values
         n_samples = values.shape[0]
         coverage[m] = (start, start + n_samples / rate)
@@ -250,7 +265,11 @@ def cut_windows(recording: Recording, config: DataConfig | None = None) -> Recor
         present[m] = covered & ~gap
         free = reason == None  # noqa: E711
         reason[free & ~covered] = f"{m} not covered"
-        reason[free & covered & gap] = f"gap in {m}"
+        for why, mask, rate0, start0 in flags:  # a failed check names itself, not "gap"
+            hit = covered & _flagged_windows(starts, seconds, mask, rate0, start0)
+            quality[why] = int(hit.sum())
+            reason[(reason == None) & hit] = why  # noqa: E711
+        reason[(reason == None) & covered & gap] = f"gap in {m}"  # noqa: E711
         cuts[m] = (i0, n)
 
     if config.window.missing == "drop":
@@ -287,5 +306,5 @@ def cut_windows(recording: Recording, config: DataConfig | None = None) -> Recor
                     block[row] = series[m][i0[w]:i0[w] + n]
         raw[m] = block
     return RecordingWindows(recording.participant, starts[kept_index], raw, presence, total,
-                            dropped, span, coverage, files)
+                            dropped, span, coverage, files, quality)
 

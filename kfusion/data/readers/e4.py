@@ -193,7 +193,9 @@ def read_e4_file(path: str | Path, modality: str) -> Signal:
     start, rate = read_header(path, modality)
     values = read_samples(path, modality)
     assert values.shape[1] == CHANNELS[modality]
-    return Signal(values.astype(np.float32), rate, start, source=str(path))
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: the quality checks name them
+        values = values.astype(np.float32)
+    return Signal(values, rate, start, source=str(path))
 
 
 def read_tags(path: str | Path) -> np.ndarray:

@@ -1,0 +1,94 @@
+"""Signal-quality checks shared by every reader: samples a sensor cannot have produced, or
+produced while it was off the skin, never reach a model.
+
+:func:`quality_flags` marks, per wearable signal as read (before resampling), the samples that
+fail a check; :func:`~kfusion.data.windows.cut_windows` then treats every window touching a
+flagged sample as lacking that modality (dropped, or zero-filled with ``presence = 0``) and
+counts it under the check's reason in the data set's report. The checks (E4 units):
+
+- physically impossible values, and infinities: EDA outside [-0.01, 100] µS, BVP beyond
+  ±5000, TEMP outside [10, 45] °C, ACC beyond ±256 (1/64 g, i.e. ±4 g; the E4 measures ±2 g);
+- EDA below 0.01 µS: no skin contact (an E4 off the wrist reads about zero; real skin
+  conductance, even of a dry hand, stays above it — 0.03 % of Stress-Predict's samples fall below);
+- a flat signal: the same value for at least :data:`FLAT_SECONDS` (BVP, EDA, every ACC axis at
+  once): a sensor that is off or saturated. TEMP is exempt (0.02 °C steps can sit still).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kfusion.data.modalities import ACC, BVP, EDA, TEMP
+
+#: Valid range per modality, in the E4's units.
+RANGES: dict[str, tuple[float, float]] = {EDA: (-0.01, 100.0), BVP: (-5000.0, 5000.0),
+                                          TEMP: (10.0, 45.0), ACC: (-256.0, 256.0)}
+UNITS = {EDA: "µS", BVP: "", TEMP: "°C", ACC: "1/64 g"}
+#: EDA below this (µS) counts as no skin contact.
+EDA_OFF_SKIN = 0.01
+#: A run of identical samples this long (s) counts as a flat, switched-off sensor.
+FLAT_SECONDS = 60.0
+FLAT_MODALITIES = (BVP, EDA, ACC)
+
+
+def _flat_runs(values: np.ndarray, rate: float) -> np.ndarray:
+    """Bool ``[n]``: samples inside a run of identical rows at least FLAT_SECONDS long."""
+    n = values.shape[0]
+    out = np.zeros(n, dtype=bool)
+    minimum = int(np.ceil(FLAT_SECONDS * rate))
+    if n < minimum or n < 2:
+        return out
+    same = np.all(values[1:] == values[:-1], axis=1)          # row k equals row k-1
+    edges = np.diff(np.concatenate([[0], same.astype(np.int8), [0]]))
+    for begin, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if end - begin + 1 >= minimum:                         # samples begin .. end
+            out[begin:end + 1] = True
+    return out
+
+
+def quality_flags(modality: str, values: np.ndarray, rate: float) -> dict[str, np.ndarray]:
+    """``{reason: bool [n]}`` of the samples of one wearable signal ``values [n, C]`` failing a
+    check (only reasons with at least one sample). NaN samples (gaps) are not flagged here."""
+    if modality not in RANGES:
+        return {}
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    flags: dict[str, np.ndarray] = {}
+    low, high = RANGES[modality]
+    with np.errstate(invalid="ignore"):
+        impossible = np.any(np.isinf(x) | (x < low) | (x > high), axis=1)
+    if impossible.any():
+        unit = f" {UNITS[modality]}" if UNITS[modality] else ""
+        flags[f"{modality} out of range (expected {low:g} to {high:g}{unit})"] = impossible
+    if modality == EDA:
+        with np.errstate(invalid="ignore"):
+            off = np.all((x >= low) & (x < EDA_OFF_SKIN), axis=1)
+        if off.any():
+            flags[f"eda below {EDA_OFF_SKIN:g} µS (sensor off the skin)"] = off
+    if modality in FLAT_MODALITIES:
+        flat = _flat_runs(x, float(rate)) & np.all(np.isfinite(x), axis=1)
+        if flat.any():
+            flags[f"{modality} flat for {FLAT_SECONDS:g} s or more (sensor off)"] = flat
+    return flags
+
+
+def quality_settings() -> dict:
+    """Everything about the checks that changes the numbers (for cache keys)."""
+    return {"ranges": {m: list(r) for m, r in RANGES.items()}, "eda_off_skin": EDA_OFF_SKIN,
+            "flat_seconds": FLAT_SECONDS, "flat_modalities": list(FLAT_MODALITIES)}
+
+
+def clean_signal(modality: str, signal):
+    """``(signal with every flagged sample set to NaN, {reason: bool [n]})`` for a
+    :class:`~kfusion.data.recording.Signal` (unchanged when nothing is flagged), so resampling,
+    calibration and features never see a value a sensor could not have produced."""
+    from kfusion.data.recording import Signal
+
+    flags = quality_flags(modality, signal.values, signal.rate)
+    if not flags:
+        return signal, flags
+    values = np.array(signal.values, dtype=np.float32, copy=True)
+    bad = np.any(np.stack(list(flags.values())), axis=0)
+    values[bad] = np.nan
+    return Signal(values, signal.rate, signal.start, signal.source), flags
