@@ -40,6 +40,27 @@ def write_json_atomic(path: str | Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _differences(old, new, where: str = "") -> list[str]:
+    """``key: stored -> now`` for every setting that differs between two JSON configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{where}.{key}" if where else str(key)
+            if key not in old:
+                out.append(f"{name}: not set -> {json.dumps(new[key])}")
+            elif key not in new:
+                out.append(f"{name}: {json.dumps(old[key])} -> not set")
+            else:
+                out.extend(_differences(old[key], new[key], name))
+        return out
+    if old != new:
+        def short(value):
+            text = json.dumps(value)
+            return text if len(text) <= 60 else text[:57] + "..."
+        return [f"{where or 'config'}: {short(old)} -> {short(new)}"]
+    return []
+
+
 class RunFolder:
     """A folder holding one run: ``config.json``, ``versions.json``, ``data.json`` and results.
 
@@ -56,9 +77,12 @@ class RunFolder:
         stored = self.path / "config.json"
         if stored.is_file():
             previous = json.loads(stored.read_text())
-            if previous != json.loads(json.dumps(config, sort_keys=True, default=str)):
+            current = json.loads(json.dumps(config, sort_keys=True, default=str))
+            if previous != current:
+                changed = _differences(previous, current)
+                shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
                 raise ConfigError(
-                    f"{stored}: this run folder holds a run with another configuration; "
+                    f"{stored}: this run folder holds a run with another configuration ({shown}); "
                     "use a new --out folder (or delete this one) to start a different run")
         else:
             write_json_atomic(stored, config)

@@ -61,3 +61,11 @@ def test_tensorflow_start_up_noise_stays_off_stderr():
     assert "sigrep-eda" in done.stdout
     for noise in ("oneDNN", "cuda", "absl::InitializeLog", "I0000", "E0000"):
         assert noise not in done.stderr, done.stderr
+
+
+def test_export_of_a_corrupt_keras_file_says_what_is_wrong(tmp_path, capsys):
+    corrupt = tmp_path / "model.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["export", "--model", str(corrupt), "--out", str(tmp_path / "m.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "not a zip archive" in err and "File not found" not in err and str(corrupt) in err

@@ -186,3 +186,22 @@ def test_fusion_stage_with_frozen_pretrained_encoders(eda_run, source, tmp_path)
     pretrained = keras.saving.load_model(paths["eda"], compile=False)
     for a, b in zip(_weights(model.get_layer("eda_encoder")), _weights(pretrained)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_resumable_training_prints_no_shuffle_warning(tmp_path):
+    """Each epoch's tf.data batches come in their own seeded order: fit is not asked to shuffle
+    them again (Keras would warn that it cannot)."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    from kfusion.training.pretrain import train_resumable
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices((np.ones((8, 3), "float32"), np.ones((8, 1), "float32"))).batch(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        history = train_resumable(model, lambda epoch: data, 2, tmp_path / "stage", verbose=0)
+    assert len(history) == 2

@@ -242,7 +242,7 @@ def _encoder_of_shape(modality, shape):
 def test_a_folder_of_another_run_is_refused(tmp_path, dataset):
     evaluate(dataset, None, rows=["handcrafted"], targets=["arousal"], out=tmp_path / "r", config=CONFIG,
              progress=False)
-    with pytest.raises(ConfigError, match="another configuration"):
+    with pytest.raises(ConfigError, match=r"another configuration \(evaluation.handcrafted_c: 1.0 -> 0.5\)"):
         evaluate(dataset, None, rows=["handcrafted"], targets=["arousal"], out=tmp_path / "r",
                  config=CONFIG.replace(handcrafted_c=0.5), progress=False)
     other_data = tiny_dataset(seed=1, fingerprint="other")
@@ -306,3 +306,13 @@ def test_learned_rows_see_window_levels_and_reports_name_the_calibration(tmp_pat
     table = (tmp_path / "True" / "table.md").read_text()
     assert f"Calibration: {dataset.config.calibration.describe()}" in table
     assert "Window levels fed to the learned rows: yes" in table
+
+
+def test_adding_a_target_keeps_the_earlier_ones_in_the_report(tmp_path, dataset):
+    out = tmp_path / "grow"
+    evaluate(dataset, None, rows=["handcrafted"], targets=["arousal"], out=out, config=CONFIG, progress=False)
+    results = evaluate(dataset, None, rows=["handcrafted"], targets=["valence"], out=out, config=CONFIG,
+                       progress=False)
+    assert set(results.table["target"]) == {"arousal", "valence"}
+    table = (out / "table.md").read_text()
+    assert "Arousal" in table and "Valence" in table

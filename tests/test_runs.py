@@ -18,8 +18,10 @@ def test_run_folder_writes_manifest_and_refuses_other_config(tmp_path):
         assert (run.path / name).is_file()
     assert json.loads((run.path / "data.json").read_text())["fingerprint"] == "abc123"
     RunFolder(tmp_path / "run").start({"b": [1, 2], "a": 1}, "abc123")  # same config: resumes
-    with pytest.raises(ConfigError, match="another configuration"):
+    with pytest.raises(ConfigError, match=r"another configuration \(a: 1 -> 2\)"):
         RunFolder(tmp_path / "run").start({"a": 2, "b": [1, 2]}, "abc123")
+    with pytest.raises(ConfigError, match=r"b: \[1, 2\] -> \[1, 3\]; c: not set -> 4"):
+        RunFolder(tmp_path / "run").start({"a": 1, "b": [1, 3], "c": 4}, "abc123")
 
 
 def test_records_survive_a_cut_last_line(tmp_path):

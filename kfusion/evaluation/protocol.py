@@ -249,6 +249,11 @@ def _has_layer(model: keras.Model, name: str) -> bool:
 
 
 def _load_model(path: Path) -> keras.Model:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # Keras itself would say "File not found"
+        raise DataError(path, "model", "a Keras 3 .keras model file (a zip archive written by model.save)",
+                        "a file that is not a zip archive (truncated or not a Keras model)")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for unreadable files
@@ -721,7 +726,15 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     finally:
         bar.close()
 
-    results = collect_results(run.path, list(done.values()), rows, targets, held_out)
+    # The reports cover everything the folder holds: rows or targets of an earlier call to the
+    # same run folder stay in table.md when this call adds others.
+    earlier_targets = [t for t in dict.fromkeys(r["target"] for r in done.values())
+                       if t not in targets and t in dataset.labels]
+    for t in earlier_targets:
+        held_out[t] = [f.held_out for f in _target_view(dataset, t, seed, config.validation_fraction).folds]
+    report_rows = tuple(r for r in ALL_ROWS if r in rows or any(x["row"] == r for x in done.values()))
+    results = collect_results(run.path, list(done.values()), report_rows, (*targets, *earlier_targets),
+                              held_out)
     results.files = report.write_report(run.path, results.table, results.tests, results.complete,
                                         run_header(dataset, config, seed))
     return results

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,6 +92,9 @@ def load_keras_model(path) -> "keras.Model":
         raise ConfigError(f"{path}: expected a .keras model file")
     if not path.is_file():
         raise DataError(path, "file", "a .keras model file", "nothing")
+    if not zipfile.is_zipfile(path):  # Keras itself would say "File not found"
+        raise DataError(path, "contents", "a .keras archive (a zip file written by model.save)",
+                        "a file that is not a zip archive (truncated or not a Keras model)")
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, TypeError, KeyError) as err:

@@ -306,7 +306,8 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
                     callbacks=()) -> list[dict]:
     """Fit a compiled ``model`` one epoch at a time, checkpointing after every epoch.
 
-    ``epoch_data(epoch)``: the training data of that (0-based) epoch. After each epoch the
+    ``epoch_data(epoch)``: the training data of that (0-based) epoch, already in its order (it is
+    not shuffled again). After each epoch the
     weights (with optimizer and RNG-layer state) go to ``stage_dir/checkpoint-NNNN.weights.h5``
     and ``progress.json`` is rewritten atomically; on a new call the last checkpoint is loaded
     and training goes on from the next epoch. Returns the per-epoch history (logs of ``fit``).
@@ -327,7 +328,10 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     if tensorboard:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "logs")))
     for epoch in range(state["epochs_done"], epochs):
-        fitted = model.fit(epoch_data(epoch), epochs=epoch + 1, initial_epoch=epoch,
+        data = epoch_data(epoch)
+        # Every epoch's data is already in its own seeded order; shuffle=True on a tf.data
+        # dataset would only print a warning (and on arrays would reorder them unseeded).
+        fitted = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                            validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
         logs = {key: float(values[-1]) for key, values in fitted.history.items()}
         name = f"checkpoint-{epoch + 1:04d}.weights.h5"
