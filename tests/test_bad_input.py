@@ -313,3 +313,135 @@ def test_participants_whose_every_window_is_dropped_get_the_flag_that_keeps_them
     assert fill.participant_ids() == ["full", "talk", "wrist"]
     speech = build_dataset(f"generic:{root}", DataConfig(modalities=("speech",)), cache_dir=False)
     assert speech.participant_ids() == ["full", "talk"]
+
+
+# ------------------------------------------------------------ 7. errors a person can act on
+
+def european(text: str) -> str:
+    """``text`` as Excel saves a CSV in a European locale: ``;`` between values, ``,`` decimals."""
+    return text.replace(",", ";").replace(".", ",")
+
+
+@pytest.mark.parametrize("name, convert, kind, line", [
+    ("EDA.csv", european, "decimal-comma", 1),                      # 1644228016,000000
+    ("ACC.csv", european, "semicolon-separated, decimal-comma", 1),
+    ("ACC.csv", lambda text: text.replace(",", ";"), "semicolon-separated", 1),
+    # header rows left alone (written by hand), samples from Excel
+    ("EDA.csv", lambda text: "\n".join(text.split("\n")[:2] + [european(x) for x in text.split("\n")[2:]]),
+     "decimal-comma", 3),
+    ("ACC.csv", lambda text: "\n".join(text.split("\n")[:2] + [european(x) for x in text.split("\n")[2:]]),
+     "semicolon-separated", 3),
+])
+def test_european_excel_e4_exports_say_how_to_save_them(tmp_path, capsys, name, convert, kind, line):
+    folder = e4_participant(tmp_path, "S02", names=(name,))
+    path = folder / name
+    path.write_text(convert(path.read_text()))
+    code, out, err = inspect_cli(capsys, f"e4:{folder}", "--modalities", name[:-4].lower())
+    assert code == 2 and "Traceback" not in err
+    problem = [x for x in err.splitlines() if "participant S02" in x]
+    assert len(problem) == 1, err
+    assert f"{path}: line {line}: " in problem[0] and f"a {kind} export" in problem[0]
+    assert "save it as CSV with ',' between values and '.' as the decimal mark" in problem[0]
+    assert "column" not in problem[0]  # not the old "wrong column count"
+
+
+def test_european_excel_labels_say_how_to_save_them(tmp_path):
+    folder = e4_participant(tmp_path, "S02", names=("EDA.csv",))
+    rows = [f"{T0:.1f},{T0 + 180.5:.1f},0", f"{T0 + 180.5:.1f},{T0 + 420:.1f},1"]
+    cases = [
+        (european("start,end,stress"), [european(r) for r in rows], "line 1", "semicolon-separated"),
+        ("start;end;stress", [r.replace(",", ";") for r in rows], "line 1", "semicolon-separated"),
+        # ',' between values but quoted decimal commas: Excel's answer to a comma in a number
+        ("start,end,stress", [f'"{T0:.1f}","{T0 + 180.5:.1f}",0'.replace(".", ","),
+                              f'"{T0 + 180.5:.1f}","{T0 + 420:.1f}",1'.replace(".", ",")],
+         "column 'start', line 2", "decimal-comma"),
+    ]
+    for header, lines, where, kind in cases:
+        path = labels_file(folder, header, lines)
+        with pytest.raises(DataError) as err:
+            GENERIC.read(tmp_path, "S02", DataConfig(modalities=("eda",)))
+        message = str(err.value)
+        assert f"{path}: {where}: " in message and f"a {kind} export" in message, message
+        assert "save it as CSV with ',' between values and '.' as the decimal mark" in message
+
+
+def test_well_formed_files_never_look_like_excel_exports(tmp_path):
+    folder = e4_participant(tmp_path, "S02", names=("EDA.csv",))
+    labels_file(folder, "start,end,stress", [f"{T0},{T0 + 180},a;b"])  # a ';' in a label is a label
+    with pytest.raises(DataError) as err:
+        GENERIC.read(tmp_path, "S02", DataConfig(modalities=("eda",)))
+    assert "Excel" not in str(err.value) and "integer class index" in str(err.value)
+    (folder / "EDA.csv").write_text("1644228016\n4\n0.1\n0.2,0.3\n")  # a stray extra value
+    with pytest.raises(DataError, match=r"line 4: expected 1 comma-separated value\(s\), found 2"):
+        read_e4_file(folder / "EDA.csv", "eda")
+
+
+def test_generic_pointed_at_one_participant_names_the_parent_folder(tmp_path, capsys):
+    folder = e4_participant(tmp_path / "set", "S02")
+    audio_participant(folder, T0)
+    labels_file(folder, "start,end,stress", [f"{T0},{T0 + 180},0", f"{T0 + 180},{T0 + 420},1"])
+    code, out, err = inspect_cli(capsys, f"generic:{folder}")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{folder}: folders: expected a data set folder holding one folder per participant" in err
+    assert "ACC.csv, BVP.csv, EDA.csv, TEMP.csv, audio.json, audio.wav, labels.csv" in err
+    assert f"point generic: at the parent folder, generic:{tmp_path / 'set'}, which holds S02/" in err
+    assert f"(to read its E4 files alone, without audio or labels, use e4:PATH with this folder: e4:{folder})" in err
+    # audio and labels only, or a stray sub-folder: the same advice
+    for name in E4_NAMES:
+        (folder / name).unlink()
+    (folder / "notes").mkdir()
+    with pytest.raises(DataError, match=r"audio.json, audio.wav, labels.csv\): point generic: at the parent"):
+        GENERIC.participants(folder)
+    # the parent folder works, and a stray labels.csv beside real participant folders is left alone
+    assert GENERIC.participants(tmp_path / "set") == ["S02"]
+    shutil.copy(folder / "labels.csv", tmp_path / "set" / "labels.csv")
+    assert GENERIC.participants(tmp_path / "set") == ["S02"]
+
+
+def test_messages_never_show_numpy_reprs(tmp_path, capsys):
+    from kfusion.data.readers.kemocon import _drop_duplicates_checked
+
+    # labels.csv with an end equal to its start: both times are numpy floats inside the reader
+    folder = e4_participant(tmp_path, "S02", names=("EDA.csv",))
+    path = labels_file(folder, "start,end,stress", [f"{T0:.0f},{T0 + 60:.0f},0", f"{T0 + 60:.0f},{T0 + 60:.0f},1"])
+    code, out, err = inspect_cli(capsys, f"generic:{tmp_path}", "--modalities", "eda")
+    assert code == 2 and "np." not in err
+    assert (f"{path}: column 'end', line 3: expected a time after start (1644228076.0), "
+            f"found 1644228076.0") in err
+    # a reader outside this file formatting numpy values with !r: the message is still plain
+    times = np.array([T0 * 1000, T0 * 1000 + 250, T0 * 1000 + 125.5])
+    with pytest.raises(DataError) as raised:
+        _drop_duplicates_checked(Path("E4_EDA.csv"), times, np.zeros((3, 1)), np.array([2, 3, 4]), [])
+    assert "np." not in str(raised.value)
+    assert "(1644228016125.5 after 1644228016250.0 on line 3)" in str(raised.value)
+    # numpy scalars and lists of them given as found/expected, and round-off noise
+    err = DataError("f.csv", "column 'x'", np.float64(0.1) + np.float64(0.2),
+                    [np.float64(1644227874.0), np.int64(3), np.float32(0.1)])
+    assert str(err) == "f.csv: column 'x': expected 0.3, found [1644227874.0, 3, 0.1]"
+    assert "np." not in str(BadParticipantsError({"S02": err}))
+
+
+def test_bad_participants_say_which_flag_goes_on(tmp_path, capsys):
+    for pid in ("A", "B", "C"):
+        e4_participant(tmp_path, pid, names=("EDA.csv",))
+    for pid in ("B", "C"):
+        (tmp_path / pid / "EDA.csv").write_text("1644228016\n4\n0.1\nx\n")
+    code, out, err = inspect_cli(capsys, f"generic:{tmp_path}", "--modalities", "eda")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[0] == "kfusion: error: 2 participant(s) could not be read:"
+    assert lines[1].startswith(f"  participant B: {tmp_path / 'B' / 'EDA.csv'}: line 4: ")
+    assert lines[2].startswith(f"  participant C: {tmp_path / 'C' / 'EDA.csv'}: line 4: ")
+    assert lines[3] == ("Fix their files, or use --skip-bad (kfusion data inspect, train, evaluate, "
+                        "tune, calibrate) to report them and go on with the others; in Python: "
+                        "DataConfig(skip_bad=True).")
+    assert "skip_bad=True (CLI" not in err
+    # what the sentence promises works, on the command line and in Python
+    code, out, err = inspect_cli(capsys, f"generic:{tmp_path}", "--modalities", "eda", "--skip-bad")
+    assert code == 0 and "B: " in out and "C: " in out
+    ds = build_dataset(f"generic:{tmp_path}", DataConfig(modalities=("eda",), skip_bad=True), cache_dir=False)
+    assert ds.participant_ids() == ["A"]
+    import pickle
+
+    again = pickle.loads(pickle.dumps(BadParticipantsError({"B": DataError("f.csv", "x", "y")})))
+    assert list(again.problems) == ["B"] and "could not be read" in str(again)

@@ -7,6 +7,7 @@ Readers never let a pandas traceback through: every failure becomes a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,55 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+#: A number written with a decimal comma (``0,123456``, ``-1644228016,5``), quotes allowed.
+_DECIMAL_COMMA = re.compile(r'"?\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*"?')
+
+
+def excel_export_kind(line: str, columns: int | None = None) -> str | None:
+    """How ``line`` of a CSV file shows a European Excel export: ``"semicolon-separated"``,
+    ``"decimal-comma"``, both (``"semicolon-separated, decimal-comma"``) or None.
+
+    ``columns``: the number of values the line should hold, when known; a line that is one
+    decimal-comma number where one value was expected (``0,123456``) is a decimal-comma export.
+    Call it on a line that failed to parse: a ``;`` is then always the separator.
+    """
+    text = line.lstrip("\ufeff").strip()
+    if ";" in text:
+        cells = [c.strip() for c in text.split(";")]
+        if any(_DECIMAL_COMMA.fullmatch(c) for c in cells):
+            return "semicolon-separated, decimal-comma"
+        return "semicolon-separated"
+    if re.search(r'"\s*[-+]?\d+,\d+\s*"', text):  # a quoted "0,123" among ','-separated cells
+        return "decimal-comma"
+    if columns == 1 and _DECIMAL_COMMA.fullmatch(text):
+        return "decimal-comma"
+    return None
+
+
+def check_excel_export(path, line: str, number: int, columns: int | None = None,
+                       field: str | None = None) -> None:
+    """Raise a :class:`DataError` naming ``path`` and line ``number`` (or ``field``) when ``line``
+    looks like a European Excel export (``;`` between values and/or ``,`` as the decimal mark;
+    see :func:`excel_export_kind`); return otherwise."""
+    kind = excel_export_kind(line, columns)
+    if kind is None:
+        return
+    text = line.lstrip("\ufeff").strip()
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    raise DataError(path, field or f"line {number}", "values separated by ',' with '.' as the decimal mark",
+                    f"{shown!r}, a {kind} export (as Excel writes CSV in European locales): save "
+                    "it as CSV with ',' between values and '.' as the decimal mark")
+
+
+def _first_excel_line(path: Path, limit: int = 1000) -> None:
+    """:func:`check_excel_export` on the first ``limit`` lines of a CSV table (header = line 1)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if number > limit:
+                return
+            check_excel_export(path, line, number)
+
+
 def read_table(path: str | os.PathLike, required: list[str], numeric: list[str] | None = None,
                what: str = "a CSV table", optional_numeric: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV with a header row; check columns and that ``numeric`` ones hold finite numbers.
@@ -44,10 +94,13 @@ def read_table(path: str | os.PathLike, required: list[str], numeric: list[str] 
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        if not isinstance(err, UnicodeDecodeError):
+            _first_excel_line(path)
         raise DataError(path, "contents", f"{what} in CSV format", f"unreadable ({err})") from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
+        _first_excel_line(path, limit=1)  # a header like start;end;stress
         raise DataError(path, "header", f"columns {', '.join(required)}",
                         f"columns {', '.join(map(str, table.columns))} (missing {', '.join(missing)})")
     if len(table) == 0:
@@ -73,6 +126,9 @@ def to_numbers(raw: np.ndarray, path, column: str, allow_empty: bool = False,
     bad = ~np.isfinite(values) & ~(empty & allow_empty)
     if bad.any():
         i = int(np.argmax(bad))
+        if ";" in text.iloc[i] or _DECIMAL_COMMA.fullmatch(text.iloc[i]):  # "0,5" quoted
+            check_excel_export(path, text.iloc[i], i + first_line, columns=1,
+                               field=f"column '{column}', line {i + first_line}")
         found = "an empty value" if text.iloc[i] == "" else repr(text.iloc[i])
         raise DataError(path, f"column '{column}', line {i + first_line}",
                         "a finite number", found)
@@ -92,7 +148,7 @@ def check_increasing(times: np.ndarray, path, field: str, first_line: int = 2) -
         kind = "duplicate" if step[i - 1] == 0 else "decreasing"
         raise DataError(path, f"{field}, line {i + first_line}",
                         "strictly increasing timestamps",
-                        f"a {kind} timestamp ({times[i]!r} after {times[i - 1]!r})")
+                        f"a {kind} timestamp ({float(times[i])!r} after {float(times[i - 1])!r})")
 
 
 # --------------------------------------------------------------------------- times from users

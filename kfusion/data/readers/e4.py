@@ -25,7 +25,8 @@ import pandas as pd
 from kfusion.config import DataConfig
 from kfusion.data.modalities import ACC, BVP, CHANNELS, EDA, TEMP, WEARABLES
 from kfusion.data.recording import Recording, Signal
-from kfusion.data.tables import UNIX_MAX, UNIX_MIN, check_unix_time, require_file  # noqa: F401
+from kfusion.data.tables import (UNIX_MAX, UNIX_MIN, check_excel_export, check_unix_time,  # noqa: F401
+                                 require_file)
 from kfusion.errors import DataError
 
 #: Signal file name of each wearable modality in an E4 export.
@@ -114,6 +115,7 @@ def read_header(path: Path, modality: str) -> tuple[float, float]:
     if start_cells is None:
         raise DataError(path, start_field, "the start time in UNIX seconds", "an empty line")
     if len(start_cells) != len(names):
+        check_excel_export(path, first, 1, len(names))
         expected = ("3 columns (x, y, z in 1/64 g)" if modality == ACC
                     else f"1 column ({E4_FILES[modality]} holds one value per line)")
         raise DataError(path, "columns", expected, f"{len(start_cells)} in row 1")
@@ -122,6 +124,7 @@ def read_header(path: Path, modality: str) -> tuple[float, float]:
     if rate_cells is None:
         raise DataError(path, rate_field, "the sample rate in Hz", "nothing" if not second else "an empty line")
     if len(rate_cells) != len(names):
+        check_excel_export(path, second, 2, len(names))
         raise DataError(path, "columns", f"{len(names)} column(s) in every row",
                         f"{len(rate_cells)} in row 2")
     rate = _header_number(rate_cells, path, rate_field, "the sample rate in Hz (a number)", names)
@@ -146,6 +149,7 @@ def _read_samples_slowly(path: Path, names: tuple[str, ...]) -> np.ndarray:
             raise DataError(path, f"line {number}", "a sample", "an empty line")
         row = [c.strip() for c in line.split(",")]
         if len(row) != n_columns:
+            check_excel_export(path, line, number, n_columns)
             raise DataError(path, f"line {number}", f"{n_columns} comma-separated value(s)",
                             f"{len(row)} ({line.strip()!r})")
         cells.append(row)
@@ -211,6 +215,7 @@ def read_tags(path: str | Path) -> np.ndarray:
         try:
             value = float(cell)
         except ValueError:
+            check_excel_export(path, cell, number, columns=1)
             raise DataError(path, f"line {number}", "an event time in UNIX seconds", repr(cell)) from None
         times.append(check_unix_time(value, path, f"line {number}"))
     return np.asarray(times, dtype=np.float64)

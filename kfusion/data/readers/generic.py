@@ -128,6 +128,18 @@ def _participant_dirs(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
 
 
+def _participant_files(folder: Path) -> list[str]:
+    """Names of the files in ``folder`` that belong in a participant folder (E4 signal files,
+    audio, audio.json, labels.csv); never raises."""
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    e4 = {name.lower() for name in E4_FILES.values()}
+    return [n for n in entries if n.lower() in e4 or n in (AUDIO_META_FILE, LABELS_FILE)
+            or (Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES)]
+
+
 #: Most classes an undeclared label column may have (more: declare them in dataset.json).
 MAX_UNDECLARED_CLASSES = 50
 
@@ -325,8 +337,8 @@ def read_labels(path: Path, root: Path) -> LabelIntervals:
     bad = ~(end > start)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(path, f"column 'end', line {i + 2}", f"a time after start ({start[i]!r})",
-                        repr(end[i]))
+        raise DataError(path, f"column 'end', line {i + 2}", f"a time after start ({float(start[i])!r})",
+                        repr(float(end[i])))
     label_columns = [c for c in table.columns if c not in ("start", "end")]
     if not label_columns:
         raise DataError(path, "header", "at least one label column after start,end",
@@ -431,10 +443,19 @@ class GenericReader:
             raise DataError(root, "path", "a data set folder holding one folder per participant",
                             "not a folder")
         dataset_spec(root)  # a bad dataset.json is reported once, here
-        names = [p.name for p in _participant_dirs(root)]
+        folders = _participant_dirs(root)
+        own = _participant_files(root)
+        if own and not any(_participant_files(folder) for folder in folders):
+            parent = Path(os.path.abspath(root)).parent
+            raise DataError(
+                root, "folders", "a data set folder holding one folder per participant",
+                f"one participant's files directly in it ({', '.join(own)}): point generic: at "
+                f"the parent folder, generic:{parent}, which holds {root.name}/ and should hold "
+                f"one folder per participant (to read its E4 files alone, without audio or "
+                f"labels, use e4:PATH with this folder: e4:{root})")
+        names = [p.name for p in folders]
         if not names:
-            hint = " (this looks like one E4 export: use e4:PATH)" if find_e4_files(root) else ""
-            raise DataError(root, "folders", "one folder per participant" + hint, "none")
+            raise DataError(root, "folders", "one folder per participant", "none")
         return sorted(names, key=natural_key)
 
     def source_files(self, root: Path) -> list[Path]:
