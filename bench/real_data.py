@@ -57,8 +57,6 @@ def run(args) -> dict:
             name, _, classifier = row.partition(":")
             config = EvaluationConfig(use_levels=use_levels, handcrafted_classifier=classifier or "logistic")
             started = time.perf_counter()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()  # at the start: the code that ran
             out = Path(args.out) / calibration / row.replace(":", "-")
             result = evaluate(dataset, pretrained, rows=[name], targets=[args.target], out=out,
                               seed=args.seed, config=config, progress=False)
@@ -99,6 +97,8 @@ def main() -> None:
     parser.add_argument("--json", default=str(HERE / "results" / "real_data.json"))
     args = parser.parse_args()
     started = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()  # at the start: the code that ran
     results = run(args)
     print()
     print(f"Macro F1 (mean ± s.e. over leave-one-subject-out folds), target {args.target}:")

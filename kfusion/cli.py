@@ -153,11 +153,14 @@ def cmd_tune(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import shlex
+
     from kfusion.evaluation.deploy import model_sidecar_path, train_model
 
     config, pretrained, dataset = _evaluation_inputs(args)
     trained = train_model(dataset, pretrained, args.row, [t for t in args.targets.split(",") if t],
-                          args.out, config, seed=args.seed, command=_train_command(args))
+                          args.out, config, seed=args.seed,
+                          command=shlex.join(["kfusion", *args.argv]))
     for target, info in trained.sidecar["targets"].items():
         run = info["training"]
         print(f"{target}: {info['train_windows']} training / {info['validation_windows']} validation "
@@ -167,19 +170,6 @@ def cmd_train(args) -> int:
     print(f"wrote {trained.path} ({args.row}, one head per target: {', '.join(trained.sidecar['targets'])}) "
           f"and {model_sidecar_path(trained.path)}")
     return 0
-
-
-def _train_command(args) -> str:
-    """The ``kfusion train`` command line that reproduces ``args`` (for the sidecar)."""
-    import shlex
-
-    parts = ["kfusion", "train", "--data", *args.sources, "--row", args.row, "--targets", args.targets,
-             "--out", args.out, "--pretrained", args.pretrained, "--seed", str(args.seed)]
-    parts += ["--config", args.config] if args.config else []
-    parts += ["--modalities", args.modalities] if args.modalities else []
-    parts += ["--annotations", args.annotations, "--calibration", args.calibration, "--window", f"{args.window:g}",
-              "--overlap", f"{args.overlap:g}", "--missing", args.missing] + (["--skip-bad"] if args.skip_bad else [])
-    return shlex.join(parts)
 
 
 def cmd_calibrate(args) -> int:
@@ -347,8 +337,8 @@ def _add_other_commands(commands) -> None:
     calibrate.set_defaults(func=cmd_calibrate)
 
 
-#: Commands that never start TensorFlow (``kfusion data ...``).
-_WITHOUT_TENSORFLOW = ("cmd_data_inspect", "cmd_data_synth")
+#: Commands that never start TensorFlow (data only).
+_WITHOUT_TENSORFLOW = ("cmd_data_inspect", "cmd_data_synth", "cmd_calibrate")
 
 
 def _start_tensorflow_quietly() -> None:
@@ -360,25 +350,27 @@ def _start_tensorflow_quietly() -> None:
 
     sys.stderr.flush()
     saved = os.dup(2)
+    started = False
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
             import tensorflow as tf
 
             tf.constant(0)  # device initialisation logs here
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
+            started = True
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if not started:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given (recorded by kfusion train)
     if getattr(args.func, "__name__", "") not in _WITHOUT_TENSORFLOW and "tensorflow" not in sys.modules:
         _start_tensorflow_quietly()
     try:

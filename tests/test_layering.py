@@ -38,3 +38,14 @@ def test_data_layer_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bench_scripts_compile():
+    """The benches are run by hand, not by the suite: at least they must parse."""
+    import py_compile
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).parent.parent / "bench").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        py_compile.compile(str(script), doraise=True)

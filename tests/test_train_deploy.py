@@ -27,7 +27,6 @@ from kfusion.data.windows import cut_windows, to_nominal_rate  # noqa: E402
 from kfusion.errors import ConfigError, DataError  # noqa: E402
 from kfusion.evaluation import EvaluationConfig, Pretrained  # noqa: E402
 from kfusion.evaluation.deploy import model_sidecar_path, train_model  # noqa: E402
-from kfusion.evaluation.protocol import row_levels  # noqa: E402
 from kfusion.export.prediction import StreamingPredictor, load_predictor, predict, timeline  # noqa: E402
 from kfusion.models import fusion_backbone, presence_array  # noqa: E402
 from kfusion.training.emotion import derive_seed, validation_participants  # noqa: E402
@@ -68,7 +67,7 @@ def _inputs(model, dataset) -> dict:
     if "presence" in names:
         x["presence"] = presence_array(dataset.presence, modalities)
     if "levels" in names:
-        x["levels"] = row_levels(dataset, modalities)
+        x["levels"] = dataset.level_matrix(modalities)
     return x
 
 

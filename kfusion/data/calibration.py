@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import AUDIO_RATE, SPEECH, WEARABLES
+from kfusion.data.modalities import AUDIO_RATE, SPEECH
 from kfusion.data.recording import Recording
 
 #: Added to a window's standard deviation before the log (in calibrated units: a thousandth of
@@ -136,38 +136,29 @@ def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
     return _stats(frames, method, frames.shape[0] / frame_rate)
 
 
-def recording_calibration(recording: Recording, config: DataConfig | None = None) -> dict[str, ChannelStats]:
+def recording_calibration(recording: Recording, config: DataConfig | None = None,
+                          series: dict | None = None) -> dict[str, ChannelStats]:
     """``{modality: ChannelStats}`` of the requested modalities the recording has and whose
     calibration (``config.calibration``) is not ``"none"``. ``"head"`` starts at the windowed
-    span's start (the reader's span, else the modality's own start)."""
-    from kfusion.data.quality import clean_signal
-    from kfusion.data.windows import to_audio_rate, to_nominal_rate
+    span's start (the reader's span, else the modality's own start). ``series``: the
+    recording's :func:`~kfusion.data.windows.model_rate_series` when the caller has it already
+    (quality-checked samples are NaN there and never enter the statistics)."""
+    from kfusion.data.windows import model_rate_series
 
     config = config or DataConfig()
+    wanted = [m for m in config.modalities if config.calibration.method(m) != "none"]
+    if series is None:
+        series = model_rate_series(recording, wanted, config.quality_checks)
     out = {}
     span_start = None if recording.span is None else float(recording.span[0])
-    for modality in config.modalities:
-        method = config.calibration.method(modality)
-        if method == "none":
+    minutes = config.calibration.head_minutes
+    for modality in wanted:
+        if modality not in series:
             continue
-        minutes = config.calibration.head_minutes
-        if modality == SPEECH:
-            if recording.audio is None:
-                continue
-            audio = to_audio_rate(recording.audio)
-            offset = 0 if span_start is None else int(round((span_start - audio.start) * audio.rate))
-            stats = speech_statistics(audio.samples, method, minutes, offset)
-        elif modality in WEARABLES:
-            if modality not in recording.signals:
-                continue
-            signal = recording.signals[modality]
-            if config.quality_checks:
-                signal = clean_signal(modality, signal)[0]
-            signal = to_nominal_rate(signal, modality)
-            offset = 0 if span_start is None else int(round((span_start - signal.start) * signal.rate))
-            stats = signal_statistics(signal.values, signal.rate, method, minutes, offset)
-        else:  # pragma: no cover - check_modalities rules it out
-            continue
+        method, found = config.calibration.method(modality), series[modality]
+        offset = 0 if span_start is None else int(round((span_start - found.start) * found.rate))
+        stats = (speech_statistics(found.values, method, minutes, offset) if modality == SPEECH
+                 else signal_statistics(found.values, found.rate, method, minutes, offset))
         if stats is not None:
             out[modality] = stats
     return out

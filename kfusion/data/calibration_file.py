@@ -32,6 +32,7 @@ from kfusion.config import DataConfig
 from kfusion.data.calibration import ChannelStats, recording_calibration
 from kfusion.data.modalities import CHANNELS, MODALITIES, N_MFCC, NOMINAL_RATES, SPEECH
 from kfusion.data.sources import Source, load_recordings
+from kfusion.data.tables import read_json_file
 from kfusion.errors import ConfigError, DataError
 
 CALIBRATION_KIND = "kfusion-calibration"
@@ -132,12 +133,7 @@ def read_calibration(path) -> dict[str, dict[str, ChannelStats]]:
     """``{participant: {modality: ChannelStats}}`` of a calibration file, checked (errors name
     the file and the field)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file", "a calibration JSON file written by kfusion calibrate", "nothing")
-    try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(path, "contents", "JSON", f"unreadable ({err})") from None
+    document = read_json_file(path, "a calibration JSON file written by kfusion calibrate")
     if not isinstance(document, dict) or document.get("kind") != CALIBRATION_KIND:
         raise DataError(path, "kind", f"'{CALIBRATION_KIND}' (a file written by kfusion calibrate)",
                         repr(document.get("kind")) if isinstance(document, dict) else type(document).__name__)

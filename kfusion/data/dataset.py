@@ -35,7 +35,8 @@ from kfusion.data.labels import UNLABELLED, window_labels
 from kfusion.data.modalities import AUDIO_RATE, SPEECH, WEARABLES, input_shape
 from kfusion.data.recording import Recording
 from kfusion.data.sources import Source, get_reader, load_recordings
-from kfusion.data.windows import RESAMPLING, RecordingWindows, cut_windows
+from kfusion.data.tables import read_json_file
+from kfusion.data.windows import RESAMPLING, RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import BadParticipantsError, ConfigError, DataError, KfusionError
 
 #: Bump when the saved layout or the meaning of the arrays changes (invalidates caches).
@@ -112,6 +113,7 @@ class WindowedDataset:
             if index.size and (index.min() < -len(self) or index.max() >= len(self)):
                 raise ConfigError(f"select: indices must lie in 0..{len(self) - 1}")
         digest = hashlib.sha256(self.fingerprint.encode() + index.tobytes()).hexdigest()[:32]
+        kept = set(np.asarray(self.participants)[index].astype(str).tolist())
         return WindowedDataset(
             inputs={m: v[index] for m, v in self.inputs.items()},
             presence={m: v[index] for m, v in self.presence.items()},
@@ -119,8 +121,7 @@ class WindowedDataset:
             classes=dict(self.classes), participants=self.participants[index],
             starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report,
             levels={m: v[index] for m, v in self.levels.items()},
-            calibration={p: c for p, c in self.calibration.items()
-                         if p in set(np.asarray(self.participants)[index].astype(str))},
+            calibration={p: c for p, c in self.calibration.items() if p in kept},
             physio=None if self.physio is None else self.physio[index], physio_names=self.physio_names)
 
     def subset(self, participants) -> "WindowedDataset":
@@ -139,6 +140,12 @@ class WindowedDataset:
             raise ConfigError(f"unknown target {target!r}: expected one of "
                               f"{', '.join(self.labels) or '(no labels in this data set)'}")
         return self.select(self.labels[target] != UNLABELLED)
+
+    def level_matrix(self, modalities, index=None) -> np.ndarray:
+        """The learned heads' ``levels`` input ``[N, L]`` float32: each modality's window levels
+        side by side, in the given order (rows ``index``, default all)."""
+        rows = slice(None) if index is None else index
+        return np.concatenate([np.asarray(self.levels[m], dtype=np.float32)[rows] for m in modalities], axis=1)
 
     def participant_ids(self) -> list[str]:
         """Participant ids in order of first appearance."""
@@ -174,13 +181,9 @@ class WindowedDataset:
         """Read a data set written by :meth:`save`."""
         directory = Path(directory)
         meta_path, arrays_path = directory / META_FILE, directory / ARRAYS_FILE
-        for path in (meta_path, arrays_path):
-            if not path.is_file():
-                raise DataError(path, "file", "a saved kfusion data set (meta.json + arrays.npz)", "nothing")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(meta_path, "contents", "JSON", f"unreadable ({err})") from None
+        meta = read_json_file(meta_path, "a saved kfusion data set (meta.json + arrays.npz)")
+        if not arrays_path.is_file():
+            raise DataError(arrays_path, "file", "a saved kfusion data set (meta.json + arrays.npz)", "nothing")
         if meta.get("format_version") != DATA_FORMAT_VERSION:
             raise DataError(meta_path, "format_version", str(DATA_FORMAT_VERSION),
                             meta.get("format_version"))
@@ -521,31 +524,22 @@ class _Part:
     physio_names: tuple = ()
 
 
-def _physio(recording: Recording, windows: RecordingWindows, config: DataConfig) -> tuple[np.ndarray, list]:
-    """Whole-recording physiological / prosodic features of the kept windows (NaN where the
-    recording lacks the modality): wearable columns if any wearable is requested, speech
-    columns if speech is."""
+def _physio(series: dict, windows: RecordingWindows, config: DataConfig) -> tuple[np.ndarray, list]:
+    """Whole-recording physiological / prosodic features of the kept windows from the
+    recording's model-rate ``series`` (NaN where it lacks the modality): wearable columns if any
+    wearable is requested, speech columns if speech is."""
     from kfusion.data.physio import speech_prosody, wearable_physio
-    from kfusion.data.quality import clean_signal
-    from kfusion.data.windows import to_audio_rate, to_nominal_rate
 
     seconds = config.window.seconds
     blocks, names = [], []
     if any(m in WEARABLES for m in config.modalities):
-        signals = {}
-        for m in WEARABLES:
-            if m in config.modalities and m in recording.signals:
-                signal = recording.signals[m]
-                if config.quality_checks:
-                    signal = clean_signal(m, signal)[0]
-                signal = to_nominal_rate(signal, m)
-                signals[m] = (signal.values, signal.rate, signal.start)
+        signals = {m: (series[m].values, series[m].rate, series[m].start) for m in WEARABLES if m in series}
         values, columns = wearable_physio(signals, windows.starts, seconds)
         blocks.append(values)
         names += columns
     if SPEECH in config.modalities:
-        audio = None if recording.audio is None else to_audio_rate(recording.audio)
-        values, columns = speech_prosody(None if audio is None else audio.samples, AUDIO_RATE,
+        audio = series.get(SPEECH)
+        values, columns = speech_prosody(None if audio is None else audio.values, AUDIO_RATE,
                                          0.0 if audio is None else audio.start, windows.starts, seconds)
         blocks.append(values)
         names += columns
@@ -564,7 +558,8 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
         entry["notes"].append(f"none of the requested modalities ({', '.join(modalities)}) in its "
                               "files: to use it, request the ones it holds with --modalities")
         return None
-    windows = cut_windows(recording, config)
+    series = model_rate_series(recording, modalities, config.quality_checks)  # resampled once
+    windows = cut_windows(recording, config, series)
     entry["windows"] = {"total": windows.total, "kept": windows.kept, "dropped": dict(windows.dropped)}
     if windows.quality:
         entry["quality"] = dict(windows.quality)
@@ -586,7 +581,7 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     _check_labels_inside(recording, windows.span)
     labels, classes = window_labels(windows.starts, config.window.seconds, recording.labels,
                                     config.window.min_label_coverage)
-    calibration = recording_calibration(recording, config)
+    calibration = recording_calibration(recording, config, series)
     for m in config.modalities:
         if config.calibration.method(m) != "none" and m in have and m not in calibration:
             entry["notes"].append(f"{m}: too little signal to calibrate ({config.calibration.method(m)}); "
@@ -602,7 +597,7 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
                             participant=recording.participant)
     entry["status"] = "ok"
     entry["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
-    physio, physio_names = _physio(recording, windows, config)
+    physio, physio_names = _physio(series, windows, config)
     return _Part(pid, inputs, windows.presence, labels, classes, windows.starts, levels,
                  {m: c.to_dict() for m, c in calibration.items()}, physio, tuple(physio_names))
 

@@ -6,6 +6,7 @@ Readers never let a pandas traceback through: every failure becomes a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -32,6 +33,17 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     if path.stat().st_size == 0:
         raise DataError(path, "file", f"a non-empty file ({what})", "0 bytes")
     return path
+
+
+def read_json_file(path: str | os.PathLike, what: str):
+    """The JSON document in ``path``, or a DataError naming the file and ``what`` it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file", what, "nothing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(path, "contents", f"JSON ({what})", f"unreadable ({err})") from None
 
 
 #: A number written with a decimal comma (``0,123456``, ``-1644228016,5``), quotes allowed.

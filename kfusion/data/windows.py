@@ -152,22 +152,40 @@ def to_audio_rate(audio: Audio) -> Audio:
                  audio.start, audio.source)
 
 
-def _series(recording: Recording, modality: str, checks: bool = True):
-    """``(values [n, C] or [n], rate, start, source, flags)`` of a modality at its model rate,
-    or None. ``flags``: ``(reason, bool [n0], rate0, start0)`` per failed quality check
-    (:mod:`kfusion.data.quality`) on the signal as read; flagged samples are NaN in ``values``."""
-    if modality == SPEECH:
-        if recording.audio is None:
-            return None
-        audio = to_audio_rate(recording.audio)
-        return audio.samples, float(audio.rate), float(audio.start), audio.source, []
-    signal = recording.signals.get(modality)
-    if signal is None:
-        return None
-    signal, found = clean_signal(modality, signal) if checks else (signal, {})
-    flags = [(r, mask, float(signal.rate), float(signal.start)) for r, mask in found.items()]
-    signal = to_nominal_rate(signal, modality)
-    return signal.values, float(signal.rate), float(signal.start), signal.source, flags
+@dataclass
+class ModelRateSeries:
+    """One modality of a recording at its model rate (audio 16 kHz, wearables nominal):
+    ``values`` ``[n, C]`` (speech ``[n]``), ``rate`` Hz, ``start`` UNIX s, ``source`` file, and
+    ``flags``: ``(reason, bool [n0], rate0, start0)`` per failed quality check
+    (:mod:`kfusion.data.quality`) on the signal as read, whose samples are NaN in ``values``."""
+
+    values: np.ndarray
+    rate: float
+    start: float
+    source: str
+    flags: list = field(default_factory=list)
+
+
+def model_rate_series(recording: Recording, modalities, checks: bool = True) -> dict[str, ModelRateSeries]:
+    """Every requested modality the recording has, resampled once to its model rate (and
+    quality-checked when ``checks``): what windows, calibration and physiology all read."""
+    out = {}
+    for modality in modalities:
+        if modality == SPEECH:
+            if recording.audio is None:
+                continue
+            audio = to_audio_rate(recording.audio)
+            out[modality] = ModelRateSeries(audio.samples, float(audio.rate), float(audio.start), audio.source)
+            continue
+        signal = recording.signals.get(modality)
+        if signal is None:
+            continue
+        signal, found = clean_signal(modality, signal) if checks else (signal, {})
+        flags = [(r, mask, float(signal.rate), float(signal.start)) for r, mask in found.items()]
+        signal = to_nominal_rate(signal, modality)
+        out[modality] = ModelRateSeries(signal.values, float(signal.rate), float(signal.start), signal.source,
+                                        flags)
+    return out
 
 
 def _flagged_windows(starts: np.ndarray, seconds: float, mask: np.ndarray, rate: float,
@@ -226,8 +244,10 @@ def check_span(recording: Recording, modalities, span: tuple[float, float] | Non
                     "unit or a wrong date)", "; ".join(parts), participant=recording.participant)
 
 
-def cut_windows(recording: Recording, config: DataConfig | None = None) -> RecordingWindows:
+def cut_windows(recording: Recording, config: DataConfig | None = None,
+                series: dict | None = None) -> RecordingWindows:
     """Cut ``recording`` into the windows of ``config.window`` for ``config.modalities``.
+    ``series``: :func:`model_rate_series` of the recording when the caller has it already.
 
     Sample index of the window starting at ``t``: ``i0 = round((t - start) * rate)`` with
     ``n = round(seconds * rate)`` samples, ``start``/``rate`` those of the (resampled) series.
@@ -240,18 +260,19 @@ def cut_windows(recording: Recording, config: DataConfig | None = None) -> Recor
     starts = (window_starts(span[0], span[1], seconds, hop) if span is not None
               else np.zeros(0, dtype=np.float64))
     total = int(starts.shape[0])
+    if series is None:
+        series = model_rate_series(recording, modalities, config.quality_checks)
 
-    series, present, cuts = {}, {}, {}
+    present, cuts = {}, {}
     reason = np.full(total, None, dtype=object)
     coverage, files, quality = {}, {}, {}
     for m in modalities:
-        found = _series(recording, m, config.quality_checks)
-        if found is None:
+        if m not in series:
             present[m] = np.zeros(total, dtype=bool)
             reason[reason == None] = f"no {m} data"  # noqa: E711 (element-wise)
             continue
-        values, rate, start, source, flags = found
-        series[m] = values
+        values, rate, start, source = series[m].values, series[m].rate, series[m].start, series[m].source
+        flags = series[m].flags
         n_samples = values.shape[0]
         coverage[m] = (start, start + n_samples / rate)
         files[m] = source
@@ -296,14 +317,14 @@ def cut_windows(recording: Recording, config: DataConfig | None = None) -> Recor
         else:
             rate = NOMINAL_RATES[m]
             n = cuts[m][1] if m in cuts else int(round(seconds * rate))
-            channels = series[m].shape[1] if m in series else CHANNELS[m]
+            channels = series[m].values.shape[1] if m in series else CHANNELS[m]
             shape = (kept_index.size, n, channels)
         block = np.zeros(shape, dtype=np.float32)
         if m in cuts:
             i0 = cuts[m][0]
             for row, w in enumerate(kept_index):
                 if present[m][w]:
-                    block[row] = series[m][i0[w]:i0[w] + n]
+                    block[row] = series[m].values[i0[w]:i0[w] + n]
         raw[m] = block
     return RecordingWindows(recording.participant, starts[kept_index], raw, presence, total,
                             dropped, span, coverage, files, quality)

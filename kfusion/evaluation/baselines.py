@@ -78,7 +78,8 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
     """Features ``[N, F]`` float64 and their names, from a data set's ``inputs``
     (``{modality: [N, T, C]}``), ``presence`` (``{modality: bool [N]}``), optionally its
     ``levels`` (``{modality: [N, 2C]}``) and whole-recording ``physio`` features ``[N, P]``
-    (NaN where undefined; replaced by 0 here, after :func:`calibrate_features` if used)."""
+    (NaN where undefined: :func:`calibrate_features` ignores NaN in its statistics and turns it
+    into 0)."""
     from kfusion.data.calibration import level_names
 
     modalities = [m for m in MODALITIES if m in inputs]

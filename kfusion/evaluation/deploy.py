@@ -31,7 +31,6 @@ import numpy as np
 
 import kfusion
 from kfusion.data.dataset import WindowedDataset
-from kfusion.data.labels import UNLABELLED
 from kfusion.data.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation.protocol import (
@@ -42,6 +41,8 @@ from kfusion.evaluation.protocol import (
     _KerasRow,
     _row_modalities,
     _TargetView,
+    check_run_arguments,
+    labelled_view,
 )
 from kfusion.evaluation.report import ALL_ROWS
 from kfusion.models import LEVELS, PRESENCE, backbone_modalities, encoder_name
@@ -98,14 +99,7 @@ def read_model_sidecar(model_path) -> dict | None:
 # --------------------------------------------------------------------------- checks
 
 def _check_arguments(dataset, pretrained, row, targets, out, config, seed):
-    if not isinstance(dataset, WindowedDataset):
-        raise ConfigError(f"train_model: dataset: expected a WindowedDataset (build_dataset), found "
-                          f"{type(dataset).__name__}")
-    config = EvaluationConfig() if config is None else config
-    if not isinstance(config, EvaluationConfig):
-        raise ConfigError(f"train_model: config: expected an EvaluationConfig, found {type(config).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"train_model: seed: expected a whole number, found {seed!r}")
+    config, seed = check_run_arguments("train_model", dataset, config, seed)
     if row not in LEARNED_ROWS:
         raise ConfigError(f"train_model: row: expected one of {', '.join(LEARNED_ROWS)}, found {row!r}")
     targets = (targets,) if isinstance(targets, str) else tuple(targets or ())
@@ -119,18 +113,7 @@ def _check_arguments(dataset, pretrained, row, targets, out, config, seed):
         _check_pretrained(pretrained, (row,), dataset)
     except ConfigError as err:  # the protocol's check, worded for this call
         raise ConfigError(str(err).replace("evaluate:", "train_model:", 1)) from None
-    return config, targets, int(seed)
-
-
-def _view(dataset: WindowedDataset, target: str) -> _TargetView:
-    index = np.flatnonzero(dataset.labels[target] != UNLABELLED)
-    participants = np.asarray(dataset.participants)[index].astype(str)
-    n_classes = len(dataset.classes[target])
-    y = dataset.labels[target][index].astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise DataError(None, f"labels of target '{target}'", f"class indices 0..{n_classes - 1}",
-                        f"{y.min()}..{y.max()}")
-    return _TargetView(target, n_classes, index, y, participants, [])
+    return config, targets, seed
 
 
 def _split(view: _TargetView, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list, list]:
@@ -231,7 +214,7 @@ def train_model(dataset: WindowedDataset, pretrained: Pretrained, row: str, targ
     ``command``.
     """
     config, targets, seed = _check_arguments(dataset, pretrained, row, targets, out, config, seed)
-    views = {t: _view(dataset, t) for t in targets}
+    views = {t: labelled_view(dataset, t) for t in targets}
     splits = {t: _split(views[t], config.validation_fraction, seed) for t in targets}
     pool = np.unique(np.concatenate([v.index for v in views.values()]))
     frozen = _FrozenOutputs(dataset, pretrained, pool)

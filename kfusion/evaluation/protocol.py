@@ -309,16 +309,22 @@ class _TargetView:
     folds: list
 
 
-def _target_view(dataset: WindowedDataset, target: str, seed: int, fraction: float) -> _TargetView:
+def labelled_view(dataset: WindowedDataset, target: str) -> _TargetView:
+    """The windows labelled for ``target`` (no folds yet), their class indices checked."""
     index = np.flatnonzero(dataset.labels[target] != UNLABELLED)
     participants = np.asarray(dataset.participants)[index].astype(str)
-    where = f"labels of target '{target}'"
-    folds = loso_folds(participants, seed, fraction, where=where)
     n_classes = len(dataset.classes[target])
     y = dataset.labels[target][index].astype(np.int64)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise DataError(None, where, f"class indices 0..{n_classes - 1}", f"{y.min()}..{y.max()}")
-    return _TargetView(target, n_classes, index, y, participants, folds)
+        raise DataError(None, f"labels of target '{target}'", f"class indices 0..{n_classes - 1}",
+                        f"{y.min()}..{y.max()}")
+    return _TargetView(target, n_classes, index, y, participants, [])
+
+
+def _target_view(dataset: WindowedDataset, target: str, seed: int, fraction: float) -> _TargetView:
+    view = labelled_view(dataset, target)
+    view.folds = loso_folds(view.participants, seed, fraction, where=f"labels of target '{target}'")
+    return view
 
 
 # --------------------------------------------------------------------------- frozen outputs
@@ -370,9 +376,8 @@ def dataset_handcrafted_features(dataset: WindowedDataset) -> tuple[np.ndarray, 
     """The hand-crafted row's features ``[N, F]`` of every window of ``dataset``, calibrated per
     participant as its ``config.calibration`` says (speech columns by the speech method, the
     others by the wearable one)."""
-    physio = getattr(dataset, "physio", None)
     features, names = baselines.handcrafted_features(
-        dataset.inputs, dataset.presence, dataset.levels, physio, getattr(dataset, "physio_names", None))
+        dataset.inputs, dataset.presence, dataset.levels, dataset.physio, dataset.physio_names)
     calibration = dataset.config.calibration
     speech = np.array([n.startswith(SPEECH) for n in names])
     out = np.empty_like(features)
@@ -392,12 +397,6 @@ def _backbone_inputs(backbone: keras.Model, dataset: WindowedDataset, index: np.
 
 
 # --------------------------------------------------------------------------- rows
-
-def row_levels(dataset: WindowedDataset, modalities) -> np.ndarray:
-    """The ``levels`` input ``[N, L]`` of a model over ``modalities``: each modality's window
-    levels (:attr:`WindowedDataset.levels`) side by side, in the given order."""
-    return np.concatenate([np.asarray(dataset.levels[m], dtype=np.float32) for m in modalities], axis=1)
-
 
 def _width(levels: dict) -> int:
     return int(levels[LEVELS].shape[1]) if levels else 0
@@ -515,7 +514,7 @@ class _KerasRow:
     def _levels(dataset, view, modalities, config) -> dict:
         if not config.use_levels:
             return {}
-        return {LEVELS: row_levels(dataset, modalities)[view.index]}
+        return {LEVELS: dataset.level_matrix(modalities, view.index)}
 
     def _with_presence(self, x, dataset, view, modalities, config) -> dict:
         if config.use_presence:
@@ -620,6 +619,20 @@ def collect_results(out: Path, records: Sequence[dict], rows: Sequence[str], tar
     return Results(Path(out), table, tests, pd.DataFrame(kept), complete)
 
 
+def check_run_arguments(where: str, dataset, config, seed) -> tuple[EvaluationConfig, int]:
+    """The checks ``evaluate`` and ``train_model`` share: a WindowedDataset, an
+    EvaluationConfig (default when None) and a whole-number seed."""
+    if not isinstance(dataset, WindowedDataset):
+        raise ConfigError(f"{where}: dataset: expected a WindowedDataset (build_dataset), found "
+                          f"{type(dataset).__name__}")
+    config = EvaluationConfig() if config is None else config
+    if not isinstance(config, EvaluationConfig):
+        raise ConfigError(f"{where}: config: expected an EvaluationConfig, found {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"{where}: seed: expected a whole number, found {seed!r}")
+    return config, int(seed)
+
+
 def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int) -> list[str]:
     """The lines that open ``table.md``: data, calibration (per-person, from each participant's
     own unlabelled signals), levels, seed."""
@@ -652,14 +665,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     finished and ``Results.complete`` is False). ``on_fold``: called with a :class:`FoldRun`
     after each newly finished fold.
     """
-    if not isinstance(dataset, WindowedDataset):
-        raise ConfigError(f"evaluate: dataset: expected a WindowedDataset (build_dataset), found "
-                          f"{type(dataset).__name__}")
-    config = EvaluationConfig() if config is None else config
-    if not isinstance(config, EvaluationConfig):
-        raise ConfigError(f"evaluate: config: expected an EvaluationConfig, found {type(config).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"evaluate: seed: expected a whole number, found {seed!r}")
+    config, seed = check_run_arguments("evaluate", dataset, config, seed)
     if max_folds is not None and (isinstance(max_folds, bool) or not isinstance(max_folds, int) or max_folds < 0):
         raise ConfigError(f"evaluate: max_folds: expected None or a whole number >= 0, found {max_folds!r}")
     seed = int(seed)

@@ -18,12 +18,10 @@ from kfusion.models.frontend import (  # noqa: F401  (re-exported for export use
     WindowNormalization,
     dft_matrices,
 )
+from kfusion.models.fusion import LEVELS, PRESENCE  # noqa: F401  (re-exported for export users)
 
-PRESENCE = "presence"
-LEVELS = "levels"
 #: Raw-input models of level-aware models take each modality's calibration under this name.
 CALIBRATION_INPUT = "calibration_{}"
-
 
 
 def _model_inputs(model: keras.Model) -> dict[str, tuple]:

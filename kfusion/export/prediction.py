@@ -28,7 +28,7 @@ from kfusion.data.calibration import ChannelStats, recording_calibration, signal
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.data.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.sources import load_recordings
-from kfusion.data.windows import RecordingWindows, cut_windows
+from kfusion.data.windows import RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import ConfigError, DataError
 from kfusion.export.frontend import CALIBRATION_INPUT, LEVELS
 from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar
@@ -303,10 +303,12 @@ def resolve_calibration(calibration) -> "CalibrationConfig | GivenCalibration | 
     return GivenCalibration(read_calibration(text), text)
 
 
-def _participant_stats(calibration, participant: str, recording=None, modalities=()) -> dict:
-    """``{modality: ChannelStats}`` for one participant (missing modalities: uncalibrated)."""
+def _participant_stats(calibration, participant: str, recording=None, modalities=(), series=None) -> dict:
+    """``{modality: ChannelStats}`` for one participant (missing modalities: uncalibrated);
+    ``series``: the recording's model-rate series when already computed."""
     if isinstance(calibration, CalibrationConfig):
-        return recording_calibration(recording, DataConfig(modalities=modalities, calibration=calibration))
+        return recording_calibration(recording, DataConfig(modalities=modalities, calibration=calibration),
+                                     series)
     return calibration.of(participant)
 
 
@@ -488,9 +490,12 @@ def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = 
         if wanted is None:
             wanted = _default_calibration(predictor)
         loaded = load_recordings(source, config, participants=participants)
-        windows = [cut_windows(recording, config) for recording in loaded.recordings]
-        stats = {r.participant: _participant_stats(wanted, r.participant, r, predictor.modalities)
-                 for r in loaded.recordings}
+        windows, stats = [], {}
+        for recording in loaded.recordings:  # each recording resampled once for both
+            series = model_rate_series(recording, config.modalities, config.quality_checks)
+            windows.append(cut_windows(recording, config, series))
+            stats[recording.participant] = _participant_stats(wanted, recording.participant, recording,
+                                                              predictor.modalities, series)
     else:
         windows = recording_windows(source, config, participants)
     frame = timeline(predictor, windows, stats)

@@ -255,7 +255,7 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
         arrays = {m: data.inputs[m] for m in modalities}
         arrays[PRESENCE] = presence_array(data.presence, modalities)
         if all(m in data.levels for m in modalities):
-            arrays[LEVELS] = np.concatenate([data.levels[m] for m in modalities], axis=1)
+            arrays[LEVELS] = data.level_matrix(modalities)
         groups = np.asarray(data.participants, dtype=str)
     elif windows is not None:
         blocks = []

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kfusion.data.calibration import LEVEL_EPS
 from kfusion.data.features import (
     MFCC_SETTINGS,
     ZSCORE_EPS,
@@ -206,7 +207,7 @@ class CalibratedLevels(keras.layers.Layer):
     numbers as :func:`kfusion.data.calibration.window_levels` of the calibrated window.
     """
 
-    def __init__(self, eps: float = 1e-3, **kwargs):
+    def __init__(self, eps: float = LEVEL_EPS, **kwargs):
         super().__init__(**kwargs)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not float(eps) > 0:
             raise ConfigError(f"CalibratedLevels: eps: expected a positive number, found {eps!r}")

@@ -496,13 +496,13 @@ class TuningProblem:
         """The heads' ``levels`` input (the row's modalities side by side), as in the protocol."""
         if not self.settings["use_levels"]:
             return {}
-        return {LEVELS: np.concatenate([np.asarray(self.dataset.levels[m], np.float32)[self.index]
-                                        for m in self.modalities], axis=1)}
+        return {LEVELS: self.dataset.level_matrix(self.modalities, self.index)}
 
     @property
     def level_width(self) -> int:
-        levels = self.levels()
-        return int(levels[LEVELS].shape[1]) if levels else 0
+        if not self.settings["use_levels"]:
+            return 0
+        return sum(int(self.dataset.levels[m].shape[1]) for m in self.modalities)
 
 
 # --------------------------------------------------------------------------- the hypermodel
