@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -654,37 +655,35 @@ def _oracle(config: TuningConfig):
     return oracle
 
 
-def _serve_oracle(oracle, bar=None, poll: float = 0.2) -> None:
-    """Serve ``oracle`` to the workers (KerasTuner's gRPC service) until every trial is finished
-    and every worker was told to stop. KerasTuner's own loop does the same but checks every 20 s
-    once one worker stopped; this one checks every ``poll`` seconds and stops its server."""
-    from concurrent import futures
+def _serve_oracle(tuner, bar=None, poll: float = 1.0) -> None:
+    """Serve the tuner's oracle to the workers with KerasTuner's own chief (``Tuner.search`` in a
+    process whose ``KERASTUNER_TUNER_ID`` contains ``chief``) until every trial is finished and
+    every worker was told to stop. KerasTuner's chief checks every second until a worker is told
+    to stop, then every 20 s until the others have stopped too, so a distributed search ends up to
+    20 s after its last trial. ``bar`` follows the finished trials (checked every ``poll`` s)."""
+    stop = threading.Event()
 
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
+    def follow():
+        while not stop.wait(poll):
+            finished = sum(t.status in _FINISHED for t in list(tuner.oracle.trials.values()))
+            if finished > bar.n:
+                bar.update(finished - bar.n)
 
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    follower = threading.Thread(target=follow, daemon=True) if bar is not None else None
+    if follower is not None:
+        follower.start()
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if not bound:
+        tuner.search(verbose=0)
+    except RuntimeError as err:  # grpc: "Failed to bind to address ..."
+        if "bind" not in str(err).lower():
+            raise
+        address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
         raise ConfigError(f"distributed tuning: the chief cannot listen on {address} "
-                          "(KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT; is the port in use?)")
-    server.start()
-    try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
-            time.sleep(poll)
-            if bar is not None:
-                finished = sum(t.status in _FINISHED for t in list(oracle.trials.values()))
-                if finished > bar.n:
-                    bar.update(finished - bar.n)
+                          "(KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT; is the port in use?)") from err
     finally:
-        server.stop(grace=1).wait()
+        stop.set()
+        if follower is not None:
+            follower.join()
 
 
 _FINISHED = ("COMPLETED", "FAILED", "INVALID")
@@ -893,8 +892,8 @@ def tune(dataset, pretrained, row: str, target: str, out: str | Path, config: Tu
             done = sum(t.status in _FINISHED for t in tuner.oracle.trials.values())
             bar.update(done)
             if done < config.trials or any(t.status == "RUNNING" for t in tuner.oracle.trials.values()):
-                tuner.save()
-                _serve_oracle(tuner.oracle, bar if progress else None)
+                _serve_oracle(tuner, bar if progress else None)
+                bar.update(sum(t.status in _FINISHED for t in tuner.oracle.trials.values()) - bar.n)
         else:
             problem.prepare()
             if role == "single":
