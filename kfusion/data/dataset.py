@@ -64,6 +64,9 @@ class WindowedDataset:
     (:meth:`ChannelStats.to_dict`; empty without calibration). ``physio``: float32 ``[N, P]``
     physiological and prosodic features computed over each whole recording
     (:mod:`kfusion.data.physio`; NaN where undefined) named by ``physio_names``.
+    ``lengths``: float32 ``[N]`` seconds of real signal per window, recorded when some source
+    has segments (clip corpora: a window of an utterance shorter than the window is zero-padded
+    after its real length); None when every window is real throughout.
     """
 
     inputs: dict
@@ -79,6 +82,7 @@ class WindowedDataset:
     calibration: dict = field(default_factory=dict)
     physio: np.ndarray | None = None
     physio_names: tuple = ()
+    lengths: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.levels:  # built by hand without levels: raw levels of the inputs
@@ -122,7 +126,8 @@ class WindowedDataset:
             starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report,
             levels={m: v[index] for m, v in self.levels.items()},
             calibration={p: c for p, c in self.calibration.items() if p in kept},
-            physio=None if self.physio is None else self.physio[index], physio_names=self.physio_names)
+            physio=None if self.physio is None else self.physio[index], physio_names=self.physio_names,
+            lengths=None if self.lengths is None else self.lengths[index])
 
     def subset(self, participants) -> "WindowedDataset":
         """Windows of the given participant ids."""
@@ -167,6 +172,8 @@ class WindowedDataset:
             arrays[f"labels__{t}"] = self.labels[t]
         if self.physio is not None:
             arrays["physio"] = self.physio
+        if self.lengths is not None:
+            arrays["lengths"] = self.lengths
         np.savez(directory / ARRAYS_FILE, **arrays)
         meta = {"format_version": DATA_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_dict(), "modalities": list(self.inputs),
@@ -203,7 +210,7 @@ class WindowedDataset:
                 fingerprint=meta["fingerprint"], report=meta["report"],
                 levels={m: arrays[f"levels__{m}"] for m in meta["modalities"]},
                 calibration=meta["calibration"], physio=arrays.get("physio"),
-                physio_names=tuple(meta["physio_names"]))
+                physio_names=tuple(meta["physio_names"]), lengths=arrays.get("lengths"))
         except KeyError as err:
             raise DataError(arrays_path if "__" in str(err) else meta_path, str(err).strip("'"),
                             "the entry written by WindowedDataset.save", "nothing") from None
@@ -413,12 +420,18 @@ def _fmt_span(span) -> str:
 
 
 def _durations(recording: Recording, modalities) -> dict:
+    """Seconds of each modality (with segments: inside the segments, not the silence between)."""
     out = {}
+    segments = recording.segments
     for m in modalities:
-        if m == SPEECH and recording.audio is not None:
-            out[m] = round(float(recording.audio.duration), 3)
-        elif m in recording.signals:
-            out[m] = round(float(recording.signals[m].duration), 3)
+        data = recording.audio if m == SPEECH else recording.signals.get(m)
+        if data is None:
+            continue
+        if segments is None:
+            out[m] = round(float(data.duration), 3)
+        else:
+            inside = np.minimum(segments.end, data.end) - np.maximum(segments.start, data.start)
+            out[m] = round(float(np.clip(inside, 0.0, None).sum()), 3)
     return out
 
 
@@ -522,6 +535,7 @@ class _Part:
     calibration: dict = field(default_factory=dict)
     physio: np.ndarray | None = None
     physio_names: tuple = ()
+    lengths: np.ndarray | None = None
 
 
 def _physio(series: dict, windows: RecordingWindows, config: DataConfig) -> tuple[np.ndarray, list]:
@@ -540,7 +554,8 @@ def _physio(series: dict, windows: RecordingWindows, config: DataConfig) -> tupl
     if SPEECH in config.modalities:
         audio = series.get(SPEECH)
         values, columns = speech_prosody(None if audio is None else audio.values, AUDIO_RATE,
-                                         0.0 if audio is None else audio.start, windows.starts, seconds)
+                                         0.0 if audio is None else audio.start, windows.starts, seconds,
+                                         windows.lengths)
         blocks.append(values)
         names += columns
     return np.concatenate(blocks, axis=1).astype(np.float32), names
@@ -561,6 +576,9 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     series = model_rate_series(recording, modalities, config.quality_checks)  # resampled once
     windows = cut_windows(recording, config, series)
     entry["windows"] = {"total": windows.total, "kept": windows.kept, "dropped": dict(windows.dropped)}
+    if recording.segments is not None:
+        entry["segments"] = len(recording.segments)
+        entry["windows"]["padded"] = int(np.sum(windows.lengths < config.window.seconds - 1e-6))
     if windows.quality:
         entry["quality"] = dict(windows.quality)
         entry["notes"].extend(f"signal quality: {n} window(s) with {why}: that modality counted absent"
@@ -579,7 +597,8 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
                                    else "no windows: ") + hint)
         return None
     _check_labels_inside(recording, windows.span)
-    labels, classes = window_labels(windows.starts, config.window.seconds, recording.labels,
+    labels, classes = window_labels(windows.starts, config.window.seconds if windows.lengths is None
+                                    else windows.lengths, recording.labels,
                                     config.window.min_label_coverage)
     calibration = recording_calibration(recording, config, series)
     for m in config.modalities:
@@ -588,7 +607,7 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
                                   "its levels are uncalibrated")
     entry["calibration"] = {m: {"method": c.method, "seconds": round(c.seconds, 1)}
                             for m, c in calibration.items()}
-    inputs, levels = featurize(windows.raw, windows.presence, config.features, calibration)
+    inputs, levels = featurize(windows.raw, windows.presence, config.features, calibration, windows.lengths)
     for m, block in inputs.items():
         want = input_shape(m, config.window.seconds)
         if block.shape[1:] != want:
@@ -599,7 +618,8 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     entry["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
     physio, physio_names = _physio(series, windows, config)
     return _Part(pid, inputs, windows.presence, labels, classes, windows.starts, levels,
-                 {m: c.to_dict() for m, c in calibration.items()}, physio, tuple(physio_names))
+                 {m: c.to_dict() for m, c in calibration.items()}, physio, tuple(physio_names),
+                 windows.lengths)
 
 
 def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray, dict]:
@@ -631,6 +651,14 @@ def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict,
                     if parts else np.zeros(0, dtype="<U1"))
     starts = (np.concatenate([p.starts for p in parts]) if parts else np.zeros(0)).astype(np.float64)
     return inputs, presence, labels, classes, participants, starts, levels
+
+
+def _assemble_lengths(parts: list[_Part], seconds: float) -> np.ndarray | None:
+    """Real seconds per window, when some part has segments (the others: whole windows)."""
+    if not any(p.lengths is not None for p in parts):
+        return None
+    return np.concatenate([np.full(p.starts.shape[0], seconds) if p.lengths is None else p.lengths
+                           for p in parts]).astype(np.float32)
 
 
 def _assemble_physio(parts: list[_Part]) -> tuple[np.ndarray | None, tuple]:
@@ -686,8 +714,11 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
         windows = entry.get("windows", {})
         total["total"] += windows.get("total", 0)
         total["kept"] += windows.get("kept", 0)
+        total["padded"] += windows.get("padded", 0)
         dropped.update(windows.get("dropped", {}))
     report["windows"] = {"total": total["total"], "kept": total["kept"], "dropped": dict(dropped)}
+    if any("padded" in entry.get("windows", {}) for entry in report["participants"].values()):
+        report["windows"]["padded"] = total["padded"]
     report["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
     # Recount per participant on the assembled arrays: a participant without annotations
     # then shows all its windows as unlabelled for every target.
@@ -699,7 +730,8 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
     physio, physio_names = _assemble_physio(parts)
     return WindowedDataset(inputs, presence, labels, {t: tuple(c) for t, c in classes.items()},
                            ids, starts, config, fingerprint, report, levels,
-                           {part.pid: part.calibration for part in parts}, physio, physio_names)
+                           {part.pid: part.calibration for part in parts}, physio, physio_names,
+                           _assemble_lengths(parts, config.window.seconds))
 
 
 def _write_cache(dataset: WindowedDataset, final: Path) -> None:

@@ -194,8 +194,28 @@ def speech_features(windows: np.ndarray, norm: str = "cmvn") -> np.ndarray:
     return zscore(coefficients, axis=1) if norm == "cmvn" else coefficients
 
 
+def real_steps(lengths: np.ndarray, modality: str, steps: int) -> np.ndarray:
+    """Time steps of the model input ``[N]`` that hold real signal in windows with ``lengths``
+    seconds of it (the rest is zero padding after a short utterance): speech frames whose
+    centre lies in the real samples, wearable samples at the nominal rate; at most ``steps``."""
+    from kfusion.data.modalities import NOMINAL_RATES
+
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if modality == SPEECH:
+        samples = np.rint(lengths * AUDIO_RATE).astype(np.int64)
+        count = -(-samples // MFCC_SETTINGS.hop_length)
+    else:
+        count = np.rint(lengths * NOMINAL_RATES[modality]).astype(np.int64)
+    return np.clip(count, 1, steps)
+
+
+def _padded_windows(steps: np.ndarray, full: int):
+    """``(row, real steps)`` of the windows that hold padding."""
+    return [(int(i), int(k)) for i, k in enumerate(steps) if k < full]
+
+
 def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
-              calibration: dict | None = None) -> tuple[dict, dict]:
+              calibration: dict | None = None, lengths: np.ndarray | None = None) -> tuple[dict, dict]:
     """Model inputs and window levels per modality from raw windows
     (:class:`~kfusion.data.windows.RecordingWindows` ``raw``/``presence``).
 
@@ -205,6 +225,11 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     values: normalisation removes any calibration); with it off, the calibrated window. Levels:
     ``[N, 2C]`` mean and log-std per channel of the calibrated window (speech: of its MFCC
     coefficients, ``2 * 40``). Windows where a modality is absent are zeros in both.
+
+    ``lengths``: ``[N]`` seconds of real signal per window
+    (:attr:`~kfusion.data.windows.RecordingWindows.lengths`, for zero-padded windows of short
+    utterances): normalisation and levels then use the real time steps only
+    (:func:`real_steps`) and the padded steps of the input are zeros; None = all real.
     """
     from kfusion.data.calibration import calibrate, window_levels
 
@@ -218,21 +243,27 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
             n_frames = MFCC_SETTINGS.frames(block.shape[1])
             values = np.zeros((block.shape[0], n_frames, MFCC_SETTINGS.n_mfcc), dtype=np.float32)
             level = np.zeros((block.shape[0], 2 * MFCC_SETTINGS.n_mfcc), dtype=np.float32)
+            normalise = features.speech_norm == "cmvn"
             if present.any():
-                coefficients = mfcc(np.asarray(block[present], dtype=np.float32))
-                calibrated = calibrate(coefficients, stats)
-                level[present] = window_levels(calibrated)
-                values[present] = (zscore(coefficients, axis=1) if features.speech_norm == "cmvn"
-                                   else calibrated)
+                windows = mfcc(np.asarray(block[present], dtype=np.float32))
         else:
             values = np.zeros(block.shape, dtype=np.float32)
             level = np.zeros((block.shape[0], 2 * block.shape[2]), dtype=np.float32)
+            normalise = features.wearable_norm == "zscore"
             if present.any():
                 windows = np.asarray(block[present], dtype=np.float32)
-                calibrated = calibrate(windows, stats)
-                level[present] = window_levels(calibrated)
-                values[present] = (zscore(windows, axis=1) if features.wearable_norm == "zscore"
-                                   else calibrated)
+        if present.any():
+            calibrated = calibrate(windows, stats)
+            level[present] = window_levels(calibrated)
+            values[present] = zscore(windows, axis=1) if normalise else calibrated
+            if lengths is not None:  # padded windows: their real steps only, zeros after
+                rows = np.flatnonzero(present)
+                steps = real_steps(np.asarray(lengths)[rows], modality, values.shape[1])
+                for i, k in _padded_windows(steps, values.shape[1]):
+                    real = calibrated[i:i + 1, :k]
+                    level[rows[i]] = window_levels(real)[0]
+                    values[rows[i]] = 0.0
+                    values[rows[i], :k] = (zscore(windows[i:i + 1, :k], axis=1) if normalise else real)[0]
         inputs[modality], levels[modality] = values, level
     return inputs, levels
 

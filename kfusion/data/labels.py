@@ -16,7 +16,8 @@ Values outside their range raise :class:`~kfusion.errors.DataError`; NaN means u
 ``LabelIntervals.classes[column]``.
 
 A window gets the label of the annotation interval that overlaps it most (the earlier one on
-a tie); if that interval covers less than ``min_coverage`` of the window it is unlabelled.
+a tie); if that interval covers less than ``min_coverage`` of the window (of its real length,
+for a zero-padded window of a short utterance) it is unlabelled.
 """
 
 from __future__ import annotations
@@ -116,29 +117,36 @@ def interval_targets(labels: LabelIntervals) -> tuple[dict, dict]:
     raise DataError(source or None, "scheme", "'kemocon' or 'classes'", repr(labels.scheme))
 
 
-def best_intervals(starts: np.ndarray, seconds: float, labels: LabelIntervals,
+def best_intervals(starts: np.ndarray, seconds, labels: LabelIntervals,
                    min_coverage: float, chunk: int = 512) -> np.ndarray:
-    """Index of the interval covering most of each window (-1 if below ``min_coverage``)."""
+    """Index of the interval covering most of each window (-1 if below ``min_coverage``).
+    ``seconds``: the window length, or ``[N]`` real lengths (a zero-padded window of a short
+    utterance is judged on its real part only)."""
     starts = np.asarray(starts, dtype=np.float64)
     out = np.full(starts.shape[0], UNLABELLED, dtype=np.int64)
     if len(labels) == 0 or starts.size == 0:
         return out
+    per_window = np.ndim(seconds) > 0
+    if per_window:
+        seconds = np.asarray(seconds, dtype=np.float64).reshape(-1)
     order = np.argsort(labels.start, kind="stable")
     first, last = labels.start[order][None, :], labels.end[order][None, :]
     for begin in range(0, starts.shape[0], chunk):
         t0 = starts[begin:begin + chunk, None]
-        overlap = np.minimum(last, t0 + seconds) - np.maximum(first, t0)
+        length = seconds[begin:begin + chunk, None] if per_window else seconds
+        overlap = np.minimum(last, t0 + length) - np.maximum(first, t0)
         best = np.argmax(overlap, axis=1)  # the earliest interval wins a tie
         covered = overlap[np.arange(best.size), best]
         # small slack so 2.0 s of a 4 s window counts as 0.5 despite float error
-        ok = covered >= min_coverage * seconds - 1e-5
+        ok = covered >= min_coverage * (length[:, 0] if per_window else length) - 1e-5
         out[begin:begin + chunk] = np.where(ok, order[best], UNLABELLED)
     return out
 
 
-def window_labels(starts: np.ndarray, seconds: float, labels: LabelIntervals | None,
+def window_labels(starts: np.ndarray, seconds, labels: LabelIntervals | None,
                   min_coverage: float = 0.5) -> tuple[dict, dict]:
-    """Labels of windows starting at ``starts`` (UNIX s), ``seconds`` long.
+    """Labels of windows starting at ``starts`` (UNIX s), ``seconds`` long (or ``[N]`` real
+    lengths of segment windows, see :func:`best_intervals`).
 
     Returns ``({target: int64 [N]}, {target: class names})``; -1 where unlabelled.
     """

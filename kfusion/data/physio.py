@@ -481,16 +481,19 @@ def _frames_touching(mask: np.ndarray, n_frames: int, frame: int, hop: int) -> n
 
 
 def speech_prosody(samples: np.ndarray | None, rate: int, start: float, starts: np.ndarray,
-                   seconds: float) -> tuple[np.ndarray, list[str]]:
+                   seconds: float, lengths: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Prosody features per window of a whole mono recording (``None`` -> NaN columns).
 
     ``samples``: float audio at ``rate`` Hz whose sample 0 is at UNIX time ``start``; NaN samples
     mark gaps. Returns float32 ``[len(starts), 6]`` and :data:`SPEECH_PROSODY_NAMES`.
+    ``lengths``: ``[N]`` seconds of real signal per window (zero-padded windows of short
+    utterances): each window's frames, voicing fraction and rate then cover that part only.
     """
     import scipy.ndimage
     import scipy.signal
 
     starts, seconds = _check_windows(starts, seconds)
+    span = seconds if lengths is None else np.asarray(lengths, dtype=np.float64).reshape(-1)
     names = list(SPEECH_PROSODY_NAMES)
     nan_out = np.full((len(starts), len(names)), np.nan, np.float32)
     if samples is None:
@@ -541,7 +544,7 @@ def speech_prosody(samples: np.ndarray | None, rate: int, start: float, starts: 
     # Frames whose centre k * hop / rate lies in the window.
     tol = PHYSIO_SETTINGS["window_tolerance_samples"]
     rel0 = (starts - start) * frame_rate
-    rel1 = (starts + seconds - start) * frame_rate
+    rel1 = (starts + span - start) * frame_rate
     k0 = np.clip(np.ceil(rel0 - tol), 0, n_frames).astype(np.int64)
     k1 = np.clip(np.ceil(rel1 - tol), 0, n_frames).astype(np.int64)
     edge = PHYSIO_SETTINGS["coverage_tolerance_samples"]
@@ -570,6 +573,6 @@ def speech_prosody(samples: np.ndarray | None, rate: int, start: float, starts: 
     with np.errstate(invalid="ignore", divide="ignore"):
         voiced_frac = n_voiced / (k1 - k0)
     n_peaks = np.searchsorted(peaks, k1, side="left") - np.searchsorted(peaks, k0, side="left")
-    out = np.stack([f0_mean, f0_std, e_mean, e_std, voiced_frac, n_peaks / seconds], axis=1)
+    out = np.stack([f0_mean, f0_std, e_mean, e_std, voiced_frac, n_peaks / span], axis=1)
     out[bad] = np.nan
     return out.astype(np.float32), names

@@ -95,6 +95,39 @@ class LabelIntervals:
         return int(self.start.shape[0])
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Separate pieces of one recording on its clock, e.g. the utterances of a clip corpus
+    (one audio file each, laid end to end with silence between them).
+
+    ``start``/``end``: ``[S]`` UNIX seconds, sorted and not overlapping; ``names``: what each
+    piece is (its file). Windows never straddle two segments: each segment is cut on its own
+    from its start (:func:`kfusion.data.windows.segment_window_starts`); a segment shorter than
+    a window gives one window, zero-padded after the segment's end, whose real length is kept.
+    """
+
+    start: np.ndarray
+    end: np.ndarray
+    names: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "start", np.asarray(self.start, dtype=np.float64).reshape(-1))
+        object.__setattr__(self, "end", np.asarray(self.end, dtype=np.float64).reshape(-1))
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        if self.start.shape != self.end.shape or (self.names and len(self.names) != len(self.start)):
+            raise ValueError("Segments: start, end (and names) must have the same length")
+        if np.any(~(self.end > self.start)) or np.any(self.start[1:] < self.end[:-1]):
+            raise ValueError("Segments: expected sorted, non-overlapping [start, end) pieces")
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        """Total length of the segments (s)."""
+        return float(np.sum(self.end - self.start))
+
+
 @dataclass
 class Recording:
     """Everything known about one participant.
@@ -103,7 +136,8 @@ class Recording:
     :class:`Signal`; ``audio`` is the participant's speech (or None); ``labels`` the
     annotation intervals (or None); ``span`` an optional ``(start, end)`` restricting
     windowing (e.g. K-EmoCon's debate); ``notes`` human-readable remarks from the reader
-    (e.g. "mono debate audio: both speakers").
+    (e.g. "mono debate audio: both speakers"). ``segments``: optional :class:`Segments`
+    (utterances of a clip corpus) that windows never straddle; None for one continuous recording.
     """
 
     participant: str
@@ -113,6 +147,7 @@ class Recording:
     span: tuple[float, float] | None = None
     notes: list = field(default_factory=list)
     source: str = ""
+    segments: Segments | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:

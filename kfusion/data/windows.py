@@ -15,6 +15,11 @@ windows and counts them under the first failing modality (in the requested order
 reason ``"no eda data"``, ``"eda not covered"`` or ``"gap in eda"``; ``"fill"`` keeps them
 zero-filled with ``presence[modality] = False`` (windows with no modality at all are still
 dropped, as ``"no requested modality present"``).
+
+A recording with :class:`~kfusion.data.recording.Segments` (the utterances of a clip corpus) is
+cut per segment instead (:func:`segment_window_starts`): no window straddles two segments, and a
+segment shorter than a window gives one window whose samples after the segment's end are zeros;
+its real length is kept (``RecordingWindows.lengths``) and only that part must be covered.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ class RecordingWindows:
     hold zeros. ``presence``: modality -> bool ``[N]``. ``total``: candidate windows in the span;
     ``dropped``: reason -> count (``total == N + sum(dropped.values())``). ``coverage``:
     modality -> ``(start, end)`` UNIX s of the data the recording has; ``files``: modality ->
-    source file.
+    source file. ``lengths``: ``[N]`` float64 seconds of real signal in each window (the window
+    length, or less for a zero-padded short segment); None for a recording without segments.
     """
 
     participant: str
@@ -63,6 +69,7 @@ class RecordingWindows:
     coverage: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
+    lengths: np.ndarray | None = None
 
     @property
     def kept(self) -> int:
@@ -84,6 +91,32 @@ def window_starts(span_start: float, span_end: float, seconds: float, hop: float
         return np.zeros(0, dtype=np.float64)
     count = int(np.floor((length - seconds + TIME_TOLERANCE) / hop)) + 1
     return float(span_start) + np.arange(count, dtype=np.float64) * hop
+
+
+def segment_window_starts(segments, seconds: float, hop: float,
+                          span: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, lengths)`` of the windows of :class:`~kfusion.data.recording.Segments`, each
+    segment cut on its own: a segment at least ``seconds`` long gives the windows of
+    :func:`window_starts` inside it (length ``seconds``); a shorter one gives a single window at
+    its start whose length is the segment's (the rest is zero padding). Segments outside
+    ``span`` are left out and those crossing its ends are clipped to it.
+    """
+    starts, lengths = [], []
+    for s0, s1 in zip(segments.start, segments.end):
+        if span is not None:
+            s0, s1 = max(float(s0), float(span[0])), min(float(s1), float(span[1]))
+            if s1 <= s0:
+                continue
+        if s1 - s0 + TIME_TOLERANCE >= seconds:
+            inside = window_starts(s0, s1, seconds, hop)
+            starts.append(inside)
+            lengths.append(np.full(inside.shape[0], float(seconds)))
+        else:
+            starts.append(np.array([float(s0)]))
+            lengths.append(np.array([float(s1) - float(s0)]))
+    if not starts:
+        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64)
+    return np.concatenate(starts).astype(np.float64), np.concatenate(lengths).astype(np.float64)
 
 
 def _rate_ratio(rate_in: float, rate_out: float) -> tuple[int, int]:
@@ -188,12 +221,15 @@ def model_rate_series(recording: Recording, modalities, checks: bool = True) -> 
     return out
 
 
-def _flagged_windows(starts: np.ndarray, seconds: float, mask: np.ndarray, rate: float,
+def _flagged_windows(starts: np.ndarray, seconds, mask: np.ndarray, rate: float,
                      start: float) -> np.ndarray:
-    """Bool ``[N]``: windows touching a flagged sample of a signal at ``rate`` from ``start``."""
+    """Bool ``[N]``: windows touching a flagged sample of a signal at ``rate`` from ``start``
+    (``seconds``: the window length, or ``[N]`` real lengths of segment windows)."""
     before = np.concatenate([[0], np.cumsum(mask)])
     i0 = np.clip(np.rint((starts - start) * rate).astype(np.int64), 0, mask.shape[0])
-    i1 = np.clip(i0 + int(round(seconds * rate)), 0, mask.shape[0])
+    n = (int(round(seconds * rate)) if np.ndim(seconds) == 0
+         else np.rint(np.asarray(seconds) * rate).astype(np.int64))
+    i1 = np.clip(i0 + n, 0, mask.shape[0])
     return (before[i1] - before[i0]) > 0
 
 
@@ -251,14 +287,21 @@ def cut_windows(recording: Recording, config: DataConfig | None = None,
 
     Sample index of the window starting at ``t``: ``i0 = round((t - start) * rate)`` with
     ``n = round(seconds * rate)`` samples, ``start``/``rate`` those of the (resampled) series.
+    With segments, a window of real length ``L < seconds`` takes ``round(L * rate)`` samples
+    from ``i0`` and zeros after them.
     """
     config = config or DataConfig()
     modalities = check_modalities(config.modalities)
     seconds, hop = config.window.seconds, config.window.hop
     span = recording_span(recording, modalities)
     check_span(recording, modalities, span)
-    starts = (window_starts(span[0], span[1], seconds, hop) if span is not None
-              else np.zeros(0, dtype=np.float64))
+    lengths = None
+    if span is None:
+        starts = np.zeros(0, dtype=np.float64)
+    elif recording.segments is not None:
+        starts, lengths = segment_window_starts(recording.segments, seconds, hop, span)
+    else:
+        starts = window_starts(span[0], span[1], seconds, hop)
     total = int(starts.shape[0])
     if series is None:
         series = model_rate_series(recording, modalities, config.quality_checks)
@@ -278,20 +321,24 @@ def cut_windows(recording: Recording, config: DataConfig | None = None,
         files[m] = source
         n = int(round(seconds * rate))
         i0 = np.rint((starts - start) * rate).astype(np.int64)
-        covered = (i0 >= 0) & (i0 + n <= n_samples)
+        # samples of real signal per window: n, fewer in a zero-padded short segment
+        real = n if lengths is None else np.minimum(n, np.rint(lengths * rate).astype(np.int64))
+        covered = (i0 >= 0) & (i0 + real <= n_samples)
         finite = np.isfinite(values) if values.ndim == 1 else np.isfinite(values).all(axis=1)
         bad_before = np.concatenate([[0], np.cumsum(~finite)])
         gap = np.zeros(total, dtype=bool)
-        gap[covered] = (bad_before[i0[covered] + n] - bad_before[i0[covered]]) > 0
+        ends = i0 + real
+        gap[covered] = (bad_before[ends[covered]] - bad_before[i0[covered]]) > 0
         present[m] = covered & ~gap
         free = reason == None  # noqa: E711
         reason[free & ~covered] = f"{m} not covered"
         for why, mask, rate0, start0 in flags:  # a failed check names itself, not "gap"
-            hit = covered & _flagged_windows(starts, seconds, mask, rate0, start0)
+            hit = covered & _flagged_windows(starts, seconds if lengths is None else lengths,
+                                             mask, rate0, start0)
             quality[why] = int(hit.sum())
             reason[(reason == None) & hit] = why  # noqa: E711
         reason[(reason == None) & covered & gap] = f"gap in {m}"  # noqa: E711
-        cuts[m] = (i0, n)
+        cuts[m] = (i0, n, real)
 
     if config.window.missing == "drop":
         keep = np.ones(total, dtype=bool)
@@ -321,11 +368,15 @@ def cut_windows(recording: Recording, config: DataConfig | None = None,
             shape = (kept_index.size, n, channels)
         block = np.zeros(shape, dtype=np.float32)
         if m in cuts:
-            i0 = cuts[m][0]
+            i0, real = cuts[m][0], cuts[m][2]
             for row, w in enumerate(kept_index):
                 if present[m][w]:
-                    block[row] = series[m].values[i0[w]:i0[w] + n]
+                    if lengths is None:
+                        block[row] = series[m].values[i0[w]:i0[w] + n]
+                    else:  # zeros after a short segment's end
+                        block[row, :real[w]] = series[m].values[i0[w]:i0[w] + real[w]]
         raw[m] = block
     return RecordingWindows(recording.participant, starts[kept_index], raw, presence, total,
-                            dropped, span, coverage, files, quality)
+                            dropped, span, coverage, files, quality,
+                            None if lengths is None else lengths[kept_index])
 
