@@ -23,7 +23,7 @@ def _data_config(args):
 
     from kfusion.data.sources import source_modalities
 
-    kwargs = {"skip_bad": args.skip_bad, "annotations": args.annotations}
+    kwargs = {"skip_bad": args.skip_bad, "annotations": args.annotations, "meditation": args.meditation}
     # Without --modalities, use every modality the sources' formats can hold.
     kwargs["modalities"] = (tuple(args.modalities.split(",")) if args.modalities
                             else source_modalities(args.sources))
@@ -40,6 +40,16 @@ def cmd_data_inspect(args) -> int:
 
     info = inspect_source(args.sources, _data_config(args), cache_dir=_cache_dir(args))
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_inspection(info))
+    return 0
+
+
+def cmd_data_sources(args) -> int:
+    from kfusion.data.sources import reader_descriptions
+
+    descriptions = reader_descriptions()
+    width = max(len(f"{scheme}:PATH") for scheme in descriptions)
+    for scheme, text in descriptions.items():
+        print(f"{scheme + ':PATH':<{width}}  {text}")
     return 0
 
 
@@ -209,10 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_commands.add_parser(
         "inspect", help="participants, durations, windows kept/dropped, labels, problems")
     inspect.add_argument("sources", nargs="+", metavar="SOURCE",
-                         help="kemocon:PATH, e4:PATH, stresspredict:PATH or generic:PATH")
+                         help="SCHEME:PATH, e.g. kemocon:PATH or generic:PATH ('kfusion data sources' "
+                              "lists them all)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_options(inspect)
     inspect.set_defaults(func=cmd_data_inspect)
+
+    sources = data_commands.add_parser("sources", help="the data source schemes, one line each")
+    sources.set_defaults(func=cmd_data_sources)
 
     evaluate = commands.add_parser(
         "evaluate", help="leave-one-subject-out evaluation of Table 1's rows (resumable)")
@@ -248,6 +262,8 @@ def _add_data_options(parser) -> None:
     parser.add_argument("--annotations", default="self",
                          choices=["self", "partner", "external", "aggregated_external"],
                         help="K-EmoCon annotation perspective (default: self)")
+    parser.add_argument("--meditation", action="store_true",
+                        help="WESAD: label meditation as a fourth condition (default: unlabelled)")
     parser.add_argument("--calibration", default="participant", metavar="none|participant|head[:MIN]",
                         help="per-person calibration from each participant's own unlabelled signals: "
                              "none, participant (all of the recording, default) or head:MINUTES "
@@ -338,7 +354,7 @@ def _add_other_commands(commands) -> None:
 
 
 #: Commands that never start TensorFlow (data only).
-_WITHOUT_TENSORFLOW = ("cmd_data_inspect", "cmd_data_synth", "cmd_calibrate")
+_WITHOUT_TENSORFLOW = ("cmd_data_inspect", "cmd_data_sources", "cmd_data_synth", "cmd_calibrate")
 
 
 def _start_tensorflow_quietly() -> None:

@@ -170,8 +170,9 @@ class DataConfig(_Config):
     windows touching samples a sensor cannot have produced, or produced off the skin
     (:mod:`kfusion.data.quality`), lack that modality (switch off only for non-E4 units).
     ``annotations``: which K-EmoCon perspective labels the windows (``self``, ``partner``,
-    ``external``, ``aggregated_external``). ``skip_bad``: report participants whose files are
-    bad and go on, instead of stopping.
+    ``external``, ``aggregated_external``). ``meditation``: WESAD's meditation periods become a
+    fourth ``condition`` class (and non-stress); by default they are unlabelled. ``skip_bad``:
+    report participants whose files are bad and go on, instead of stopping.
     """
 
     modalities: tuple = MODALITIES
@@ -179,13 +180,15 @@ class DataConfig(_Config):
     features: FeatureConfig = field(default_factory=FeatureConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     annotations: str = "self"
+    meditation: bool = False
     skip_bad: bool = False
     quality_checks: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
-        if not isinstance(self.quality_checks, bool):
-            raise ConfigError(f"quality_checks: expected true or false, found {self.quality_checks!r}")
+        for name in ("quality_checks", "meditation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, found {getattr(self, name)!r}")
         if self.annotations not in ("self", "partner", "external", "aggregated_external"):
             raise ConfigError("annotations: expected self, partner, external or aggregated_external, "
                               f"found {self.annotations!r}")

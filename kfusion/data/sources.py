@@ -31,18 +31,52 @@ _READERS: dict[str, object] = {
     "e4": "kfusion.data.readers.e4:READER",
     "stresspredict": "kfusion.data.readers.stress_predict:READER",
     "generic": "kfusion.data.readers.generic:READER",
+    "wesad": "kfusion.data.readers.wesad:READER",
+    "ppgdalia": "kfusion.data.readers.ppgdalia:READER",
 }
 
 
-def register_reader(scheme: str, reader: Reader) -> None:
-    """Make ``scheme:PATH`` sources use ``reader``."""
+# scheme -> one line for ``kfusion data sources`` (here, so that listing imports no reader; a
+# scheme without an entry is described by its reader's ``description`` or docstring)
+_DESCRIPTIONS: dict[str, str] = {
+    "kemocon": "K-EmoCon release (metadata/, e4_data/, emotion_annotations/, debate_audios/): "
+               "speech + E4; arousal, valence, emotion",
+    "e4": "Empatica E4 Connect export (ACC/BVP/EDA/TEMP.csv), or a folder of them; no labels",
+    "stresspredict": "Stress-Predict root (Raw_data/S01..S35 E4 exports, Processed_data/ "
+                     "1 Hz labels); stress",
+    "generic": "your own data: PATH/<participant>/ with E4 files, audio + audio.json, labels.csv; "
+               "optional dataset.json",
+    "wesad": "WESAD release (S<k>/S<k>.pkl wrist signals + protocol labels, S<k>_quest.csv); "
+             "condition, stress, arousal, valence",
+    "ppgdalia": "PPG-DaLiA release (S<k>/S<k>.pkl wrist signals + 4 Hz activity labels); activity",
+}
+
+
+def _reader_description(reader) -> str:
+    text = getattr(reader, "description", None)
+    if not text:
+        doc = (type(reader).__doc__ or "").strip()
+        text = doc.splitlines()[0].strip() if doc else ""
+    return " ".join(str(text).split())
+
+
+def register_reader(scheme: str, reader: Reader, description: str | None = None) -> None:
+    """Make ``scheme:PATH`` sources use ``reader``. ``description``: its line in ``kfusion data
+    sources`` (default: the reader's ``description`` attribute, else its docstring's first line)."""
     if not scheme.isidentifier():
         raise ConfigError(f"reader scheme {scheme!r}: expected a plain name like 'mydata'")
     _READERS[scheme] = reader
+    _DESCRIPTIONS[scheme] = description if description is not None else _reader_description(reader)
 
 
 def reader_schemes() -> list[str]:
     return sorted(_READERS)
+
+
+def reader_descriptions() -> dict[str, str]:
+    """``{scheme: one-line description}`` of every reader, sorted by scheme."""
+    return {scheme: _DESCRIPTIONS.get(scheme) or _reader_description(get_reader(scheme))
+            for scheme in reader_schemes()}
 
 
 def get_reader(scheme: str) -> Reader:
