@@ -92,7 +92,10 @@ def format_inspection(info: dict) -> str:
     n_ok = sum(1 for p in participants if p.get("status") == "ok")
     lines.append(f"Participants: {len(participants)} ({n_ok} with windows, "
                  f"{len(info.get('skipped', {}))} skipped, {len(info.get('problems', {}))} with problems)")
-    lines.append(f"Windows: {totals.get('kept', 0)} kept of {totals.get('total', 0)}")
+    padded = totals.get("padded")
+    lines.append(f"Windows: {totals.get('kept', 0)} kept of {totals.get('total', 0)}"
+                 + ("" if padded is None else f" ({padded} zero-padded: utterances shorter than a window; "
+                    "each utterance is its own segment, no window straddles two)"))
     lines.append("")
 
     lines.append("Per participant (durations in seconds)")

@@ -3,8 +3,8 @@ handling.
 
 A reader is any object with ``participants(root) -> list[str]`` and
 ``read(root, participant, config) -> Recording``. Register new ones with
-:func:`register_reader`; the built-in schemes are ``kemocon``, ``e4``, ``stresspredict`` and
-``generic``.
+:func:`register_reader`; the built-in schemes are ``kemocon``, ``e4``, ``stresspredict``,
+``generic`` and the clip corpora ``emodb``, ``ravdess``, ``cremad`` and ``clips``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ _READERS: dict[str, object] = {
     "generic": "kfusion.data.readers.generic:READER",
     "wesad": "kfusion.data.readers.wesad:READER",
     "ppgdalia": "kfusion.data.readers.ppgdalia:READER",
+    "emodb": "kfusion.data.readers.speech_corpora:EMODB",
+    "ravdess": "kfusion.data.readers.speech_corpora:RAVDESS",
+    "cremad": "kfusion.data.readers.speech_corpora:CREMAD",
+    "clips": "kfusion.data.readers.clips:READER",
 }
 
 
@@ -49,6 +53,13 @@ _DESCRIPTIONS: dict[str, str] = {
     "wesad": "WESAD release (S<k>/S<k>.pkl wrist signals + protocol labels, S<k>_quest.csv); "
              "condition, stress, arousal, valence",
     "ppgdalia": "PPG-DaLiA release (S<k>/S<k>.pkl wrist signals + 4 Hz activity labels); activity",
+    "emodb": "Berlin EmoDB (wav/03a01Fa.wav, one file per utterance): speech; emotion (7), arousal, "
+             "valence",
+    "ravdess": "RAVDESS audio-only (Actor_01/03-01-06-01-02-01-01.wav; song files skipped): speech; "
+               "emotion (8), arousal, valence, intensity",
+    "cremad": "CREMA-D (AudioWAV/1001_DFA_ANG_XX.wav): speech; emotion (6), arousal, valence, intensity",
+    "clips": "any clip corpus: PATH/manifest.csv (file, participant, label columns), one audio "
+             "file per utterance: speech",
 }
 
 
