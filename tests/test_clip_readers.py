@@ -379,3 +379,14 @@ def test_evaluate_cli_on_each_fixture(corpora, scheme, target, tmp_path, capsys)
     assert "Speech only" in out and "Hand-crafted" in out
     folds = (tmp_path / "ev" / "folds.jsonl").read_text().splitlines()
     assert len(folds) == 2 * 3  # two rows x three held-out speakers
+
+
+def test_data_sources_lists_the_clip_corpora(capsys):
+    from kfusion.cli import main
+
+    assert main(["data", "sources"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "wav/03a01Fa.wav" in lines["emodb:PATH"]
+    assert "Actor_01/03-01-06-01-02-01-01.wav" in lines["ravdess:PATH"]
+    assert "AudioWAV/1001_DFA_ANG_XX.wav" in lines["cremad:PATH"]
+    assert "manifest.csv" in lines["clips:PATH"]

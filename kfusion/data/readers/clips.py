@@ -229,8 +229,6 @@ class ManifestClipsReader:
     """``clips:PATH``: any clip corpus listed in ``PATH/manifest.csv`` (see the module)."""
 
     modalities = (SPEECH,)
-    description = ("any clip corpus of speech: PATH/manifest.csv (file, participant, label columns), "
-                   "one audio file per utterance")
 
     def participants(self, root: Path) -> list[str]:
         return sorted(read_manifest(root)[0], key=natural_key)

@@ -141,7 +141,6 @@ class _FlatCorpus:
 class EmodbReader(_FlatCorpus):
     """``emodb:PATH``: Berlin EmoDB (see the module)."""
 
-    description = "Berlin EmoDB (10 speakers, 7 emotions): PATH/wav/03a01Fa.wav, speech only"
     name, folder, example = "EmoDB", "wav", "03a01Fa.wav"
     speaker = r"^(\d{2})"
     pattern = ("SSTTTEV.wav: speaker (2 digits), text code (a01..b10), emotion letter "
@@ -165,7 +164,6 @@ class EmodbReader(_FlatCorpus):
 class CremadReader(_FlatCorpus):
     """``cremad:PATH``: CREMA-D (see the module)."""
 
-    description = "CREMA-D (91 actors, 6 emotions, intensity): PATH/AudioWAV/1001_DFA_ANG_XX.wav, speech only"
     name, folder, example = "CREMA-D", "AudioWAV", "1001_DFA_ANG_XX.wav"
     speaker = r"^(\d{4})_"
     pattern = ("AAAA_SSS_EEE_LL.wav: actor (4 digits), sentence (IEO, TIE, IOM, IWW, TAI, MTI, IWL, "
@@ -197,7 +195,6 @@ class RavdessReader:
     ``song``: also read the song files (vocal channel 02) instead of skipping them."""
 
     modalities = (SPEECH,)
-    description = "RAVDESS audio-only (24 actors, 8 emotions, intensity): PATH/Actor_01/03-01-06-01-02-01-01.wav, speech only"
     pattern = ("MM-VV-EE-II-SS-RR-AA.wav: modality 03 (audio-only), vocal channel 01 (speech) or 02 "
                "(song), emotion 01-08, intensity 01-02, statement 01-02, repetition 01-02, actor 01-24")
     example = "03-01-06-01-02-01-01.wav"
