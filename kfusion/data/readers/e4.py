@@ -221,6 +221,23 @@ def read_tags(path: str | Path) -> np.ndarray:
     return np.asarray(times, dtype=np.float64)
 
 
+def _one_level_down(folder: Path) -> str:
+    """A hint when E4 files sit one folder deeper (WESAD's ``S2/S2_E4_Data/``) or the folder is a
+    WESAD / PPG-DaLiA subject folder (``S2/S2.pkl``); empty otherwise. Never raises."""
+    try:
+        inner = [p for p in Path(folder).iterdir() if p.is_dir() and find_e4_files(p)]
+        pickled = Path(folder, f"{Path(folder).name}.pkl").is_file()
+    except (OSError, DataError):
+        return ""
+    hints = []
+    if len(inner) == 1:
+        hints.append(f"they are one level down: e4:{inner[0]} reads them, without labels")
+    if pickled:
+        hints.append(f"{Path(folder).name}.pkl here looks like a WESAD or PPG-DaLiA subject: "
+                     f"wesad:{Path(folder).parent} or ppgdalia:{Path(folder).parent} read it with its labels")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 def read_e4_folder(folder: Path, modalities=WEARABLES, require: bool = True
                    ) -> tuple[dict[str, Signal], list[str]]:
     """Read the E4 signal files of one participant folder.
@@ -231,7 +248,7 @@ def read_e4_folder(folder: Path, modalities=WEARABLES, require: bool = True
     files = find_e4_files(folder)
     if require and not files:
         raise DataError(folder, "files", "at least one of " + ", ".join(E4_FILES.values()),
-                        "none of them" if folder.is_dir() else "no such folder")
+                        "none of them" + _one_level_down(folder) if folder.is_dir() else "no such folder")
     signals, notes = {}, []
     for modality, path in files.items():
         if modality not in modalities:

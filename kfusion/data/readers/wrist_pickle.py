@@ -97,7 +97,7 @@ def load_pickle(path: str | os.PathLike, what: str) -> object:
     except _Refused as refused:
         raise DataError(path, "contents", f"{what} holding only dicts, lists, strings, numbers and "
                         "numpy arrays (kfusion rebuilds nothing else from a pickle)",
-                        f"an object of type {refused.what}") from None
+                        f"a reference to {refused.what}") from None
     except KfusionError:
         raise
     except MemoryError:
@@ -203,7 +203,7 @@ def numeric_array(value, path: Path, field: str, expected: str) -> np.ndarray:
     """``value`` as a non-empty numeric numpy array, or an error naming ``field``."""
     if not isinstance(value, np.ndarray):
         raise DataError(path, field, f"a numpy array ({expected})", f"a {type(value).__name__}")
-    if value.dtype.kind not in "biuf":
+    if value.dtype.kind not in "iuf":
         raise DataError(path, field, f"a numeric array ({expected})", f"dtype {value.dtype}")
     if value.size == 0:
         raise DataError(path, field, f"a non-empty array ({expected})", f"shape {list(value.shape)}")
