@@ -205,3 +205,76 @@ def test_resumable_training_prints_no_shuffle_warning(tmp_path):
         warnings.simplefilter("error", UserWarning)
         history = train_resumable(model, lambda epoch: data, 2, tmp_path / "stage", verbose=0)
     assert len(history) == 2
+
+
+def test_a_user_early_stopping_ends_a_pretraining_run(source, tmp_path):
+    # One fit for the whole run: Keras's EarlyStopping keeps its count across epochs and stops.
+    stop = keras.callbacks.EarlyStopping(monitor="loss", min_delta=1e9, patience=1)  # never improves
+    seen = EpochsSeen()
+    config = EncoderPretrainConfig(epochs=6, batch_size=16, max_windows=64, seed=3)
+    paths = pretrain_encoders([source], tmp_path, config, modalities=("eda",), cache_dir=False, verbose=0,
+                              progress=False, callbacks=[stop, seen])
+    assert seen.epochs == [0, 1] and stop.stopped_epoch == 1
+    state = read_progress(tmp_path / "eda")
+    assert state["finished"] and state["epochs_done"] == 2 and len(state["history"]) == 2
+    assert paths["eda"].is_file() and not (tmp_path / "eda" / "backup").exists()
+
+
+class KillAtBatch(keras.callbacks.Callback):
+    """Stands in for a killed process: raises after batch ``batch`` of epoch ``epoch``."""
+
+    def __init__(self, epoch: int, batch: int):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise Interrupt(f"killed in epoch {self.epoch} after batch {batch}")
+
+
+def _noisy_model(seed: int):
+    from kfusion.training.augment import RandomNoise
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8, 2)), RandomNoise(0.5, seed=seed), keras.layers.Flatten(),
+                              keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    return model
+
+
+def _epoch_batches(epoch: int):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 8, 2)).astype("float32"), rng.normal(size=(40, 1)).astype("float32")
+    order = np.random.default_rng([7, epoch]).permutation(len(x))
+    return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(8)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    """The backup restores weights, optimizer and the augmentation layer's random state: the epoch
+    cut short is run again from its start and the run ends where an uninterrupted one ends."""
+    from kfusion.training.pretrain import train_resumable
+
+    reference = _noisy_model(4)
+    full = train_resumable(reference, _epoch_batches, 4, tmp_path / "full", verbose=0)
+    killed = _noisy_model(4)
+    with pytest.raises(Interrupt):
+        train_resumable(killed, _epoch_batches, 4, tmp_path / "killed", verbose=0,
+                        callbacks=[KillAtBatch(epoch=2, batch=2)])
+    assert read_progress(tmp_path / "killed")["epochs_done"] == 2
+    resumed, seen = _noisy_model(4), EpochsSeen()  # a new process: fresh model, same seed
+    history = train_resumable(resumed, _epoch_batches, 4, tmp_path / "killed", verbose=0, callbacks=[seen])
+    assert seen.epochs == [2, 3] and len(history) == 4
+    np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in full], rtol=1e-6)
+    for a, b in zip(_weights(resumed), _weights(reference)):
+        np.testing.assert_array_equal(a, b)
+    # A run whose fit ended trains no more: a new call only restores its weights.
+    again, seen = _noisy_model(9), EpochsSeen()
+    train_resumable(again, _epoch_batches, 4, tmp_path / "killed", verbose=0, callbacks=[seen])
+    assert seen.epochs == []
+    for a, b in zip(_weights(again), _weights(reference)):
+        np.testing.assert_array_equal(a, b)

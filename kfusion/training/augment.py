@@ -20,6 +20,9 @@ __all__ = [
     "RandomSegmentPermutation", "RandomTimeWarp", "RandomSpanZeroing", "default_augmenter",
 ]
 
+#: Key of a layer's random state in weight files.
+SEED_STATE = "seed_state"
+
 
 def _check_probability(name: str, value) -> float:
     try:
@@ -90,6 +93,20 @@ class _RandomWindowAugmentation(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    # The random state travels with the weights (``save_weights``, ``.keras`` files), so training
+    # restored from a backup (``keras.callbacks.BackupAndRestore``) draws what an uninterrupted run
+    # would have drawn. Files without it (written before it was saved) leave the state as it is.
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self.weights):
+            store[f"{i}"] = variable
+        store[SEED_STATE] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        for i, variable in enumerate(self.weights):
+            variable.assign(store[f"{i}"])
+        if SEED_STATE in store.keys():
+            self.seed_generator.state.assign(store[SEED_STATE])
 
     def get_config(self):
         config = super().get_config()

@@ -11,10 +11,11 @@
 
 Every stage writes a run folder (:class:`kfusion.runs.RunFolder`: ``config.json``,
 ``versions.json``, ``data.json``) with one sub-folder per trained model holding
-``progress.json`` and a checkpoint (weights + optimizer + augmenter RNG state) after every
-epoch. A re-run with the same config continues after the last finished epoch and skips finished
-models. Each epoch's data order (and masking draws) is a function of ``(seed, epoch)``, so a
-resumed run ends with the same weights as an uninterrupted one.
+``progress.json`` and, while it trains, a Keras backup (weights + optimizer + augmenter random
+state) after every epoch. Each model trains in one ``fit``, so callbacks (``EarlyStopping``,
+``ReduceLROnPlateau``) work. A re-run with the same config continues after the last finished
+epoch and skips finished models. Each epoch's data order (and masking draws) is a function of
+``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -270,30 +271,12 @@ def _build_optimizer(model) -> None:
     model.optimizer.build(variables)
 
 
-def _rng_variables(model) -> list:
-    return [v for v in model.variables if "seed_generator_state" in v.path]
-
-
-def _rng_states(model) -> list:
-    """States of the model's random layers (augmenters); Keras weight files leave them out."""
-    return [np.asarray(v.numpy()).tolist() for v in _rng_variables(model)]
-
-
-def _set_rng_states(model, states: list, checkpoint: Path) -> None:
-    variables = _rng_variables(model)
-    if len(states) != len(variables):
-        raise DataError(checkpoint.parent / PROGRESS_FILE, "rng_states",
-                        f"{len(variables)} random-layer states for this model", len(states))
-    for variable, value in zip(variables, states):
-        variable.assign(np.asarray(value, dtype=variable.dtype))
-
-
 def read_progress(stage_dir: str | Path) -> dict:
-    """A stage folder's ``progress.json`` (``epochs_done``, ``checkpoint``, ``history``,
-    ``finished``), or the empty state."""
+    """A stage folder's ``progress.json`` (``epochs_done``, ``history``, ``trained``: the fit
+    ended, ``finished``: the products are saved), or the empty state."""
     path = Path(stage_dir) / PROGRESS_FILE
     if not path.is_file():
-        return {"epochs_done": 0, "checkpoint": None, "history": [], "finished": False}
+        return {"epochs_done": 0, "history": [], "trained": False, "finished": False}
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -304,51 +287,126 @@ def read_progress(stage_dir: str | Path) -> dict:
 def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, stage_dir: str | Path,
                     validation_data=None, tensorboard: bool = False, verbose="auto",
                     callbacks=()) -> list[dict]:
-    """Fit a compiled ``model`` one epoch at a time, checkpointing after every epoch.
+    """Fit a compiled ``model`` for ``epochs`` epochs in one ``fit``, backed up after every epoch.
 
-    ``epoch_data(epoch)``: the training data of that (0-based) epoch, already in its order (it is
-    not shuffled again). After each epoch the
-    weights (with optimizer and RNG-layer state) go to ``stage_dir/checkpoint-NNNN.weights.h5``
-    and ``progress.json`` is rewritten atomically; on a new call the last checkpoint is loaded
-    and training goes on from the next epoch. Returns the per-epoch history (logs of ``fit``).
+    ``epoch_data(epoch)``: a ``tf.data.Dataset`` of the training batches of that (0-based) epoch,
+    already in its order (it is not shuffled again; every epoch has as many batches). A
+    ``keras.callbacks.BackupAndRestore`` in ``stage_dir/backup`` saves the weights, the optimizer
+    and the random state of the augmentation layers (saved with their weights) after every epoch,
+    and ``progress.json`` records the epochs done and their logs. A new call after a crash
+    continues from the next epoch and, each epoch's data being a function of the epoch, ends with
+    the weights an uninterrupted run would have; a call after the fit ended only restores the
+    weights. ``callbacks`` work as in any ``fit`` (``EarlyStopping`` ends the run; their own
+    counters start again after a resume). Returns the per-epoch logs of every epoch, across resumes.
     """
     import keras
 
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    state = read_progress(stage_dir)
-    if state["epochs_done"]:
-        checkpoint = stage_dir / state["checkpoint"]
-        if not checkpoint.is_file():
-            raise DataError(checkpoint, "file", "the checkpoint named in progress.json", "nothing")
-        _build_optimizer(model)
-        model.load_weights(checkpoint)
-        _set_rng_states(model, state.get("rng_states", []), checkpoint)
-    all_callbacks = list(callbacks)
+    backup = _backup(stage_dir, read_progress(stage_dir))
+    passes = _EpochPasses(epoch_data, backup.epochs_done)
+    _build_optimizer(model)  # so a restored optimizer state maps onto the variables train_step updates
+    all_callbacks = [passes.callback(), *callbacks]
     if tensorboard:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "logs")))
-    for epoch in range(state["epochs_done"], epochs):
-        data = epoch_data(epoch)
-        # Every epoch's data is already in its own seeded order; shuffle=True on a tf.data
-        # dataset would only print a warning (and on arrays would reorder them unseeded).
-        fitted = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
-                           validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
-        logs = {key: float(values[-1]) for key, values in fitted.history.items()}
-        name = f"checkpoint-{epoch + 1:04d}.weights.h5"
-        model.save_weights(stage_dir / name)
-        previous = state.get("checkpoint")
-        state = {"epochs_done": epoch + 1, "checkpoint": name, "history": state["history"] + [logs],
-                 "rng_states": _rng_states(model), "finished": False}
-        write_json_atomic(stage_dir / PROGRESS_FILE, state)
-        if previous and previous != name:
-            (stage_dir / previous).unlink(missing_ok=True)
-    return state["history"]
+    all_callbacks.append(backup)  # last: it saves what the other callbacks did at the epoch's end
+    # Every epoch's data is already in its own seeded order; shuffle=True on a tf.data dataset
+    # would only print a warning. A fit that ended (early stopping too) runs no more epochs.
+    model.fit(passes.dataset, epochs=backup.epochs_done if backup.trained else int(epochs), shuffle=False,
+              validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
+    return read_progress(stage_dir)["history"]
+
+
+class _EpochPasses:
+    """One ``tf.data`` dataset for a whole ``fit`` whose k-th pass is ``epoch_data(first + k)``:
+    Keras starts a new pass for every epoch (sometimes at the end of the one before), so passes
+    are counted from the epoch ``fit`` starts with, which :meth:`callback` reads."""
+
+    def __init__(self, epoch_data: Callable[[int], object], first: int):
+        import tensorflow as tf
+
+        self.epoch_data, self.next_epoch = epoch_data, None
+        data = epoch_data(first)
+        if not isinstance(data, tf.data.Dataset):
+            raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
+                              f"found {type(data).__name__}")
+        self.first = (first, data)  # built once to read its structure; used for its own epoch
+        self.dataset = tf.data.Dataset.from_generator(self._batches, output_signature=data.element_spec)
+        batches = int(data.cardinality())
+        if batches >= 0:
+            self.dataset = self.dataset.apply(tf.data.experimental.assert_cardinality(batches))
+
+    def _batches(self):
+        if self.next_epoch is None:
+            raise RuntimeError("train_resumable: fit read the training data before its first epoch began")
+        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        if self.first is not None and self.first[0] == epoch:
+            data, self.first = self.first[1], None
+        else:
+            data = self.epoch_data(epoch)
+        yield from data
+
+    def callback(self):
+        import keras
+
+        passes = self
+
+        class FirstEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if passes.next_epoch is None:
+                    passes.next_epoch = epoch
+
+        return FirstEpoch()
+
+
+BACKUP_FOLDER = "backup"
+
+
+def _backup(stage_dir: Path, state: dict):
+    """Keras's ``BackupAndRestore`` in ``stage_dir/backup``, plus ``progress.json`` (epochs done,
+    their logs, whether the fit ended) written after each backup."""
+    import keras
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        def __init__(self):
+            # Kept when the fit ends (a crash before the products are saved restores it);
+            # _finish deletes it.
+            super().__init__(backup_dir=str(stage_dir / BACKUP_FOLDER), delete_checkpoint=False)
+            # Progress without a backup (lost, or written by an older kfusion): start again.
+            restorable = (stage_dir / BACKUP_FOLDER / "latest.weights.h5").is_file()
+            self.epochs_done = int(state.get("epochs_done", 0)) if restorable else 0
+            self.trained = bool(state.get("trained")) and restorable
+            self.history = list(state.get("history", []))[:self.epochs_done]
+            self.started = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if not self.started:  # fit restarts from the last backup: logs of later epochs are void
+                self.started, self.history = True, self.history[:epoch]
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            self.history.append({key: float(value) for key, value in (logs or {}).items()})
+            self.epochs_done = epoch + 1
+            self._write(trained=False)
+
+        def on_train_end(self, logs=None):
+            super().on_train_end(logs)
+            self._write(trained=True)
+
+        def _write(self, trained: bool):
+            write_json_atomic(stage_dir / PROGRESS_FILE, {"epochs_done": self.epochs_done, "history": self.history,
+                                                          "trained": trained, "finished": False})
+
+    return Backup()
 
 
 def _finish(stage_dir: Path, history: list[dict], products: dict) -> None:
+    import shutil
+
     state = read_progress(stage_dir)
     state.update(finished=True, products={k: str(v) for k, v in products.items()}, history=history)
     write_json_atomic(stage_dir / PROGRESS_FILE, state)
+    shutil.rmtree(stage_dir / BACKUP_FOLDER, ignore_errors=True)  # the products hold the weights now
 
 
 def _finished(stage_dir: Path, products) -> bool:
