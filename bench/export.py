@@ -7,7 +7,8 @@ int8 is calibrated on raw windows of a small synthetic K-EmoCon-layout set. Each
 ``ai_edge_litert.interpreter.Interpreter(num_threads=1)`` (default delegates: XNNPACK) on one
 window; the median over ``--runs`` calls after ``--warmup`` calls is reported, beside the
 float32 Keras model (a ``tf.function`` of the model call, TensorFlow on one thread) and the
-numpy MFCC of the training path. Prints a table, writes JSON and appends a section to
+numpy MFCC of the training path; also the wall time of each mechanism's export (two
+SavedModels and eight conversions). Prints a table, writes JSON and appends a section to
 ``bench/RESULTS.md``.
 
     python bench/export.py [--mechanisms attention,unweighted,weighted] [--runs 200]
@@ -126,6 +127,9 @@ def markdown(results: dict) -> str:
                      f"{row['kb']:.0f} | {row['ms']:.3f} ({row['p90_ms']:.3f}) |")
     lines += ["", "Reference (same window, one thread): "
               + "; ".join(f"{k} {v['ms']:.2f} ms" for k, v in results["reference"].items()) + ".", ""]
+    if results.get("export_seconds"):
+        lines += ["Export wall time (two SavedModels, eight conversions): "
+                  + "; ".join(f"{k} {v:.0f} s" for k, v in results["export_seconds"].items()) + ".", ""]
     goal_lines = []
     for mech, check in results["goals"].items():
         goal_lines.append(f"- {mech}: int8 features {check['int8_features_kb']:.0f} KB "
@@ -177,7 +181,7 @@ def main(argv=None) -> dict:
     windows = recording_windows(f"kemocon:{data}", DataConfig())
     inputs = {raw: _one_window(windows, raw) for raw in (False, True)}
 
-    rows, reference, goals = [], {}, {}
+    rows, reference, goals, export_seconds = [], {}, {}, {}
     reference["numpy features (training path: MFCC + CMVN + z-scores)"] = dict(
         zip(("ms", "p90_ms"), numpy_front_end_latency(windows, args.runs // 4, 5)))
     for mechanism in args.mechanisms.split(","):
@@ -188,7 +192,8 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         paths = export_variants(model, work / mechanism, QUANTIZATIONS, raw_inputs=(False, True),
                                 representative=windows, name=mechanism)
-        print(f"[{mechanism}] exported {len(paths)} files in {time.perf_counter() - started:.0f} s")
+        export_seconds[mechanism] = time.perf_counter() - started
+        print(f"[{mechanism}] exported {len(paths)} files in {export_seconds[mechanism]:.0f} s")
         for raw in (False, True):
             for quantize in QUANTIZATIONS:
                 path = paths[(raw, quantize)]
@@ -207,7 +212,7 @@ def main(argv=None) -> dict:
         goals[mechanism] = check
 
     results = {"runs": args.runs, "warmup": args.warmup, "rows": rows, "reference": reference,
-               "goals": goals, "machine": machine()}
+               "goals": goals, "export_seconds": export_seconds, "machine": machine()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)

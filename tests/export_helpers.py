@@ -41,6 +41,20 @@ def small_emotion_model(mechanism: str = "attention", modalities=MODALITIES, tar
     return emotion_model(backbone, targets, units=(16,), levels=levels)
 
 
+def save_with_classes(model, path, classes) -> Path:
+    """``model.save(path)`` plus the part of a ``kfusion train`` sidecar that export and predict
+    read: the data set's class names per output (they are never guessed from target names)."""
+    import json
+
+    from kfusion.evaluation.deploy import SIDECAR_FORMAT, SIDECAR_KIND, model_sidecar_path
+
+    model.save(path)
+    outputs = [{"name": t, "classes": [str(c) for c in names]} for t, names in classes.items()]
+    model_sidecar_path(path).write_text(json.dumps({"kind": SIDECAR_KIND, "format": SIDECAR_FORMAT,
+                                                    "outputs": outputs}))
+    return Path(path)
+
+
 def model_inputs(dataset):
     """Model inputs (features + presence) of a WindowedDataset."""
     from kfusion.models import presence_array
@@ -92,12 +106,13 @@ def trained_synthetic(tmp_path_factory, synth_root) -> Trained:
                   jit_compile=False)
     model.optimizer.build(model.trainable_variables)  # else the first step is traced twice
     model.fit(model_inputs(train), targets, epochs=30, batch_size=32, verbose=0, shuffle=True)
-    keras_path = folder / "trained.keras"
-    model.save(keras_path)
+    keras_path = save_with_classes(model, folder / "trained.keras", dataset.classes)
     trained = Trained(model, keras_path, dataset, windows, folder)
+    # class names: the features variants from the data set given for calibration, the raw ones
+    # (raw windows carry no classes) from the sidecar beside the .keras file
     trained.variants.update(export_variants(model, folder, FEATURE_VARIANTS, raw_inputs=(False,),
                                             representative=dataset, name="trained", seed=0))
-    trained.variants.update(export_variants(model, folder, RAW_VARIANTS, raw_inputs=(True,),
+    trained.variants.update(export_variants(keras_path, folder, RAW_VARIANTS, raw_inputs=(True,),
                                             representative=windows, name="trained", seed=0))
     _CACHE[key] = trained
     return trained

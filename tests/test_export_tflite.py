@@ -272,3 +272,30 @@ def test_representative_set_takes_every_window_or_an_even_share_per_participant(
     assert raw["speech"].shape == (2 * len(trained.windows), 64000)
     with pytest.raises(ConfigError, match="size: expected an integer >= 1"):
         representative_inputs(dataset, trained.model, False, size=0)
+
+
+def test_class_names_come_from_the_data_set_never_from_target_names(tmp_path):
+    import ast
+    from pathlib import Path
+
+    import keras
+    from export_helpers import save_with_classes
+
+    eda = keras.Input((16, 1), name="eda")
+    model = keras.Model(eda, {"stress": keras.layers.Dense(2, activation="softmax", name="stress")(
+        keras.layers.Flatten()(eda))})
+
+    def exported_classes(source, name, **kwargs):
+        out = export_model(source, tmp_path / name, format="savedmodel", **kwargs)
+        return {o["name"]: o["classes"] for o in read_sidecar(out)["outputs"]}
+
+    # a target named like Stress-Predict's is not given Stress-Predict's class names
+    assert exported_classes(model, "plain") == {"stress": ["class_0", "class_1"]}
+    path = save_with_classes(model, tmp_path / "m.keras", {"stress": ["calm", "tense"]})
+    assert exported_classes(path, "from_sidecar") == {"stress": ["calm", "tense"]}
+    assert exported_classes(path, "given", classes={"stress": ["a", "b"]}) == {"stress": ["a", "b"]}
+    # ... and the export modules import no reader's constants
+    for module in sorted((Path(__file__).parent.parent / "kfusion" / "export").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("kfusion.data.readers"), (module.name, node.module)

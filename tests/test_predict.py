@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from export_helpers import model_inputs, small_emotion_model, trained_synthetic  # noqa: E402
+from export_helpers import model_inputs, save_with_classes, small_emotion_model, trained_synthetic  # noqa: E402
 
 from kfusion.config import DataConfig, WindowConfig  # noqa: E402
 from kfusion.data.modalities import WEARABLES  # noqa: E402
@@ -139,8 +139,8 @@ def test_stress_predict_wearable_only_model_from_all_three_formats(tmp_path):
     from kfusion.export.tflite import export_model
 
     model = small_emotion_model("weighted", modalities=WEARABLES, targets={"stress": 2}, seed=2)
-    keras_path = tmp_path / "stress.keras"
-    model.save(keras_path)
+    # the data set's class names travel in the model's sidecar, as kfusion train writes it
+    keras_path = save_with_classes(model, tmp_path / "stress.keras", {"stress": ["non-stress", "stress"]})
     source = f"stresspredict:{STRESS_PREDICT}"
     saved = export_model(keras_path, tmp_path / "stress_savedmodel", format="savedmodel")
     raw_file = export_model(keras_path, tmp_path / "stress-raw.tflite", format="tflite", raw_inputs=True)

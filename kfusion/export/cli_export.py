@@ -28,12 +28,13 @@ def _representative(sources, model, seed: int):
 
 
 def cmd_export(args) -> int:
-    from kfusion.export.tflite import export_model, load_keras_model
+    from kfusion.export.tflite import export_model, load_keras_model, trained_classes
 
     model = load_keras_model(args.model)
     representative = _representative(args.representative, model, args.seed) if args.representative else None
     out = export_model(model, args.out, format=args.format, quantize=args.quantize,
                        representative=representative, raw_inputs=args.raw_inputs,
+                       classes=trained_classes(args.model),  # the data set's, from kfusion train
                        representative_size=args.representative_windows, seed=args.seed)
     print(f"wrote {out} ({args.format}, quantization {args.quantize}, "
           f"{'raw' if args.raw_inputs else 'feature'} inputs) and {out.name}.json")

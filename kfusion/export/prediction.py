@@ -192,10 +192,11 @@ def _window_seconds(shapes: dict, raw: bool) -> float:
 def load_predictor(path, classes: Mapping | None = None, num_threads: int | None = 1) -> Predictor:
     """A :class:`Predictor` for ``path``: ``*.keras`` (Keras), a SavedModel folder or
     ``*.tflite`` (``ai_edge_litert`` interpreter, ``num_threads`` threads). Facts come from the
-    sidecar ``<path>.json`` when there is one, else from the model itself (class names then
-    default to K-EmoCon's / Stress-Predict's for known targets, ``class_<i>`` otherwise;
-    ``classes`` overrides). A ``.keras`` file from ``kfusion train`` has its facts in
-    ``<name>.json`` (classes, window, features, the calibration it was trained with)."""
+    sidecar ``<path>.json`` when there is one, else from the model itself. Class names are the
+    data set's, from the sidecar or ``classes`` (which overrides); ``class_<i>`` for a target
+    neither names (never guessed from the target's name). A ``.keras`` file from ``kfusion
+    train`` has its facts in ``<name>.json`` (classes, window, features, the calibration it was
+    trained with)."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "model", "an existing .keras file, SavedModel folder or .tflite file", "nothing")
@@ -239,7 +240,7 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     if not any(m in shapes for m in MODALITIES):
         raise DataError(path, "inputs", f"inputs named by modality ({', '.join(MODALITIES)})",
                         ", ".join(shapes))
-    side_classes = {o["name"]: o["classes"] for o in side.get("outputs", []) if "classes" in o}
+    side_classes = {o["name"]: o["classes"] for o in side.get("outputs") or [] if o.get("classes")}
     names = _class_names(targets, {**side_classes, **dict(classes or {})})
     window = side.get("window", {})
     features = FeatureConfig.from_dict(side["features"], where=f"{path}.json: features") \

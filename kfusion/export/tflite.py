@@ -14,10 +14,14 @@ Its constants (DFT, mel, DCT matrices) and its arithmetic stay float32 in every 
 power spectrum spans many decades, and an int8 or float16 DFT would change the MFCCs by far
 more than the model tolerates (measured: dynamic range quantisation of the front end alone
 moves CMVN-normalised MFCCs by up to 7 standard deviations). For ``int8`` the front-end
-operations are excluded from quantisation (calibrated conversion, then quantisation with a
-node deny-list, as ``tf.lite.experimental.QuantizationDebugger`` does); for ``float16`` and
-``dynamic``, which the converter applies to every constant, the front end's constants are put
-back to their float32 values in the converted file.
+operations are left out of quantisation by the node deny-list of
+``tf.lite.experimental.QuantizationDebugger``; for ``float16`` and ``dynamic``, which the
+converter applies to every constant and for which it has no deny-list, the front end's
+constants are put back to their float32 values in the converted file (LiteRT's public
+flatbuffer tools, ``ai_edge_litert.tools.flatbuffer_utils``).
+
+Public APIs only (``tf.lite``, ``ai_edge_litert``): ``tests/test_layering.py`` refuses private
+imports.
 """
 
 from __future__ import annotations
@@ -37,22 +41,18 @@ import numpy as np
 import kfusion
 from kfusion.config import FeatureConfig, WindowConfig
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
-from kfusion.data.labels import TARGET_CLASSES
 from kfusion.data.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
-from kfusion.data.readers.stress_predict import STRESS_CLASSES
 from kfusion.errors import ConfigError, DataError
 from kfusion.export.frontend import CALIBRATION_INPUT, FRONT_END_LAYERS, LEVELS, PRESENCE, raw_input_model
 
 __all__ = ["export_model", "export_variants", "QUANTIZATIONS", "FORMATS", "UnsupportedOpsError",
            "representative_inputs", "REPRESENTATIVE_SIZE", "sidecar_path", "read_sidecar", "tflite_ops", "load_keras_model",
-           "model_targets", "model_modalities", "is_raw_input_model"]
+           "model_targets", "model_modalities", "is_raw_input_model", "trained_classes"]
 
 QUANTIZATIONS: tuple[str, ...] = ("none", "float16", "dynamic", "int8")
 FORMATS: tuple[str, ...] = ("savedmodel", "tflite")
 SIGNATURE = "serving_default"
 SIDECAR_VERSION = 1
-#: Class names of the targets of the built-in readers (K-EmoCon's; Stress-Predict's "stress").
-_KNOWN_CLASSES = {**{t: tuple(c) for t, c in TARGET_CLASSES.items()}, "stress": STRESS_CLASSES}
 
 _UNITS = {
     "raw": {SPEECH: "audio samples in [-1, 1] (float PCM, mono)",
@@ -161,17 +161,38 @@ def is_raw_input_model(model) -> bool:
 
 
 def _class_names(targets: dict[str, int], classes: Mapping | None) -> dict[str, list[str]]:
+    """Class names per target from ``classes`` (the data set's, as its sidecar or the caller
+    gives them); ``class_<i>`` for a target they do not name (never guessed from its name)."""
     out = {}
     classes = dict(classes or {})
     for target, count in targets.items():
-        names = classes.get(target) or _KNOWN_CLASSES.get(target)
-        if names is None or len(names) != count:
-            if target in classes:
-                raise ConfigError(f"classes[{target!r}]: expected {count} class names (the "
-                                  f"model's output size), found {list(classes[target])}")
+        names = classes.get(target)
+        if names is None:
             names = [f"class_{i}" for i in range(count)]
+        elif len(names) != count:
+            raise ConfigError(f"classes[{target!r}]: expected {count} class names (the "
+                              f"model's output size), found {list(names)}")
         out[target] = [str(n) for n in names]
     return out
+
+
+def trained_classes(model_path) -> dict[str, list[str]]:
+    """``{target: class names}`` from the training sidecar beside a ``.keras`` file (``kfusion
+    train`` writes the data set's classes there); empty when there is none."""
+    from kfusion.evaluation.deploy import read_model_sidecar
+
+    if not isinstance(model_path, (str, os.PathLike)) or Path(model_path).suffix != ".keras":
+        return {}
+    side = read_model_sidecar(model_path) or {}
+    return {str(o["name"]): [str(c) for c in o["classes"]] for o in side.get("outputs") or []
+            if isinstance(o, Mapping) and "name" in o and o.get("classes")}
+
+
+def _export_classes(model, classes, representative) -> dict:
+    """The data set's class names, the first that names a target winning: ``classes``, the
+    representative WindowedDataset's, the ``.keras`` file's training sidecar."""
+    return {**trained_classes(model), **dict(getattr(representative, "classes", None) or {}),
+            **dict(classes or {})}
 
 
 # --------------------------------------------------------------------------- representative data
@@ -366,19 +387,21 @@ def _converter(saved_dir: Path):
     return converter
 
 
-def _convert(converter) -> bytes:
+def _converted(make):
+    """``make()`` (a conversion) with the converter's failures as kfusion errors.
+
+    The converter raises its ``ConverterError``, a class ``tf.lite`` does not export: it is
+    recognised by name, and any other exception passes through unchanged."""
     import warnings
 
     try:
-        from tensorflow.lite.python.convert_phase import ConverterError
-    except ImportError:  # pragma: no cover
-        ConverterError = Exception  # noqa: N806
-    try:
         with warnings.catch_warnings():
-            # the converter's own calibrator still uses tf.lite.Interpreter internally
+            # the converter's calibrator and QuantizationDebugger still use tf.lite.Interpreter
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            return converter.convert()
-    except ConverterError as err:
+            return make()
+    except Exception as err:
+        if type(err).__name__ != "ConverterError":
+            raise
         message = str(err)
         ops = _flex_ops(message)
         if ops or "not supported" in message or "neither a custom op" in message:
@@ -386,38 +409,46 @@ def _convert(converter) -> bytes:
         raise ConfigError(f"TFLite conversion failed: {message[:1500]}") from None
 
 
+def _convert(converter) -> bytes:
+    return _converted(converter.convert)
+
+
+def _flatbuffers():
+    """LiteRT's public flatbuffer tools (``ai_edge_litert.tools.flatbuffer_utils``): read and
+    write a ``.tflite`` file as Python objects of the TFLite schema."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils
+
+
+def _read(content: bytes):
+    return _flatbuffers().read_model_from_bytearray(bytearray(content))
+
+
+def _custom_name(code) -> str:
+    name = code.customCode
+    return (name or b"?").decode() if isinstance(name, bytes) else str(name)
+
+
 def tflite_ops(content: bytes) -> list[str]:
     """Names of the operators in a TFLite flatbuffer (custom ops by their custom name)."""
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    fb = _flatbuffers()
+    model = _read(content)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     out = []
     for code in model.operatorCodes or []:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            out.append((code.customCode or b"?").decode() if isinstance(code.customCode, bytes)
-                       else str(code.customCode))
-        else:
-            out.append(names.get(builtin, str(builtin)))
+        builtin = fb.get_builtin_code_from_operator_code(code)
+        out.append(_custom_name(code) if builtin == fb.BuiltinOperator.CUSTOM
+                   else names.get(builtin, str(builtin)))
     return sorted(set(out))
 
 
 def _check_builtin_only(content: bytes) -> None:
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    custom = []
-    for code in model.operatorCodes or []:
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CUSTOM:
-            name = code.customCode
-            custom.append(name.decode() if isinstance(name, bytes) else str(name))
+    fb = _flatbuffers()
+    custom = [_custom_name(code) for code in _read(content).operatorCodes or []
+              if fb.get_builtin_code_from_operator_code(code) == fb.BuiltinOperator.CUSTOM]
     if custom:
         raise UnsupportedOpsError(custom)
-
-
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
 
 
 def _front_end_scopes(model) -> list[str]:
@@ -429,16 +460,15 @@ def _front_end_scopes(model) -> list[str]:
     return scopes
 
 
+def _tensor_name(sub, index) -> str:
+    value = sub.tensors[index].name
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _front_end_tensor_names(float_content: bytes, scopes: list[str]) -> list[str]:
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(float_content), 0)
-    names = []
-    for sub in model.subgraphs:
-        for tensor in sub.tensors:
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-            if any(_in_scope(name, s) for s in scopes):
-                names.append(name)
-    return names
+    model = _read(float_content)
+    return [_tensor_name(sub, i) for sub in model.subgraphs for i in range(len(sub.tensors))
+            if any(_in_scope(_tensor_name(sub, i), s) for s in scopes)]
 
 
 def _in_scope(name: str, scope: str) -> bool:
@@ -456,27 +486,24 @@ def _is_constant(model, tensor) -> bool:
 def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes: list[str]) -> bytes:
     """Give the front-end operations of a float16- or dynamic-range-quantised file their
     float32 constants back (taken from the float conversion of the same SavedModel), and drop
-    the DEQUANTIZE operations and quantised constants left unused."""
-    import flatbuffers
+    the DEQUANTIZE operations and quantised constants left unused.
 
-    schema = _schema()
-    quant = schema.ModelT.InitFromPackedBuf(bytearray(quant_content), 0)
-    floating = schema.ModelT.InitFromPackedBuf(bytearray(float_content), 0)
+    The converter has no public switch to leave some operations out of float16 or dynamic-range
+    quantisation (``QuantizationDebugger``'s deny-lists apply to full-integer quantisation
+    only), so the file is edited with LiteRT's public flatbuffer tools."""
+    fb = _flatbuffers()
+    quant = _read(quant_content)
+    floating = _read(float_content)
     qsub, fsub = quant.subgraphs[0], floating.subgraphs[0]
 
-    def name(sub, index):
-        value = sub.tensors[index].name
-        return value.decode() if isinstance(value, bytes) else str(value)
-
     def opcode(model, op):
-        code = model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
+        return fb.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
 
-    dequantize = schema.BuiltinOperator.DEQUANTIZE
+    dequantize = fb.BuiltinOperator.DEQUANTIZE
 
     def front_end_ops(model, sub):
         return [op for op in sub.operators if len(op.outputs) and opcode(model, op) != dequantize
-                and any(_in_scope(name(sub, op.outputs[0]), s) for s in scopes)]
+                and any(_in_scope(_tensor_name(sub, op.outputs[0]), s) for s in scopes)]
 
     # Quantisation only changes constants (and adds DEQUANTIZE), so the front-end operations
     # come in the same order in both conversions; names may gain a numeric suffix.
@@ -488,7 +515,7 @@ def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes:
         raise ConfigError("TFLite export: the front-end operations of the quantised conversion "
                           "do not match those of the float conversion; cannot keep them float32")
     producer = {out: op for op in qsub.operators for out in op.outputs}
-    float32 = schema.TensorType.FLOAT32
+    float32 = fb.TensorType.FLOAT32
     restored = 0
     for op, twin in pairs:
         for slot, index in enumerate(op.inputs):
@@ -508,10 +535,10 @@ def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes:
                                   f"{list(qsub.tensors[index].shape)})")
             # A new float32 constant for this operation; the quantised one is dropped below
             # when nothing else reads it.
-            fresh_buffer = schema.BufferT()
+            fresh_buffer = fb.BufferT()
             fresh_buffer.data = np.array(floating.buffers[original.buffer].data, dtype=np.uint8)
             quant.buffers.append(fresh_buffer)
-            fresh = schema.TensorT()
+            fresh = fb.TensorT()
             fresh.shape = np.array(original.shape, dtype=np.int32)
             fresh.type = float32
             fresh.buffer = len(quant.buffers) - 1
@@ -519,6 +546,8 @@ def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes:
             qsub.tensors.append(fresh)
             op.inputs[slot] = len(qsub.tensors) - 1
             restored += 1
+    if restored == 0:
+        return quant_content
     # Drop DEQUANTIZE operations whose outputs nobody reads any more, then empty the buffers
     # of constants no operation uses.
     while True:
@@ -536,11 +565,23 @@ def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes:
     for position, buffer in enumerate(quant.buffers):
         if position not in live_buffers and buffer.data is not None and len(buffer.data):
             buffer.data = None
-    if restored == 0:
-        return quant_content
-    builder = flatbuffers.Builder(len(quant_content) + len(float_content))
-    builder.Finish(quant.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return bytes(fb.convert_object_to_bytearray(quant))
+
+
+def _int8_keeping_float(converter, keep_float: list[str]) -> bytes:
+    """Full-integer quantisation of every operation except those whose outputs are named in
+    ``keep_float`` (the front end), which stay float32: ``tf.lite.experimental.
+    QuantizationDebugger``'s deny-list, the converter's public route for it. The debugger also
+    builds an instrumented copy (NumericVerify operations) that is not used here: one more
+    quantisation pass per export (see bench/RESULTS.md, 'Export through public TFLite APIs')."""
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
+
+    def make():
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+    return _converted(make)
 
 
 def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None,
@@ -576,15 +617,9 @@ def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             content = _convert(converter)
         else:
-            from tensorflow.lite.python import convert as tflite_convert
-
             if float_content is None:
                 float_content = _convert(_converter(saved_dir))
-            keep_float = _front_end_tensor_names(float_content, front_end_scopes)
-            converter._experimental_calibrate_only = True  # noqa: SLF001 (as QuantizationDebugger)
-            calibrated = _convert(converter)
-            content = tflite_convert.mlir_quantize(calibrated, fully_quantize=False,
-                                                   denylisted_nodes=keep_float)
+            content = _int8_keeping_float(converter, _front_end_tensor_names(float_content, front_end_scopes))
     _check_builtin_only(content)
     return content
 
@@ -736,17 +771,20 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
     :func:`representative_inputs`; ``representative_size`` windows drawn with ``seed``).
     ``raw_inputs``: put the front end in the graph (inputs: raw 4 s buffers, see
     :func:`kfusion.export.frontend.raw_input_model`), normalising as ``features`` says.
-    ``classes``: class names per target (default: K-EmoCon's and Stress-Predict's names).
+    ``classes``: class names per target; by default the data set's classes, from the
+    representative WindowedDataset or the ``kfusion train`` sidecar beside a ``.keras`` path
+    (``class_<i>`` for a target none of them names).
     Writes ``<out>.json`` beside it (inputs, outputs, quantisation, versions). Returns ``out``.
     """
     where = "export_model"
+    given_classes = _export_classes(model, classes, representative)
     model, features = _prepare(model, raw_inputs, features, where)
     _check_choice(f"{where}: format", format, FORMATS)
     _check_choice(f"{where}: quantize", quantize, QUANTIZATIONS)
     if format == "savedmodel" and quantize != "none":
         raise ConfigError(f"{where}: quantize={quantize!r} applies to format='tflite' only")
     window = window or WindowConfig()
-    class_names = _class_names(model_targets(model), classes or getattr(representative, "classes", None))
+    class_names = _class_names(model_targets(model), given_classes)
     out = Path(out)
     rep = None
     if quantize == "int8":
@@ -782,14 +820,15 @@ def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(Fal
 
     Files ``<out_dir>/<name>-<features|raw>-<quantization>.tflite`` (+ sidecars). Returns
     ``{(raw_inputs, quantization): path}``. ``representative`` is needed for ``int8`` (for a
-    raw-input model with speech: raw windows).
+    raw-input model with speech: raw windows). ``classes``: as in :func:`export_model`.
     """
     where = "export_variants"
+    given_classes = _export_classes(model, classes, representative)
     model, features = _prepare(model, False, features, where)
     quantizations = [_check_choice(f"{where}: quantizations", q, QUANTIZATIONS) for q in quantizations]
     kinds = [bool(k) for k in raw_inputs]
     window = window or WindowConfig()
-    class_names = _class_names(model_targets(model), classes or getattr(representative, "classes", None))
+    class_names = _class_names(model_targets(model), given_classes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
