@@ -148,7 +148,7 @@ def test_conditions_on_the_label_times_and_unannotated_codes_left_out(release):
               "fRead": when["fRead"][0] + 2, "Medi 1": when["Medi 1"][0] + 5, "start": 1.0,
               "end": sum(s for _, _, s in FIX.protocol(2)) - 4.0}
     recording = READER.read(release, "S2", DataConfig())
-    labels, classes = window_labels(NOMINAL_START + np.array(list(probes.values())), 4.0, recording.labels)
+    labels, _ = window_labels(NOMINAL_START + np.array(list(probes.values())), 4.0, recording.labels)
     got = dict(zip(probes, labels["condition"]))
     assert got == {"Base": 0, "TSST": 1, "sRead": -1, "fRead": -1, "Medi 1": -1, "start": -1, "end": -1}
 
