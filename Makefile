@@ -11,11 +11,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Installed when setup.cfg changes; the stamp files keep re-runs instant.
-$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: setup.cfg setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(VENV)/.installed $@
 

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", dest="sources", nargs="+", required=True, metavar="SOURCE")
     evaluate.add_argument("--pretrained", default="saved",
                           help="folder of <modality>_encoder.keras / fusion_<mechanism>.keras, "
-                               "or 'saved' for the models in saved_models/ (default)")
+                               "or 'saved' for the shipped models (kfusion models list; default)")
     evaluate.add_argument("--rows", help="comma-separated rows (default: all nine)")
     evaluate.add_argument("--targets", help="comma-separated targets (default: arousal,valence,emotion)")
     evaluate.add_argument("--out", required=True, help="run folder (re-running resumes)")

@@ -142,7 +142,7 @@ def run_pipeline(evaluation_sources, pretraining_sources, out: str | Path,
 
 
 def shipped_pretrained(modalities=None) -> Pretrained:
-    """The models shipped in ``saved_models/``: SigRep encoders pretrained on Stress-Predict, the
+    """The shipped models (:mod:`kfusion.saved_models`): SigRep encoders pretrained on Stress-Predict, the
     speech autoencoder and the fusion backbones pretrained on a synthetic set (see their cards).
     The backbones (five modalities) are left out when ``modalities`` is a subset."""
     from kfusion import saved_models

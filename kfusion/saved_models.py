@@ -1,8 +1,11 @@
-"""The registry of shipped pretrained weights (``saved_models/`` beside the ``kfusion`` package).
+"""The registry of shipped pretrained weights.
 
-Each model is a folder ``saved_models/<name>/`` holding the Keras file, ``card.json`` (name,
-kind, modality, data, file, synthetic) and ``MODEL_CARD.md`` (data, config, commit, final loss,
-the command that reproduces it, licence). ``$KFUSION_SAVED_MODELS`` points elsewhere.
+Each model is a folder ``<name>/`` holding the Keras file, ``card.json`` (name, kind, modality,
+data, file, synthetic) and ``MODEL_CARD.md`` (data, config, commit, final loss, the command that
+reproduces it, licence). The folders live in the repository's top-level ``saved_models/`` (with
+``publish.py``, which writes them); building the package copies them into
+``kfusion/shipped_models/`` (see ``setup.py``), so an installed wheel has them without a
+checkout. ``$KFUSION_SAVED_MODELS`` points elsewhere.
 
 >>> from kfusion import saved_models
 >>> saved_models.list_models()          # doctest: +SKIP
@@ -20,16 +23,23 @@ from kfusion.errors import ConfigError, DataError
 __all__ = ["root", "list_models", "path", "card", "load", "ENV_VAR"]
 
 ENV_VAR = "KFUSION_SAVED_MODELS"
+#: Where an installed package holds the models (``setup.py`` copies them there).
+PACKAGED_FOLDER = "shipped_models"
+#: Where a checkout holds them (beside the ``kfusion`` package).
+CHECKOUT_FOLDER = "saved_models"
 CARD_JSON = "card.json"
 CARD_MD = "MODEL_CARD.md"
 
 
 def root() -> Path:
-    """The saved-models folder: ``$KFUSION_SAVED_MODELS`` or ``<repo>/saved_models``."""
+    """The saved-models folder: ``$KFUSION_SAVED_MODELS``, else the installed package's
+    ``kfusion/shipped_models``, else the checkout's ``saved_models`` (beside the package)."""
     configured = os.environ.get(ENV_VAR)
     if configured:
         return Path(configured).expanduser()
-    return Path(__file__).resolve().parent.parent / "saved_models"
+    package = Path(__file__).resolve().parent
+    packaged = package / PACKAGED_FOLDER
+    return packaged if packaged.is_dir() else package.parent / CHECKOUT_FOLDER
 
 
 def _cards() -> dict[str, tuple[Path, dict]]:

@@ -1,5 +1,8 @@
 """Copy finished pretraining runs into ``saved_models/<name>/`` with ``card.json`` and ``MODEL_CARD.md``.
 
+This folder is the one source of the shipped weights: building the package (``setup.py``) copies
+every model folder into ``kfusion/shipped_models/``, so wheels carry them.
+
     .venv/bin/python saved_models/publish.py encoders RUN_DIR --data-name "Stress-Predict (35 people)" \
         --command "kfusion pretrain encoders ..." --commit SHA [--synthetic]
     .venv/bin/python saved_models/publish.py speech RUN_DIR ...

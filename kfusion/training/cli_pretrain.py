@@ -138,7 +138,7 @@ def cmd_models_list(args) -> int:
 
 def add_models_commands(subparsers) -> argparse.ArgumentParser:
     """Register ``models list``."""
-    models = subparsers.add_parser("models", help="pretrained weights shipped in saved_models/")
+    models = subparsers.add_parser("models", help="pretrained weights shipped with kfusion")
     actions = models.add_subparsers(dest="models_action", required=True)
     listing = actions.add_parser("list", help="list the shipped models")
     listing.add_argument("--json", action="store_true")
