@@ -128,7 +128,10 @@ def run_pipeline(evaluation_sources, pretraining_sources, out: str | Path,
 
     config = _seeded(config or PipelineConfig())
     out = Path(out)
-    as_list = (lambda s: [str(s)] if isinstance(s, (str, Path)) else [str(x) for x in s])
+
+    def as_list(sources):
+        return [str(sources)] if isinstance(sources, (str, Path)) else [str(x) for x in sources]
+
     RunFolder(out).start({"pipeline": config.to_dict(), "evaluation_sources": as_list(evaluation_sources),
                           "pretraining_sources": as_list(pretraining_sources)},
                          command="kfusion.pipeline.run_pipeline")

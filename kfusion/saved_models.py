@@ -78,7 +78,8 @@ def list_models() -> list[dict]:
 def _entry(name: str) -> tuple[Path, dict]:
     cards = _cards()
     if not isinstance(name, str) or name not in cards:
-        raise ConfigError(f"saved model {name!r}: expected one of {', '.join(cards) or '(none found in ' + str(root()) + ')'}")
+        known = ', '.join(cards) or f'(none found in {root()})'
+        raise ConfigError(f"saved model {name!r}: expected one of {known}")
     return cards[name]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import librosa
@@ -46,7 +47,7 @@ def test_settings_are_pinned():
     assert (s.n_mels, s.fmin, s.fmax, s.htk, s.mel_norm) == (40, 0.0, 8000.0, False, "slaney")
     assert (s.log_scale, s.ref, s.amin, s.top_db) == (10.0, 1.0, 1e-10, None)
     assert (s.dct_type, s.dct_norm, s.n_mfcc, s.lifter) == (2, "ortho", 40, 0.0)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.n_fft = 512  # frozen
 
 

@@ -14,7 +14,7 @@ from kfusion.config import DataConfig
 from kfusion.data.dataset import WindowedDataset
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained, evaluate, loso_folds
-from kfusion.evaluation.baselines import fit_handcrafted, handcrafted_features
+from kfusion.evaluation.baselines import fit_handcrafted
 from kfusion.evaluation.protocol import dataset_handcrafted_features
 from kfusion.models import fusion_backbone
 from model_helpers import SMALL_SHAPES, pooled_encoder

@@ -197,7 +197,7 @@ def test_latent_state_reaches_the_signals(tmp_path):
     for rec in load_recordings(f"kemocon:{root}").recordings:
         state = truth[rec.participant]
         for k, start in enumerate(rec.labels.start):
-            def window(signal, seconds=5.0):
+            def window(signal, seconds=5.0, start=start):
                 i = int(round((start - signal.start) * signal.rate))
                 return signal.values[i:i + int(seconds * signal.rate)]
             eda = window(rec.signals["eda"])[:, 0]

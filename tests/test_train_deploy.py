@@ -131,7 +131,8 @@ def test_validation_split_is_participant_wise_and_holds_no_one_out(trained, data
         assert info["validation_windows"] == int((labelled & np.isin(dataset.participants, list(validation))).sum())
         assert info["train_windows"] + info["validation_windows"] == int(labelled.sum())
     # targets labelled for the same participants share the split
-    assert side["targets"]["arousal"]["validation_participants"] == side["targets"]["emotion"]["validation_participants"]
+    split = {t: side["targets"][t]["validation_participants"] for t in ("arousal", "emotion")}
+    assert split["arousal"] == split["emotion"]
 
 
 def test_cached_and_uncached_training_give_the_same_model(dataset, pretrained):
@@ -254,7 +255,8 @@ def test_predict_with_calibration_file_and_head_minutes(trained, dataset, source
     assert "takes calibrated levels" in err and "--calibration" in err and "Traceback" not in err
     with pytest.raises(ConfigError, match="--calibration"):
         predict(path, source, tmp_path / "x.csv")
-    with pytest.raises(DataError, match="missing.json: file: expected a calibration JSON file written by kfusion calibrate"):
+    with pytest.raises(DataError, match="missing.json: file: expected a calibration JSON file written by "
+                                        "kfusion calibrate"):
         predict(path, source, tmp_path / "x.csv", calibration=tmp_path / "missing.json")
 
 

@@ -122,7 +122,8 @@ def test_fill_mode_zero_fills_gaps_and_uncovered_windows():
     bvp[int(7.5 * 64)] = np.nan
     signals["bvp"] = Signal(bvp, 64, T0, "BVP.csv")
     rec = Recording("p", signals=signals, span=(T0, T0 + 20.0))
-    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=E4.modalities, window=WindowConfig(missing="fill")))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=E4.modalities,
+                                    window=WindowConfig(missing="fill")))
     assert w.kept == 6
     np.testing.assert_array_equal(w.presence["bvp"], [True, True, False, True, True, True])
     np.testing.assert_array_equal(w.presence["eda"], [True, True, True, True, False, False])
@@ -133,7 +134,8 @@ def test_fill_mode_zero_fills_gaps_and_uncovered_windows():
 
 def test_fill_mode_drops_windows_with_no_modality_at_all():
     rec = Recording("p", signals={"eda": Signal(np.ones(4 * 8), 4, T0, "EDA.csv")}, span=(T0, T0 + 20.0))
-    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("eda", "bvp"), window=WindowConfig(missing="fill")))
+    w = cut_windows(rec, DataConfig(quality_checks=False, modalities=("eda", "bvp"),
+                                    window=WindowConfig(missing="fill")))
     assert w.total == 6 and w.kept == 2
     assert w.dropped == {"no requested modality present": 4}
 

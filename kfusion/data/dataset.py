@@ -34,7 +34,7 @@ from kfusion.data.features import featurize, feature_settings
 from kfusion.data.labels import UNLABELLED, window_labels
 from kfusion.data.modalities import AUDIO_RATE, SPEECH, WEARABLES, input_shape
 from kfusion.data.recording import Recording
-from kfusion.data.sources import Source, get_reader, load_recordings
+from kfusion.data.sources import Source, get_reader, load_recordings, source_modalities
 from kfusion.data.tables import read_json_file
 from kfusion.data.windows import RESAMPLING, RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import BadParticipantsError, ConfigError, DataError, KfusionError
@@ -332,7 +332,7 @@ class FileHashes:
             os.replace(tmp, self.memo_path)
             self.changed = False
         except OSError as err:
-            warnings.warn(f"kfusion: could not write the file-hash memo {self.memo_path}: {err}")
+            warnings.warn(f"kfusion: could not write the file-hash memo {self.memo_path}: {err}", stacklevel=2)
 
 
 def dataset_fingerprint(sources, config: DataConfig | None = None, participants=None,
@@ -341,7 +341,7 @@ def dataset_fingerprint(sources, config: DataConfig | None = None, participants=
     content hash), the DataConfig JSON, the participant selection, the data-format version
     and the feature and resampling settings. ``ignored``: a list to which the entries that
     are not regular files (and so are left out) are added (see :func:`source_files`)."""
-    config = config or DataConfig()
+    config = config or default_config(sources)
     hashes = hashes or FileHashes()
     described = []
     for source in _parse_sources(sources):
@@ -365,6 +365,12 @@ def _relative(path: Path, base: Path) -> str:
 
 
 # --------------------------------------------------------------------------- building
+
+def default_config(sources) -> DataConfig:
+    """The DataConfig of ``build_dataset(sources, config=None)``: defaults, with the modalities
+    found in the sources' files (:func:`~kfusion.data.sources.source_modalities`)."""
+    return DataConfig(modalities=source_modalities(_parse_sources(sources)))
+
 
 def _parse_sources(sources) -> list[Source]:
     if isinstance(sources, (str, Source, os.PathLike)):
@@ -567,6 +573,8 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     have = recording.modalities
     entry["durations"] = _durations(recording, modalities)
     entry["notes"] = [str(n) for n in recording.notes]
+    if recording.labels is not None:
+        entry["label_scheme"] = recording.labels.scheme  # "kemocon": the paper's ratings
     if not any(m in have for m in modalities):
         entry["status"] = "skipped: " + _missing_reason(modalities, have)
         entry["windows"] = {"total": 0, "kept": 0, "dropped": {}}
@@ -690,7 +698,8 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
                 raise next(iter(loaded.problems.values()))
             part = _process(loaded.recordings[0], pid, config, entry)
         except BadParticipantsError as err:
-            reader_problems.update({pid: e for e in err.problems.values()})
+            if err.problems:  # this participant's (last) problem
+                reader_problems[pid] = list(err.problems.values())[-1]
             entry["status"] = "problem"
             report["problems"][pid] = "; ".join(str(e) for e in err.problems.values())
             continue
@@ -727,6 +736,8 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
         report["participants"][part.pid]["labels"] = {
             t: _label_counts(v[rows], classes[t]) for t, v in labels.items()}
     report["calibration"] = config.calibration.to_dict()
+    report["label_schemes"] = sorted({report["participants"][p.pid]["label_scheme"] for p in parts
+                                      if "label_scheme" in report["participants"][p.pid]})
     physio, physio_names = _assemble_physio(parts)
     return WindowedDataset(inputs, presence, labels, {t: tuple(c) for t, c in classes.items()},
                            ids, starts, config, fingerprint, report, levels,
@@ -745,7 +756,7 @@ def _write_cache(dataset: WindowedDataset, final: Path) -> None:
             shutil.rmtree(final)
         os.rename(tmp, final)
     except OSError as err:
-        warnings.warn(f"kfusion: could not write the data-set cache {final}: {err}")
+        warnings.warn(f"kfusion: could not write the data-set cache {final}: {err}", stacklevel=2)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -759,7 +770,9 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
     ``~/.cache/kfusion``; ``False`` disables it). A cached data set is returned without
     reading the sources again; the key changes when any source file's bytes, the config, the
     selection or the feature settings change. ``participants``: only these data-set ids.
-    ``progress``: show a tqdm bar over participants.
+    ``progress``: show a tqdm bar over participants. ``config=None``: the defaults with the
+    modalities found in the sources' files (:func:`default_config`: an audio-only set is
+    speech-only); a DataConfig given, even a plain ``DataConfig()`` (all five), is used as is.
 
     ``report`` holds per participant (``report["participants"][id]``) its source, status
     (``ok``, ``skipped: ...`` or ``problem``), durations per modality (s), windows
@@ -773,10 +786,10 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
     participant goes to ``report["problems"]``), and :class:`BadParticipantsError` for
     participants the readers reject (same rule).
     """
-    config = config or DataConfig()
+    parsed = _parse_sources(sources)
+    config = default_config(parsed) if config is None else config
     if not isinstance(config, DataConfig):
         raise ConfigError(f"build_dataset: config must be a DataConfig, found {type(config).__name__}")
-    parsed = _parse_sources(sources)
     root = resolve_cache_dir(cache_dir)
     hashes = FileHashes(root / HASH_MEMO_FILE if root is not None else None)
     ignored: list[str] = []
@@ -793,7 +806,8 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
             dataset.report["ignored_files"] = ignored
             return dataset
         except (KfusionError, OSError, ValueError) as err:
-            warnings.warn(f"kfusion: ignoring an unreadable data-set cache {cached} ({err}); rebuilding")
+            warnings.warn(f"kfusion: ignoring an unreadable data-set cache {cached} ({err}); rebuilding",
+                          stacklevel=2)
     dataset = _build(parsed, config, participants, progress, fingerprint)
     dataset.report["ignored_files"] = ignored
     if cached is not None:

@@ -48,6 +48,7 @@ __all__ = [
     "fusion_backbone", "build_fusion_model", "backbone_of", "backbone_modalities", "encoder_name",
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
     "freeze_for_fusion_training", "freeze_encoders", "backbone_layers",
-    "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "TokenPositionEmbedding", "ActivityL1", "find_layer",
+    "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "TokenPositionEmbedding",
+    "ActivityL1", "find_layer",
     "MfccFrontEnd", "WindowNormalization",
 ]

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from kfusion.errors import ConfigError, KfusionError
+from kfusion.errors import ConfigError
 
 __all__ = ["add_pretrain_commands", "add_models_commands"]
 

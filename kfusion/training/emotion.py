@@ -354,8 +354,9 @@ class EmotionTrainer:
         self.model = model
         self.output = output
         # Input standardisers (levels): set from the training windows at every fit.
-        self._standardizers = {LEVELS: layer for layer in model.layers
-                               if isinstance(layer, Standardization) and layer.name == LEVELS_STANDARDIZATION}
+        found = [layer for layer in model.layers
+                 if isinstance(layer, Standardization) and layer.name == LEVELS_STANDARDIZATION]
+        self._standardizers = {LEVELS: found[-1]} if found else {}
         self.variables = list(model.trainable_variables)
         if not self.variables:
             raise ConfigError(f"EmotionTrainer: model {model.name!r} has no trainable weights")

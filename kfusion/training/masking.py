@@ -404,7 +404,8 @@ class TargetScaler:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> TargetScaler:
-        if not isinstance(data, Mapping) or not {"mean", "std"} <= set(data) or set(data) - {"mean", "std", "fitted_with"}:
+        if not isinstance(data, Mapping) or not {"mean", "std"} <= set(data) \
+                or set(data) - {"mean", "std", "fitted_with"}:
             raise ConfigError("TargetScaler.from_dict: expected keys mean, std (and fitted_with), "
                               f"found {sorted(data) if isinstance(data, Mapping) else type(data).__name__}")
         return cls(data["mean"], data["std"], data.get("fitted_with"))

@@ -500,7 +500,7 @@ def pretrain_encoders(sources, out: str | Path, config: EncoderPretrainConfig | 
                                  name=f"{modality}_contrastive")
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         history = train_resumable(
-            model, lambda epoch: _shuffled_batches(windows, config.batch_size, config.seed, epoch),
+            model, lambda epoch, windows=windows: _shuffled_batches(windows, config.batch_size, config.seed, epoch),
             config.epochs, stage_dir, tensorboard=tensorboard, verbose=verbose, callbacks=callbacks)
         encoder.save(products[modality])
         _finish(stage_dir, history, {"encoder": products[modality]})
@@ -773,7 +773,7 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
             validation, config.batch_size, config.mask_ratio, config.statistics, config.seed + 1,
             shuffle=False, target_scaler=scaler) if len(validation["presence"]) else None
 
-        def epoch_data(epoch):
+        def epoch_data(epoch, scaler=scaler):
             return masked_statistics_dataset(train, config.batch_size, config.mask_ratio, config.statistics,
                                              _epoch_seed(config.seed, epoch), shuffle=True,
                                              target_scaler=scaler)
