@@ -89,7 +89,8 @@ def test_signals_and_activity_on_the_pickle_clock(release):
     (lambda d: d["activity"].__setitem__((40, 0), 9), "activity, sample 40", "an integer code 0-8 (0 transient"),
     (lambda d: d["activity"].__setitem__((41, 0), 2.5), "activity, sample 41", "an integer code 0-8"),
     (lambda d: d.update(activity=np.hstack([d["activity"], d["activity"]])), "activity", "shape [n] or [n, 1]"),
-    (lambda d: d.update(activity=d["activity"][:100]), "signal.wrist.ACC", "32 Hz samples spanning the 25.0 s of 'activity'"),
+    (lambda d: d.update(activity=d["activity"][:100]), "signal.wrist.ACC",
+     "32 Hz samples spanning the 25.0 s of 'activity'"),
     (lambda d: d["signal"]["wrist"].pop("EDA"), "signal.wrist.EDA", "a key 'EDA' in signal.wrist"),
     (lambda d: d.update(subject="S7"), "subject", "'S1' (the folder and file name)"),
 ])

@@ -305,7 +305,7 @@ def test_wrong_subject_folder_and_wrong_path(release, tmp_path):
 
 @pytest.mark.parametrize("edit, field, expected", [
     (lambda t: t.replace("# DIM;5;4", "# DIM;5;12"), "line 20 (# DIM for Medi 2), arousal", "a SAM rating from 1 to 9"),
-    (lambda t: "\n".join(l for l in t.splitlines() if not l.startswith("# DIM;5;4")), "# DIM lines",
+    (lambda t: "\n".join(line for line in t.splitlines() if not line.startswith("# DIM;5;4")), "# DIM lines",
      "5 lines '# DIM;valence;arousal', one per rated condition of # ORDER (Base, TSST, Medi 1, Fun, Medi 2)"),
     (lambda t: t.replace(";Fun;", ";Funny;", 1), "line 2 (# ORDER), entry 4", "a condition Base, TSST"),
     (lambda t: t.replace("# START;0.12", "# START;0.72"), "line 3 (# START), entry 1 (Base)", "minutes.seconds"),

@@ -227,7 +227,7 @@ def train_model(dataset: WindowedDataset, pretrained: Pretrained, row: str, targ
                                                 seed=derive_seed(seed, "deploy", row, target))
         head = runner.trainer.model
         if not config.cache_frozen:  # trained through the frozen parts: move the trained layers over
-            head, _ = runner._cached(row, view, dataset, frozen, config)
+            head, _ = runner._cached(row, view, dataset, frozen, config)  # noqa: SLF001 (same package)
             copy_trainable_weights(runner.trainer.model, head)
         heads[target] = head
     model, modalities = _assemble(row, heads, pretrained, dataset, config)

@@ -256,8 +256,9 @@ def _load_model(path: Path) -> keras.Model:
                         "a file that is not a zip archive (truncated or not a Keras model)")
     try:
         return keras.saving.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for unreadable files
-        raise DataError(path, "model", "a Keras 3 .keras model file", f"unreadable ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - Keras raises many types for unreadable files
+        raise DataError(path, "model", "a Keras 3 .keras model file",
+                        f"unreadable ({type(err).__name__}: {err})") from None
 
 
 # --------------------------------------------------------------------------- folds

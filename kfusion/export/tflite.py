@@ -46,8 +46,8 @@ from kfusion.errors import ConfigError, DataError
 from kfusion.export.frontend import CALIBRATION_INPUT, FRONT_END_LAYERS, LEVELS, PRESENCE, raw_input_model
 
 __all__ = ["export_model", "export_variants", "QUANTIZATIONS", "FORMATS", "UnsupportedOpsError",
-           "representative_inputs", "REPRESENTATIVE_SIZE", "sidecar_path", "read_sidecar", "tflite_ops", "load_keras_model",
-           "model_targets", "model_modalities", "is_raw_input_model", "trained_classes"]
+           "representative_inputs", "REPRESENTATIVE_SIZE", "sidecar_path", "read_sidecar", "tflite_ops",
+           "load_keras_model", "model_targets", "model_modalities", "is_raw_input_model", "trained_classes"]
 
 QUANTIZATIONS: tuple[str, ...] = ("none", "float16", "dynamic", "int8")
 FORMATS: tuple[str, ...] = ("savedmodel", "tflite")
@@ -80,7 +80,7 @@ class UnsupportedOpsError(ConfigError):
 
 # --------------------------------------------------------------------------- model facts
 
-def load_keras_model(path) -> "keras.Model":
+def load_keras_model(path) -> "keras.Model":  # noqa: F821 (keras is imported when called)
     """A ``.keras`` file written by kfusion (its custom layers registered)."""
     import keras
 

@@ -128,7 +128,7 @@ def _read_e4_columns(path: Path, value_columns: tuple[str, ...]) -> pd.DataFrame
         fast = (len(table) > 0 and all(c in table.columns for c in numeric)
                 and all(table[c].dtype.kind in "fi" for c in numeric)
                 and bool(np.isfinite(table[numeric].to_numpy(dtype=np.float64)).all()))
-    except Exception:  # any parse problem: the careful path below reports it precisely
+    except Exception:  # noqa: BLE001 - any parse problem: the careful path below reports it precisely
         fast = False
     if not fast:
         table = read_table(path, numeric, numeric=numeric, what="an Empatica E4 signal table")

@@ -102,7 +102,7 @@ def load_pickle(path: str | os.PathLike, what: str) -> object:
         raise
     except MemoryError:
         raise DataError(path, "contents", expected, "more data than fits in memory") from None
-    except Exception as err:  # a damaged or foreign file raises anything from EOFError to KeyError
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file raises anything, EOFError to KeyError
         if head.startswith(b"PK\x03\x04"):
             found = "a zip archive (unzip the release first)"
         elif head[:1] != b"\x80" and head[:1].isascii() and _looks_like_text(path):
