@@ -3,6 +3,7 @@ kfusion``, and an unpacked wheel lists and loads its models without the checkout
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -40,7 +41,9 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "shipped_models"))
         else:
             shutil.copy2(path, source / name)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    # The environment's setuptools builds it (no download) when it has one; else pip fetches them.
+    local = all(importlib.util.find_spec(name) for name in ("setuptools", "wheel"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *(["--no-build-isolation"] * local),
                            "--quiet", "--wheel-dir", str(tmp / "dist"), str(source)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
