@@ -57,17 +57,13 @@ def test_bench_scripts_compile():
 #: insides): only a tight version pin keeps them working, so kfusion uses public APIs only.
 PRIVATE_API = re.compile(r"\.src\.|_experimental|tensorflow\.python|lite\.python|python\.lite"
                          r"|schema_py_generated|mlir_quantize|convert_phase")
-#: Uses being removed by other work on issue 14: path -> text on the offending line. Export
-#: modules may have none.
-PENDING_PRIVATE = {"kfusion/training/tuning.py": ("keras_tuner.src.",)}
 
 
 def test_no_private_apis_of_other_libraries():
-    assert not [p for p in PENDING_PRIVATE if p.startswith("kfusion/export/")]
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         name = path.relative_to(PACKAGE.parent).as_posix()
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if PRIVATE_API.search(line) and not any(t in line for t in PENDING_PRIVATE.get(name, ())):
+            if PRIVATE_API.search(line):
                 offenders.append(f"{name}:{number}: {line.strip()}")
     assert not offenders, "private APIs of other libraries:\n" + "\n".join(offenders)
