@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from kfusion.config import DataConfig
 from kfusion.data.dataset import build_dataset
+from kfusion.data.sources import source_modalities
 
 
 def inspect_source(sources, config: DataConfig | None = None, cache_dir=None) -> dict:
     """Summary of ``sources`` under ``config``.
 
-    Keys: ``source`` (list of ``scheme:PATH``), ``modalities``, ``window`` (the window
+    ``config=None``: the modalities found in the sources' files (see
+    :func:`~kfusion.data.dataset.build_dataset`).
+
+    Keys: ``source`` (list of ``scheme:PATH``), ``modalities`` (used), ``modalities_found``
+    (the modalities the files hold, by file name; what a source's format holds when its
+    reader cannot scan), ``window`` (the window
     config), ``participants`` (list of dicts: ``id``, ``source``, ``status``, ``durations``
     modality -> seconds, ``windows`` total/kept/dropped-by-reason, ``labels`` target -> class
     -> count, ``notes``), ``windows`` and ``labels`` (totals), ``problems`` (id -> message),
@@ -21,6 +27,7 @@ def inspect_source(sources, config: DataConfig | None = None, cache_dir=None) ->
     """
     dataset = build_dataset(sources, config, cache_dir=cache_dir)
     report = dataset.report
+    found = source_modalities(sources)
     participants = []
     for pid, entry in report["participants"].items():
         participants.append({
@@ -36,6 +43,7 @@ def inspect_source(sources, config: DataConfig | None = None, cache_dir=None) ->
     return {
         "source": list(report["sources"]),
         "modalities": list(report["modalities"]),
+        "modalities_found": list(found),
         "window": dict(report["window"]),
         "calibration": dataset.config.calibration.to_dict(),
         "participants": participants,
@@ -69,6 +77,20 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _modalities_note(used: list, found) -> str:
+    """How the modalities used relate to those found in the files."""
+    if found is None:
+        return ""
+    found = list(found)
+    if used == found:
+        return " (the ones found in the files; --modalities to choose others)"
+    missing = [m for m in used if m not in found]
+    note = f" (as requested; found in the files: {', '.join(found) or 'none'}"
+    if missing:
+        note += f"; no files of {', '.join(missing)}"
+    return note + ")"
+
+
 def format_inspection(info: dict) -> str:
     """Readable plain text of :func:`inspect_source`'s result."""
     lines = []
@@ -80,7 +102,7 @@ def format_inspection(info: dict) -> str:
         lines.append(f"Window: {window.get('seconds'):g} s, overlap {window.get('overlap'):g} s "
                      f"(hop {hop:g} s), missing modality: {window.get('missing')}")
     modalities = list(info.get("modalities", []))
-    lines.append("Modalities: " + ", ".join(modalities))
+    lines.append("Modalities: " + ", ".join(modalities) + _modalities_note(modalities, info.get("modalities_found")))
     calibration = info.get("calibration")
     if calibration:
         from kfusion.config import CalibrationConfig

@@ -20,6 +20,10 @@ from kfusion.errors import BadParticipantsError, ConfigError, DataError, Kfusion
 
 
 class Reader(Protocol):
+    """Optional members: ``modalities`` (what the format can hold), ``found_modalities(root)``
+    (the modalities a copy holds files of, from file names only: the default modalities),
+    ``source_files(root)`` (the files the data-set fingerprint hashes) and ``description``."""
+
     def participants(self, root: Path) -> list[str]: ...
 
     def read(self, root: Path, participant: str, config: DataConfig) -> Recording: ...
@@ -103,16 +107,42 @@ def get_reader(scheme: str) -> Reader:
     return reader
 
 
-def source_modalities(sources) -> tuple[str, ...]:
-    """Modalities the sources' formats can hold (a reader's ``modalities`` attribute, else all
-    five), in the canonical order: the natural default for a data set read from them."""
+def found_modalities(source: "str | Source") -> tuple[str, ...] | None:
+    """The modalities ``source``'s files hold, from a cheap scan of file names (no signal read)
+    by its reader's ``found_modalities(root)``, in the canonical order; None when the reader
+    has no scan, the scan fails (the read then reports the problem) or finds nothing."""
+    from kfusion.data.modalities import MODALITIES
+
+    source = Source.parse(source)
+    scan = getattr(get_reader(source.scheme), "found_modalities", None)
+    if scan is None or not source.path.exists():
+        return None
+    try:
+        found = set(scan(source.path))
+    except (KfusionError, OSError, ValueError):
+        return None
+    return tuple(m for m in MODALITIES if m in found) or None
+
+
+def source_modalities(sources, scan: bool = True) -> tuple[str, ...]:
+    """The default modalities of a data set read from ``sources``, in the canonical order: the
+    union over the sources of the modalities found in their files (:func:`found_modalities`;
+    ``scan=False``, or a reader that cannot tell: what its format can hold, i.e. its
+    ``modalities`` attribute, else all five).
+
+    This is what ``kfusion`` commands use without ``--modalities`` and
+    ``build_dataset(..., config=None)`` without a config: an audio-only ``generic:`` set is
+    speech-only, a wearable-only one wearable-only. An explicit ``DataConfig.modalities``
+    (including the default of a plain ``DataConfig()``, all five) always wins."""
     from kfusion.data.modalities import MODALITIES
 
     if isinstance(sources, (str, Source)):
         sources = [sources]
     have = set()
     for source in sources:
-        have |= set(getattr(get_reader(Source.parse(source).scheme), "modalities", MODALITIES))
+        source = Source.parse(source)
+        found = found_modalities(source) if scan else None
+        have |= set(found or getattr(get_reader(source.scheme), "modalities", MODALITIES))
     return tuple(m for m in MODALITIES if m in have)
 
 

@@ -221,6 +221,21 @@ def read_tags(path: str | Path) -> np.ndarray:
     return np.asarray(times, dtype=np.float64)
 
 
+def e4_modalities_in(folders) -> set[str]:
+    """Wearable modalities whose E4 signal file (any case) is a file in some of ``folders``:
+    the names only, no file opened; never raises (a folder that cannot be listed holds none)."""
+    by_name = {name.lower(): modality for modality, name in E4_FILES.items()}
+    found: set[str] = set()
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                found |= {by_name[e.name.lower()] for e in entries
+                          if e.name.lower() in by_name and e.is_file()}
+        except OSError:
+            continue
+    return found
+
+
 def _one_level_down(folder: Path) -> str:
     """A hint when E4 files sit one folder deeper (WESAD's ``S2/S2_E4_Data/``) or the folder is a
     WESAD / PPG-DaLiA subject folder (``S2/S2.pkl``); empty otherwise. Never raises."""
@@ -302,6 +317,11 @@ class E4Reader:
         if find_e4_files(root) and participant == root.name:
             return root
         return root / participant
+
+    def found_modalities(self, root: Path) -> tuple[str, ...]:
+        """The modalities whose signal files exist in some participant's folder (names only)."""
+        found = e4_modalities_in(self.folder(root, pid) for pid in self.participants(root))
+        return tuple(m for m in WEARABLES if m in found)
 
     def read(self, root: Path, participant: str, config: DataConfig | None = None) -> Recording:
         config = config or DataConfig()

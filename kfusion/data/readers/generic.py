@@ -32,7 +32,9 @@ are an error naming both lines. All times (label start/end, the audio start) are
 between 2000 and 2100 (:func:`kfusion.data.tables.check_unix_times`).
 
 Stereo audio is averaged over its channels unless ``audio.json`` names a ``channel``
-(0-based). Only the modalities in ``DataConfig.modalities`` are read.
+(0-based). Only the modalities in ``DataConfig.modalities`` are read; without a config
+(``kfusion`` commands without ``--modalities``, ``build_dataset(..., config=None)``) those are
+the modalities some participant folder holds files of (:meth:`GenericReader.found_modalities`).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ import pandas as pd
 import soundfile
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import SPEECH
-from kfusion.data.readers.e4 import E4_FILES, e4_folder_files, find_e4_files, natural_key, read_e4_folder
+from kfusion.data.modalities import MODALITIES, SPEECH
+from kfusion.data.readers.e4 import (E4_FILES, e4_folder_files, e4_modalities_in, find_e4_files, natural_key,
+                                     read_e4_folder)
 from kfusion.data.recording import Audio, LabelIntervals, Recording
 from kfusion.data.tables import check_unix_time, check_unix_times, read_table
 from kfusion.errors import DataError
@@ -473,6 +476,18 @@ class GenericReader:
             files += [folder / n for n in names if n in (AUDIO_META_FILE, LABELS_FILE)
                       or (Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES)]
         return files
+
+    def found_modalities(self, root: Path) -> tuple[str, ...]:
+        """The modalities some participant folder holds a file of (E4 signal files, an audio
+        file): the names only, no signal read. The default modalities of a data set read
+        from ``root`` (an audio-only set is speech-only, a wearable-only set wearable-only)."""
+        root = Path(root)
+        folders = [root / pid for pid in self.participants(root)]
+        found = e4_modalities_in(folders)
+        if any(Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES
+               for folder in folders for n in _participant_files(folder)):
+            found.add(SPEECH)
+        return tuple(m for m in MODALITIES if m in found)
 
     def read(self, root: Path, participant: str, config: DataConfig | None = None) -> Recording:
         config = config or DataConfig()

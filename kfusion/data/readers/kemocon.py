@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import ACC, BVP, EDA, NOMINAL_RATES, SPEECH, TEMP
+from kfusion.data.modalities import ACC, BVP, EDA, MODALITIES, NOMINAL_RATES, SPEECH, TEMP
 from kfusion.data.recording import Audio, LabelIntervals, Recording, Signal
 from kfusion.data.tables import MAX_SPAN_SECONDS, check_unix_time, check_unix_times, read_table, require_file
 from kfusion.errors import DataError
@@ -414,6 +414,27 @@ class KEmoConReader:
 
     def participants(self, root: Path) -> list[str]:
         return sorted(read_subjects(Path(root)), key=int)
+
+    def found_modalities(self, root: Path) -> tuple[str, ...]:
+        """The modalities the release copy holds files of: an ``E4_<modality>.csv`` in some
+        ``e4_data/<pid>/`` folder, a ``debate_audios/p<a>.p<b>.wav`` (names only, nothing read): a
+        copy extracted without one of the release's archives defaults to what it has."""
+        found: set[str] = set()
+        e4_root = folder(root, "e4_data")
+        try:
+            participants = [p for p in e4_root.iterdir() if p.is_dir()] if e4_root.is_dir() else []
+        except OSError:
+            participants = []
+        for modality, name in E4_FILES.items():
+            if any((p / name).is_file() for p in participants):
+                found.add(modality)
+        audio_dir = folder(root, "debate_audios")
+        try:
+            if audio_dir.is_dir() and any(_AUDIO_NAME.match(p.name) and p.is_file() for p in audio_dir.iterdir()):
+                found.add(SPEECH)
+        except OSError:
+            pass
+        return tuple(m for m in MODALITIES if m in found)
 
     def read(self, root: Path, participant: str, config: DataConfig) -> Recording:
         root = Path(root)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from kfusion.config import DataConfig
 from kfusion.data.modalities import WEARABLES
-from kfusion.data.readers.e4 import e4_folder_files, natural_key, read_e4_folder
+from kfusion.data.readers.e4 import e4_folder_files, e4_modalities_in, natural_key, read_e4_folder
 from kfusion.data.recording import LabelIntervals, Recording
 from kfusion.data.tables import check_increasing, check_unix_times, require_file, to_numbers
 from kfusion.errors import DataError
@@ -158,6 +158,12 @@ class StressPredictReader:
         root = Path(root)
         files = [p for pid in self.participants(root) for p in e4_folder_files(root / RAW_DIR / pid)]
         return files + ([root / LABEL_FILE] if os.path.lexists(root / LABEL_FILE) else [])
+
+    def found_modalities(self, root: Path) -> tuple[str, ...]:
+        """The modalities whose E4 files exist in some participant's folder (names only)."""
+        root = Path(root)
+        found = e4_modalities_in(root / RAW_DIR / pid for pid in self.participants(root))
+        return tuple(m for m in WEARABLES if m in found)
 
     def read(self, root: Path, participant: str, config: DataConfig | None = None) -> Recording:
         config = config or DataConfig()
