@@ -24,7 +24,8 @@ def _data_config(args):
     from kfusion.data.sources import source_modalities
 
     kwargs = {"skip_bad": args.skip_bad, "annotations": args.annotations, "meditation": args.meditation}
-    # Without --modalities, use every modality the sources' formats can hold.
+    # Without --modalities: the modalities found in the sources' files (an audio-only set is
+    # speech-only), or what a source's format holds when its reader cannot tell.
     kwargs["modalities"] = (tuple(args.modalities.split(",")) if args.modalities
                             else source_modalities(args.sources))
     window = WindowConfig(seconds=args.window, overlap=args.overlap, missing=args.missing)
@@ -108,12 +109,30 @@ def _evaluation_inputs(args):
     return config, pretrained, dataset
 
 
+def _default_rows_and_targets(args, dataset, pretrained) -> tuple[list, list]:
+    """``--rows`` / ``--targets``, or without them: every row the data set's modalities and the
+    models allow, and every target of the data set (the paper's first); says what was left out."""
+    from kfusion.evaluation import ALL_ROWS, TARGETS
+    from kfusion.evaluation.protocol import available_rows
+
+    rows = args.rows.split(",") if args.rows else list(available_rows(dataset, pretrained))
+    if not args.rows and len(rows) < len(ALL_ROWS):
+        print(f"[kfusion] rows: {', '.join(rows)} (with modalities {', '.join(dataset.modalities)} "
+              f"and these models; not {', '.join(r for r in ALL_ROWS if r not in rows)}; --rows to choose)")
+    if args.targets:
+        targets = args.targets.split(",")
+    else:
+        targets = [t for t in TARGETS if t in dataset.labels] + [t for t in dataset.labels if t not in TARGETS]
+        print(f"[kfusion] targets: {', '.join(targets) or 'none'} (the data set's; --targets to choose)")
+    return rows, targets
+
+
 def cmd_evaluate(args) -> int:
-    from kfusion.evaluation import ALL_ROWS, TARGETS, evaluate
+    from kfusion.evaluation import evaluate
 
     config, pretrained, dataset = _evaluation_inputs(args)
-    results = evaluate(dataset, pretrained, rows=args.rows.split(",") if args.rows else ALL_ROWS,
-                       targets=args.targets.split(",") if args.targets else TARGETS,
+    rows, targets = _default_rows_and_targets(args, dataset, pretrained)
+    results = evaluate(dataset, pretrained, rows=rows, targets=targets,
                        out=args.out, seed=args.seed, config=config)
     _print_table(results)
     return 0
@@ -234,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pretrained", default="saved",
                           help="folder of <modality>_encoder.keras / fusion_<mechanism>.keras, "
                                "or 'saved' for the shipped models (kfusion models list; default)")
-    evaluate.add_argument("--rows", help="comma-separated rows (default: all nine)")
-    evaluate.add_argument("--targets", help="comma-separated targets (default: arousal,valence,emotion)")
+    evaluate.add_argument("--rows", help="comma-separated rows (default: every row the data set's modalities "
+                                          "and the models allow: all nine with speech and the four E4 signals)")
+    evaluate.add_argument("--targets", help="comma-separated targets (default: every target of the data set)")
     evaluate.add_argument("--out", required=True, help="run folder (re-running resumes)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--config", help="EvaluationConfig JSON file")
@@ -258,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_options(parser) -> None:
     parser.add_argument("--modalities", help="comma-separated subset of speech,acc,bvp,eda,temp "
-                                             "(default: all the sources can hold)")
+                                             "(default: those found in the sources' files)")
     parser.add_argument("--annotations", default="self",
                          choices=["self", "partner", "external", "aggregated_external"],
                         help="K-EmoCon annotation perspective (default: self)")

@@ -451,6 +451,35 @@ def _check_shape(row: str, modality: str, shape: tuple, dataset: WindowedDataset
                           f"shape {list(shape)}, the data set holds {list(found)}")
 
 
+def available_rows(dataset: WindowedDataset, pretrained: Pretrained | None) -> tuple[str, ...]:
+    """The rows of :data:`ALL_ROWS` that can run on ``dataset`` with ``pretrained`` (the default
+    of ``kfusion evaluate`` without ``--rows``): speech only needs speech, wearable only a
+    wearable, a fusion row two modalities or more (and a "with" row its pretrained backbone),
+    every learned row its pretrained models; the hand-crafted row always runs."""
+    rows = []
+    for row in ALL_ROWS:
+        if row not in ("speech_only", "wearable_only", "handcrafted") and not row.endswith("_with") \
+                and len(_row_modalities(row, dataset)) < 2:
+            continue
+        try:
+            _check_pretrained(pretrained, [row], dataset)
+        except ConfigError:
+            continue
+        rows.append(row)
+    return tuple(rows)
+
+
+def row_modalities(row: str, dataset: WindowedDataset, pretrained: Pretrained | None) -> tuple[str, ...]:
+    """The modalities ``row`` takes on ``dataset``: a "with" row its pretrained backbone's, the
+    hand-crafted row the data set's, the others as :func:`_row_modalities`."""
+    if row == "handcrafted":
+        return tuple(dataset.modalities)
+    if row.endswith("_with"):
+        backbone = getattr(pretrained, "fusion_backbones", {}).get(row.removesuffix("_with"))
+        return tuple(backbone_modalities(backbone)) if backbone is not None else tuple(dataset.modalities)
+    return _row_modalities(row, dataset)
+
+
 class _KerasRow:
     """A Keras row for one target: the model, its inputs over the target's windows, a trainer."""
 
@@ -582,10 +611,12 @@ class Results:
     folds: pd.DataFrame
     complete: bool
     files: dict = field(default_factory=dict)
+    #: row -> human title after the modalities the row used (the reports' "Experiment" column)
+    titles: dict = field(default_factory=dict)
 
     def wide(self, source: str = "ours") -> pd.DataFrame:
         """Table 1 layout: one line per row, ``"mean (± se)"`` per target and metric."""
-        return report.wide_table(self.table, source)
+        return report.wide_table(self.table, source, titles=self.titles)
 
 
 def _check_rows(rows) -> tuple[str, ...]:
@@ -634,14 +665,16 @@ def check_run_arguments(where: str, dataset, config, seed) -> tuple[EvaluationCo
     return config, int(seed)
 
 
-def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int) -> list[str]:
-    """The lines that open ``table.md``: data, calibration (per-person, from each participant's
-    own unlabelled signals), levels, seed."""
+def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, targets=None) -> list[str]:
+    """The lines that open ``table.md``: data (sources, participants, windows, modalities,
+    ``targets`` with their classes), calibration (per-person, from each participant's own
+    unlabelled signals), levels, seed."""
     calibration = dataset.config.calibration
     used = [m for m in dataset.modalities if calibration.method(m) != "none"]
-    lines = [f"Data: {', '.join(dataset.report.get('sources', [])) or 'in memory'}; "
-             f"{len(dataset.participant_ids())} participants, {len(dataset)} windows; "
-             f"modalities {', '.join(dataset.modalities)}",
+    lines = [*report.data_header(dataset.report.get("sources", []), dataset.participant_ids(), len(dataset),
+                                 dataset.config.window, dataset.modalities,
+                                 {t: dataset.classes[t] for t in (targets or dataset.targets)},
+                                 [*dataset.report.get("skipped", {}), *dataset.report.get("problems", {})]),
              f"Calibration: {calibration.describe()}" + (
                  " — per-person statistics from each participant's own unlabelled signals "
                  "(the held-out participant's included, as an app calibrates on its user)" if used else ""),
@@ -742,6 +775,11 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     report_rows = tuple(r for r in ALL_ROWS if r in rows or any(x["row"] == r for x in done.values()))
     results = collect_results(run.path, list(done.values()), report_rows, (*targets, *earlier_targets),
                               held_out)
+    paper = report.paper_targets(dataset.classes, dataset.report.get("label_schemes"))
+    results.table = report.with_paper(results.table, paper)
+    results.titles = {r: report.row_title(r, row_modalities(r, dataset, pretrained), config.handcrafted_classifier)
+                      for r in report_rows}
     results.files = report.write_report(run.path, results.table, results.tests, results.complete,
-                                        run_header(dataset, config, seed))
+                                        run_header(dataset, config, seed, (*targets, *earlier_targets)),
+                                        results.titles, paper)
     return results

@@ -1,7 +1,8 @@
 """Table 1 and Figure 3: the rows, the paper's numbers, and the report files of a run folder.
 
-Files written by :func:`write_report`: ``table.md`` (ours, the paper's, and the paired t-tests),
-``table.csv`` (one line per row, target and metric, with the paper's numbers beside ours),
+Files written by :func:`write_report`: ``table.md`` (a header naming the data, ours, the paper's
+where the targets are the paper's, and the paired t-tests), ``table.csv`` (one line per row,
+target and metric, with the paper's numbers beside ours where they apply),
 ``table.tex`` (ours, booktabs) and ``figure3.png`` (F1 with vs without fusion training).
 """
 
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kfusion.data.modalities import MODALITIES
+
 MECHANISMS: tuple[str, ...] = ("unweighted", "weighted", "attention")
 TARGETS: tuple[str, ...] = ("arousal", "valence", "emotion")
 #: Table 1 rows in the paper's order, then our hand-crafted baseline.
@@ -22,17 +25,45 @@ ALL_ROWS: tuple[str, ...] = (
     "unweighted_with", "weighted_with", "attention_with",
     "handcrafted",
 )
-ROW_TITLES: dict[str, str] = {
-    "speech_only": "Speech only",
-    "wearable_only": "Wearable only (SigRep)",
-    "unweighted_without": "Speech + Wearable (Unweighted) w/o fusion training",
-    "weighted_without": "Speech + Wearable (Weighted) w/o fusion training",
-    "attention_without": "Speech + Wearable (Attention) w/o fusion training",
-    "unweighted_with": "Speech + Wearable (Unweighted) w/ fusion training",
-    "weighted_with": "Speech + Wearable (Weighted) w/ fusion training",
-    "attention_with": "Speech + Wearable (Attention) w/ fusion training",
-    "handcrafted": "Hand-crafted features + logistic regression (ours)",
-}
+#: What a modality is called in row titles.
+MODALITY_TITLES: dict[str, str] = {"speech": "Speech", "acc": "ACC", "bvp": "BVP", "eda": "EDA",
+                                   "temp": "TEMP"}
+#: The hand-crafted row's classifier (``EvaluationConfig.handcrafted_classifier``) in its title.
+CLASSIFIER_TITLES: dict[str, str] = {"logistic": "logistic regression", "boosting": "gradient boosting"}
+
+
+def modalities_title(modalities) -> str:
+    """``"Speech + Wearable (ACC+BVP+EDA+TEMP)"``, ``"Wearable (EDA+TEMP)"`` or ``"Speech"``."""
+    modalities = [str(m) for m in modalities]
+    wearables = [MODALITY_TITLES.get(m, m.upper()) for m in modalities if m != "speech"]
+    parts = (["Speech"] if "speech" in modalities else []) + (
+        [f"Wearable ({'+'.join(wearables)})"] if wearables else [])
+    return " + ".join(parts) or "no modality"
+
+
+def row_title(row: str, modalities=MODALITIES, classifier: str = "logistic") -> str:
+    """The human title of ``row`` after the modalities it used, e.g.
+    ``"Wearable (ACC+BVP+EDA+TEMP), unweighted fusion, w/o fusion training"``. ``modalities``:
+    those its model took (a "with" row: its pretrained backbone's; hand-crafted: the data
+    set's); ``classifier``: the hand-crafted row's. Titles only: files key rows by name."""
+    wearables = [MODALITY_TITLES.get(m, m.upper()) for m in modalities if m != "speech"]
+    if row == "speech_only":
+        return "Speech only"
+    if row == "wearable_only":
+        return f"Wearable only ({'+'.join(wearables)})" if wearables else "Wearable only"
+    if row == "handcrafted":
+        return (f"Hand-crafted features of {modalities_title(modalities)}, "
+                f"{CLASSIFIER_TITLES.get(classifier, classifier)} (ours)")
+    mechanism, _, training = row.rpartition("_")
+    if mechanism in MECHANISMS and training in ("with", "without"):
+        return (f"{modalities_title(modalities)}, {mechanism} fusion, "
+                f"{'w/' if training == 'with' else 'w/o'} fusion training")
+    return row
+
+
+#: Titles of the rows in the paper's setting (all five modalities); a run's own titles follow
+#: the modalities it used (:func:`row_title`, ``Results.titles``).
+ROW_TITLES: dict[str, str] = {row: row_title(row) for row in ALL_ROWS}
 TARGET_TITLES: dict[str, str] = {"arousal": "Arousal", "valence": "Valence", "emotion": "Categorical"}
 METRIC_TITLES: dict[str, str] = {"accuracy": "Acc", "f1": "F1"}
 #: The "with vs without fusion training" pairs, ``mechanism: (without row, with row)``.
@@ -74,17 +105,33 @@ PAPER_TABLE1: dict[str, dict[str, dict[str, tuple]]] = {
 }
 
 
+def paper_targets(classes, label_schemes=None) -> tuple[str, ...]:
+    """The targets of a data set that are the paper's: arousal, valence or emotion with the
+    classes K-EmoCon's self-reports give (:data:`kfusion.data.labels.TARGET_CLASSES`), binned
+    from K-EmoCon-style ratings (``label_schemes``: the label schemes of the data set's
+    participants, as in ``WindowedDataset.report["label_schemes"]``; all must be ``"kemocon"``;
+    None or empty: not known, the classes decide). Only these get the paper's numbers beside
+    ours: a WESAD or clip-corpus arousal with the same three levels is not the paper's."""
+    from kfusion.data.labels import TARGET_CLASSES
+
+    if label_schemes and set(label_schemes) != {"kemocon"}:
+        return ()
+    return tuple(t for t in TARGETS if t in classes and tuple(classes[t]) == TARGET_CLASSES[t])
+
+
 def paper_value(row: str, target: str, metric: str) -> tuple[float, float]:
     """The paper's ``(mean, se)`` (NaN where the paper gives none or has no such row)."""
     mean, se = PAPER_TABLE1.get(row, {}).get(target, {}).get(metric, (None, None))
     return (math.nan if mean is None else mean), (math.nan if se is None else se)
 
 
-def with_paper(table: pd.DataFrame) -> pd.DataFrame:
+def with_paper(table: pd.DataFrame, targets=TARGETS) -> pd.DataFrame:
     """``table`` (from :func:`kfusion.evaluation.stats.summarize`) plus ``paper_mean`` and
-    ``paper_se`` columns."""
+    ``paper_se`` columns (NaN for targets not in ``targets``, the paper's ones of the data:
+    :func:`paper_targets`)."""
     table = table.copy()
-    paper = [paper_value(r, t, m) for r, t, m in zip(table["row"], table["target"], table["metric"])]
+    paper = [paper_value(r, t, m) if t in targets else (math.nan, math.nan)
+             for r, t, m in zip(table["row"], table["target"], table["metric"])]
     table["paper_mean"] = [p[0] for p in paper]
     table["paper_se"] = [p[1] for p in paper]
     return table
@@ -98,9 +145,11 @@ def _format(mean: float, se: float, digits: int = 4, pm: str = "±") -> str:
     return f"{mean:.{digits}f} ({pm} {se:.{digits}f})"
 
 
-def wide_table(table: pd.DataFrame, source: str = "ours", pm: str = "±") -> pd.DataFrame:
+def wide_table(table: pd.DataFrame, source: str = "ours", pm: str = "±", titles=None) -> pd.DataFrame:
     """One line per row, one column per (target, metric): ``"mean (± se)"`` strings of our
-    numbers (``source="ours"``) or of the paper's (``"paper"``)."""
+    numbers (``source="ours"``) or of the paper's (``"paper"``, titled as in the paper's
+    setting). ``titles``: row -> title (default :data:`ROW_TITLES`)."""
+    titles = ROW_TITLES if titles is None or source == "paper" else {**ROW_TITLES, **titles}
     rows = list(dict.fromkeys(table["row"]))
     targets = list(dict.fromkeys(table["target"]))
     metrics = list(dict.fromkeys(table["metric"]))
@@ -108,7 +157,7 @@ def wide_table(table: pd.DataFrame, source: str = "ours", pm: str = "±") -> pd.
         table["row"], table["target"], table["metric"], table["mean"], table["se"], table["n_folds"])}
     lines = []
     for row in rows:
-        line = {"Experiment": ROW_TITLES.get(row, row)}
+        line = {"Experiment": titles.get(row, row)}
         for target in targets:
             for metric in metrics:
                 column = f"{TARGET_TITLES.get(target, target)} {METRIC_TITLES.get(metric, metric)}"
@@ -123,6 +172,34 @@ def wide_table(table: pd.DataFrame, source: str = "ours", pm: str = "±") -> pd.
     return pd.DataFrame(lines)
 
 
+#: Participants named one by one in a report header; more are counted.
+HEADER_PARTICIPANTS = 12
+
+
+def _named(names) -> str:
+    names = [str(n) for n in names]
+    more = len(names) - HEADER_PARTICIPANTS
+    return ", ".join(names[:HEADER_PARTICIPANTS]) + (f", … ({more} more)" if more > 0 else "")
+
+
+def data_header(sources, participants, windows: int, window, modalities, classes,
+                left_out=()) -> list[str]:
+    """The data lines of a report header: the sources, the participants (named; ``left_out``:
+    those of the sources without windows or with bad files), the windows (``window``: a
+    WindowConfig), the modalities and the targets with their classes."""
+    participants = [str(p) for p in participants]
+    left_out = [str(p) for p in left_out]
+    lines = [f"Data: {', '.join(map(str, sources)) or 'in memory'}",
+             f"Participants: {len(participants)}" + (f" ({_named(participants)})" if participants else "")
+             + (f"; left out (no windows or bad files: kfusion data inspect says why): {_named(left_out)}"
+                if left_out else ""),
+             f"Windows: {windows} of {window.seconds:g} s, overlap {window.overlap:g} s",
+             f"Modalities: {', '.join(modalities)}"]
+    if classes:
+        lines.append("Targets: " + "; ".join(f"{t} ({', '.join(map(str, names))})" for t, names in classes.items()))
+    return lines
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -135,19 +212,25 @@ def _number(value, digits: int = 4) -> str:
 
 
 def markdown_report(table: pd.DataFrame, tests: pd.DataFrame, complete: bool = True,
-                    header: list[str] | None = None) -> str:
-    """The text of ``table.md``; ``header``: lines describing the run (data, calibration, seed)."""
-    parts = ["# Emotion recognition, leave-one-subject-out (Table 1)", ""]
+                    header: list[str] | None = None, titles=None, paper=TARGETS) -> str:
+    """The text of ``table.md``; ``header``: lines describing the run (data, calibration, seed);
+    ``titles``: row -> title (:func:`row_title`); ``paper``: the targets that are the paper's
+    (:func:`paper_targets`): the paper's Table 1 block is shown for those only, and not at all
+    without any."""
+    paper = [t for t in dict.fromkeys(table["target"]) if t in paper]
+    parts = ["# Emotion recognition, leave-one-subject-out" + (" (Table 1)" if paper else ""), ""]
     if header:
         parts += [f"- {line}" for line in header] + [""]
     if not complete:
         parts += ["**Incomplete run**: some folds are not finished yet; re-run to resume.", ""]
     parts += ["Mean over folds (± standard error = std with ddof 1 / sqrt(folds)); accuracy and "
               "macro F1 (classes present in the fold's labels or predictions). Folds: per target.",
-              "", "## Ours", "", _markdown(wide_table(table)), "",
-              "## Paper (Table 1)", ""]
-    paper_rows = table[table["row"].isin(list(PAPER_TABLE1))]
-    parts += [_markdown(wide_table(paper_rows, "paper")) if len(paper_rows) else "(no row of the paper was run)", ""]
+              "", "## Ours", "", _markdown(wide_table(table, titles=titles)), ""]
+    if paper:
+        paper_rows = table[table["row"].isin(list(PAPER_TABLE1)) & table["target"].isin(paper)]
+        parts += ["## Paper (Table 1)", "", "K-EmoCon, all five modalities, the paper's models.", ""]
+        parts += [_markdown(wide_table(paper_rows, "paper")) if len(paper_rows)
+                  else "(no row of the paper was run)", ""]
     parts += ["## With vs without fusion training (paired t-test over folds)", ""]
     if len(tests):
         lines = pd.DataFrame({
@@ -163,9 +246,10 @@ def markdown_report(table: pd.DataFrame, tests: pd.DataFrame, complete: bool = T
     return "\n".join(parts) + "\n"
 
 
-def latex_table(table: pd.DataFrame) -> str:
-    """The text of ``table.tex``: our numbers as a booktabs tabular."""
-    wide = wide_table(table, pm=r"$\pm$").drop(columns=["Folds"])
+def latex_table(table: pd.DataFrame, titles=None) -> str:
+    """The text of ``table.tex``: our numbers as a booktabs tabular (``titles`` as in
+    :func:`wide_table`)."""
+    wide = wide_table(table, pm=r"$\pm$", titles=titles).drop(columns=["Folds"])
     targets = list(dict.fromkeys(table["target"]))
     metrics = list(dict.fromkeys(table["metric"]))
     escape = str.maketrans({"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#"})
@@ -228,15 +312,18 @@ def figure3(table: pd.DataFrame, tests: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_report(folder: str | Path, table: pd.DataFrame, tests: pd.DataFrame,
-                 complete: bool = True, header: list[str] | None = None) -> dict[str, Path]:
+                 complete: bool = True, header: list[str] | None = None, titles=None,
+                 paper=TARGETS) -> dict[str, Path]:
     """Write ``table.md`` (opening with the ``header`` lines), ``table.csv``, ``table.tex`` and
-    ``figure3.png`` into ``folder``."""
+    ``figure3.png`` into ``folder``. ``titles``: row -> human title (``table.csv`` keeps the
+    row names); ``paper``: the targets that are the paper's (:func:`paper_targets`; the
+    others get no paper numbers)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"md": folder / "table.md", "csv": folder / "table.csv", "tex": folder / "table.tex",
              "figure": folder / "figure3.png"}
-    files["md"].write_text(markdown_report(table, tests, complete, header))
-    with_paper(table).to_csv(files["csv"], index=False, float_format="%.10g")
-    files["tex"].write_text(latex_table(table))
+    files["md"].write_text(markdown_report(table, tests, complete, header, titles, paper))
+    with_paper(table, paper).to_csv(files["csv"], index=False, float_format="%.10g")
+    files["tex"].write_text(latex_table(table, titles))
     figure3(table, tests, files["figure"])
     return files
