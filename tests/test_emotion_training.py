@@ -59,7 +59,8 @@ def test_settings_validation():
 def test_fit_keeps_best_weights_and_freezes_encoders(fusion_model):
     x, y = _data()
     encoder_before = [w.copy() for w in fusion_model.get_layer("acc_encoder").get_weights()]
-    trainer = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=6, patience=6, batch_size=16))
+    trainer = EmotionTrainer(fusion_model, "arousal",
+                             EmotionTraining(epochs=6, patience=6, batch_size=16, monitor="loss"))
     train, validation = np.arange(0, 80), np.arange(80, 120)
     history = trainer.fit(x, y, train, validation, seed=1)
     assert history.epochs_run == 6 and not history.stopped_early
@@ -69,6 +70,21 @@ def test_fit_keeps_best_weights_and_freezes_encoders(fusion_model):
     assert history.best_epoch == int(np.argmin(history.val_loss))
     for before, after in zip(encoder_before, fusion_model.get_layer("acc_encoder").get_weights()):
         np.testing.assert_array_equal(before, after)
+
+
+def test_f1_monitor_keeps_the_epoch_with_the_best_validation_f1(fusion_model):
+    x, y = _data()
+    trainer = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=8, patience=8, batch_size=16))
+    assert trainer.settings.monitor == "f1"   # the default
+    validation = np.arange(80, 120)
+    history = trainer.fit(x, y, np.arange(80), validation, seed=3)
+    scores = list(zip(history.val_f1, [-v for v in history.val_loss]))
+    assert history.best_epoch == max(range(len(scores)), key=lambda i: (scores[i], -i))
+    loss, f1 = trainer._validation_scores(x, y, validation)
+    assert f1 == pytest.approx(history.val_f1[history.best_epoch], abs=1e-6)
+    assert loss == pytest.approx(history.val_loss[history.best_epoch], rel=1e-5)
+    with pytest.raises(ConfigError, match="monitor: expected one of f1, loss"):
+        EmotionTraining(monitor="accuracy")
 
 
 def test_fit_resets_and_is_deterministic(fusion_model):

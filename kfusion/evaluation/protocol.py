@@ -84,8 +84,9 @@ def _positive_units(name: str, value) -> tuple:
 class EvaluationConfig(_Config):
     """Everything that decides the numbers of an evaluation (saved as ``config.json``).
 
-    Training (paper §4.2): ``epochs`` (at most), ``patience`` (early stopping on the validation
-    loss, best weights restored), ``batch_size``, ``learning_rate`` (Adam). ``validation_fraction``
+    Training (paper §4.2): ``epochs`` (at most), ``patience`` (early stopping, best weights
+    restored; ``monitor``: on the validation macro F1, ``"f1"``, or cross-entropy, ``"loss"``),
+    ``batch_size``, ``learning_rate`` (Adam). ``validation_fraction``
     of the training participants (at least one, at least one left to train on) form the
     validation set. ``head_units``: the emotion head's hidden Dense layers (paper Fig. 1(f));
     ``projection_units``, ``attention_tokens``, ``attention_heads``, ``use_presence``: the fresh
@@ -118,9 +119,10 @@ class EvaluationConfig(_Config):
     use_levels: bool = True
     handcrafted_classifier: str = "logistic"
     fine_tune_projection: bool = False
+    monitor: str = "f1"
 
     def __post_init__(self):
-        self.training()  # validates epochs, patience, batch size, learning rate, class weight
+        self.training()  # validates epochs, patience, batch size, learning rate, class weight, monitor
         fraction = self.validation_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
             raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
@@ -143,7 +145,7 @@ class EvaluationConfig(_Config):
     def training(self) -> EmotionTraining:
         return EmotionTraining(epochs=self.epochs, patience=self.patience,
                                batch_size=self.batch_size, learning_rate=self.learning_rate,
-                               class_weight=self.class_weight)
+                               class_weight=self.class_weight, monitor=self.monitor)
 
 
 # --------------------------------------------------------------------------- pretrained models
@@ -565,8 +567,13 @@ class _KerasRow:
         history = self.trainer.fit(self.x, self.view.y, fold.train, fold.validation, seed=seed)
         probabilities = self.trainer.predict(self.x, fold.test)
         extra = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch,
-                 "best_val_loss": min(history.val_loss)}
+                 "best_val_loss": _at_best(history.val_loss, history),
+                 "best_val_f1": _at_best(history.val_f1, history)}
         return extra, probabilities, self.trainer
+
+
+def _at_best(values: list, history) -> float | None:
+    return float(values[history.best_epoch]) if history.best_epoch >= 0 else None
 
 
 class _HandcraftedRow:

@@ -55,6 +55,8 @@ FUSED_FEATURES = "fused_features"
 APP_MODALITY_UNITS = (32, 16)
 APP_UNITS = (16, 8)
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
+#: What early stopping watches on the validation windows (see :class:`EmotionTraining`).
+MONITORS: tuple[str, ...] = ("f1", "loss")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class EmotionTraining(_Config):
 
     ``class_weight``: ``"none"`` (plain cross-entropy) or ``"balanced"`` (each class weighted by
     ``n / (k * n_class)`` of the *training* windows, for training and validation loss alike).
+
+    ``monitor``: what early stopping keeps the best epoch by: ``"f1"`` (validation macro F1,
+    ties broken by the lower validation loss) or ``"loss"`` (validation cross-entropy). On
+    held-out people the loss rises with over-confidence while the decisions still improve, so
+    loss stopping keeps nearly untrained heads (bench/RESULTS.md, "Early stopping").
     """
 
     epochs: int = 32
@@ -72,8 +79,11 @@ class EmotionTraining(_Config):
     batch_size: int = 256
     learning_rate: float = 1e-3
     class_weight: str = "none"
+    monitor: str = "f1"
 
     def __post_init__(self):
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"monitor: expected one of {', '.join(MONITORS)}, found {self.monitor!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ConfigError(f"class_weight: expected one of {', '.join(CLASS_WEIGHTS)}, "
                               f"found {self.class_weight!r}")
@@ -88,11 +98,12 @@ class EmotionTraining(_Config):
 
 @dataclass
 class TrainingHistory:
-    """What one training did: mean training loss and validation loss per epoch run, the
-    (0-based) epoch whose weights were kept, and whether early stopping ended it."""
+    """What one training did: mean training loss, validation loss and validation macro F1 per
+    epoch run, the (0-based) epoch whose weights were kept, and whether early stopping ended it."""
 
     loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
+    val_f1: list = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
 
@@ -417,10 +428,18 @@ class EmotionTrainer:
     def loss(self, x: Mapping, y, index, class_weights=None) -> float:
         """Mean cross-entropy on the rows ``index`` of ``x`` (labels ``y`` int ``[N]``),
         each window weighted by ``class_weights[label]`` if given."""
+        return self._validation_scores(x, y, index, class_weights)[0]
+
+    def _validation_scores(self, x: Mapping, y, index, class_weights=None) -> tuple[float, float]:
+        """(mean cross-entropy, macro F1 over the classes present in labels or predictions)."""
+        from sklearn.metrics import f1_score
+
         probabilities = self.predict(x, index)
         labels = np.asarray(y)[np.asarray(index, dtype=np.int64)]
         weights = None if class_weights is None else np.asarray(class_weights, np.float32)[labels]
-        return float(self._loss(labels, probabilities, sample_weight=weights))
+        loss = float(self._loss(labels, probabilities, sample_weight=weights))
+        f1 = float(f1_score(labels, probabilities.argmax(axis=1), average="macro", zero_division=0))
+        return loss, f1
 
     def class_weights(self, y, train) -> np.ndarray:
         """Per-class loss weights ``[n_classes]`` from the training labels (see
@@ -455,14 +474,18 @@ class EmotionTrainer:
         weights = self.class_weights(y, train)
         weights_tensor = tf.constant(weights)
         history = TrainingHistory()
-        best, waited = math.inf, 0
+        best, waited = None, 0
         for epoch in range(self.settings.epochs):
             order = tf.constant(train[rng.permutation(train.size)])
             history.loss.append(float(self._epoch_fn(x, y_tensor, order, weights_tensor)))
-            val_loss = self.loss(x, y, validation, None if self.settings.class_weight == "none" else weights)
+            val_loss, val_f1 = self._validation_scores(
+                x, y, validation, None if self.settings.class_weight == "none" else weights)
             history.val_loss.append(val_loss)
-            if val_loss < best:
-                best, waited = val_loss, 0
+            history.val_f1.append(val_f1)
+            # Larger is better; NaN losses never win.
+            score = ((val_f1, -val_loss) if self.settings.monitor == "f1" else (-val_loss,))
+            if math.isfinite(val_loss) and (best is None or score > best):
+                best, waited = score, 0
                 self._copy_fn(tf.constant(_SAVE_BEST))
                 history.best_epoch = epoch
             else:
