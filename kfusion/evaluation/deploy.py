@@ -33,30 +33,24 @@ import kfusion
 from kfusion.data.dataset import WindowedDataset
 from kfusion.data.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
+from kfusion.evaluation.folds import labelled_view, participant_split
+from kfusion.evaluation.frozen import FrozenOutputs
 from kfusion.evaluation.protocol import (
     EvaluationConfig,
     Pretrained,
-    _check_pretrained,
-    _FrozenOutputs,
     _KerasRow,
-    _row_modalities,
-    _TargetView,
+    check_pretrained,
     check_run_arguments,
-    labelled_view,
 )
-from kfusion.evaluation.report import ALL_ROWS
-from kfusion.models import LEVELS, PRESENCE, backbone_modalities, encoder_name
+from kfusion.evaluation.rows import LEARNED_ROWS, get_row
+from kfusion.models import LEVELS, PRESENCE, encoder_name
 from kfusion.runs import package_versions, write_json_atomic
 from kfusion.training.emotion import (
     PROJECTION_FEATURES,
     TrainingHistory,
     copy_trainable_weights,
     derive_seed,
-    validation_participants,
 )
-
-#: Rows :func:`train_model` can train (every row of Table 1 with learned layers).
-LEARNED_ROWS: tuple[str, ...] = tuple(r for r in ALL_ROWS if r != "handcrafted")
 #: ``kind`` and ``format`` of the sidecar written beside a trained model.
 SIDECAR_KIND = "kfusion-trained-model"
 SIDECAR_FORMAT = 1
@@ -100,8 +94,7 @@ def read_model_sidecar(model_path) -> dict | None:
 
 def _check_arguments(dataset, pretrained, row, targets, out, config, seed):
     config, seed = check_run_arguments("train_model", dataset, config, seed)
-    if row not in LEARNED_ROWS:
-        raise ConfigError(f"train_model: row: expected one of {', '.join(LEARNED_ROWS)}, found {row!r}")
+    get_row(row, "train_model", LEARNED_ROWS)
     targets = (targets,) if isinstance(targets, str) else tuple(targets or ())
     unknown = [t for t in targets if t not in dataset.labels]
     if unknown or not targets or len(set(targets)) != len(targets):
@@ -109,24 +102,8 @@ def _check_arguments(dataset, pretrained, row, targets, out, config, seed):
                           f"({', '.join(dataset.labels) or 'none'}), found {list(targets)}")
     if out is not None and Path(out).suffix != ".keras":
         raise ConfigError(f"train_model: out: expected a file name ending in .keras, found '{out}'")
-    try:
-        _check_pretrained(pretrained, (row,), dataset)
-    except ConfigError as err:  # the protocol's check, worded for this call
-        raise ConfigError(str(err).replace("evaluate:", "train_model:", 1)) from None
+    check_pretrained(pretrained, (row,), dataset, where="train_model")
     return config, targets, seed
-
-
-def _split(view: _TargetView, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Training and validation positions in the target's windows, split by participant."""
-    ids = sorted(set(view.participants))
-    if len(ids) < 2:
-        raise DataError(None, f"labels of target '{view.target}'",
-                        "at least 2 participants with labelled windows (one to train on, one to "
-                        "validate on for early stopping)", f"{len(ids)}: {', '.join(ids) or 'none'}")
-    chosen = validation_participants(ids, fraction, derive_seed(seed, "deploy", "validation"))
-    validate = np.isin(view.participants, chosen)
-    return (np.flatnonzero(~validate), np.flatnonzero(validate),
-            [p for p in ids if p not in chosen], chosen)
 
 
 # --------------------------------------------------------------------------- the model
@@ -134,16 +111,16 @@ def _split(view: _TargetView, fraction: float, seed: int) -> tuple[np.ndarray, n
 def _frozen_part(row: str, pretrained: Pretrained, dataset: WindowedDataset, config: EvaluationConfig):
     """``(modalities, inputs, feed)``: the deployed model's inputs and what they give the
     trained heads (embeddings ``[B, D, 1]`` or projections, plus presence and levels)."""
-    if row.endswith("_with"):
-        backbone = pretrained.fusion_backbones[row.removesuffix("_with")]
+    spec = get_row(row, "train_model", LEARNED_ROWS)
+    modalities = spec.modalities(dataset, pretrained)
+    if spec.with_fusion_training:
+        backbone = pretrained.fusion_backbones[spec.mechanism]
         backbone.trainable = False
-        modalities = backbone_modalities(backbone)
         wanted = [t.name for t in backbone.inputs]
         inputs = {name: keras.Input(tuple(t.shape[1:]), name=name)
                   for name, t in zip(wanted, backbone.inputs)}
         feed = {PROJECTION_FEATURES: backbone({k: inputs[k] for k in wanted})}
     else:
-        modalities = _row_modalities(row, dataset)
         inputs, feed = {}, {}
         for m in modalities:
             encoder = pretrained.encoders[m]
@@ -216,9 +193,10 @@ def train_model(dataset: WindowedDataset, pretrained: Pretrained, row: str, targ
     """
     config, targets, seed = _check_arguments(dataset, pretrained, row, targets, out, config, seed)
     views = {t: labelled_view(dataset, t) for t in targets}
-    splits = {t: _split(views[t], config.validation_fraction, seed) for t in targets}
+    splits = {t: participant_split(views[t].participants, config.validation_fraction, seed,
+                                   where=f"labels of target '{t}'") for t in targets}
     pool = np.unique(np.concatenate([v.index for v in views.values()]))
-    frozen = _FrozenOutputs(dataset, pretrained, pool)
+    frozen = FrozenOutputs(dataset, pretrained, pool)
     heads, histories = {}, {}
     for target in targets:
         view = views[target]
@@ -228,7 +206,7 @@ def train_model(dataset: WindowedDataset, pretrained: Pretrained, row: str, targ
                                                 seed=derive_seed(seed, "deploy", row, target))
         head = runner.trainer.model
         if not config.cache_frozen:  # trained through the frozen parts: move the trained layers over
-            head, _ = runner._cached(row, view, dataset, frozen, config)  # noqa: SLF001 (same package)
+            head, _ = runner.cached()
             copy_trainable_weights(runner.trainer.model, head)
         heads[target] = head
     model, modalities = _assemble(row, heads, pretrained, dataset, config)

@@ -18,7 +18,6 @@ seed, the row, the target and the held-out participant.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,37 +31,26 @@ import tensorflow as tf
 from kfusion.config import _Config
 from kfusion.data.dataset import WindowedDataset
 from kfusion.data.labels import UNLABELLED
-from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
+from kfusion.data.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import baselines, metrics, report, stats
-from kfusion.evaluation.report import ALL_ROWS, FUSION_PAIRS, MECHANISMS, TARGETS
-from kfusion.models import (
-    LEVELS,
-    PRESENCE,
-    backbone_modalities,
-    backbone_of,
-    emotion_model,
-    encoder_name,
-    presence_array,
+from kfusion.evaluation.folds import Fold, TargetView, labelled_view, loso_folds
+from kfusion.evaluation.frozen import (  # noqa: F401  (dataset_handcrafted_features: public here too)
+    FrozenOutputs,
+    backbone_inputs,
+    dataset_handcrafted_features,
+    models_fingerprint,
 )
-from kfusion.models.fusion import FUSION_LAYER
+from kfusion.evaluation.report import TARGETS
+from kfusion.evaluation.rows import ALL_ROWS, FUSION_PAIRS, MECHANISMS, ROWS
+from kfusion.models import LEVELS, PRESENCE, backbone_of, encoder_name, presence_array
 from kfusion.runs import RunFolder
 from kfusion.training.emotion import (
-    FUSED_FEATURES,
     PROJECTION_FEATURES,
     EmotionTrainer,
     EmotionTraining,
     copy_trainable_weights,
-    fine_tuned_emotion_model,
-    fused_stub,
     derive_seed,
-    frozen_outputs,
-    fusion_emotion_model,
-    identity_encoder,
-    pretrained_emotion_model,
-    projection_stub,
-    validation_participants,
-    wearable_only_model,
 )
 
 FOLDS_FILE = "folds.jsonl"
@@ -193,16 +181,8 @@ class Pretrained:
         self.encoders, self.fusion_backbones = encoders, backbones
 
     def fingerprint(self) -> str:
-        """Hex digest of every model's name, variable paths, shapes and values."""
-        digest = hashlib.sha256()
-        for kind, models in (("encoder", self.encoders), ("fusion", self.fusion_backbones)):
-            for key in sorted(models):
-                digest.update(f"{kind}:{key}".encode())
-                for variable in models[key].weights:
-                    value = np.ascontiguousarray(variable.numpy())
-                    digest.update(f"{variable.path}{value.shape}{value.dtype}".encode())
-                    digest.update(value.tobytes())
-        return digest.hexdigest()[:32]
+        """Hex digest of every model's name, variable paths, shapes, dtypes and values."""
+        return models_fingerprint(self.encoders, self.fusion_backbones)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``<modality>_encoder.keras`` and ``fusion_<mechanism>.keras`` into ``folder``."""
@@ -265,192 +245,23 @@ def _load_model(path: Path) -> keras.Model:
 
 # --------------------------------------------------------------------------- folds
 
-@dataclass(frozen=True)
-class Fold:
-    """One leave-one-subject-out fold; indices are positions in the target's labelled windows."""
-
-    index: int
-    held_out: str
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    validation_participants: tuple
-
-
-def loso_folds(participants, seed: int = 0, validation_fraction: float = 0.15,
-               where: str = "participants") -> list[Fold]:
-    """A fold per participant of ``participants`` (one id per window, in the order the ids first
-    appear): that participant's windows are the test set; of the others, ``validation_fraction``
-    (at least one, chosen by ``seed`` and the held-out id) validate and the rest train."""
-    participants = np.asarray(participants).astype(str)
-    _, first = np.unique(participants, return_index=True)
-    ids = [str(participants[i]) for i in sorted(first)]
-    if len(ids) < 3:
-        raise DataError(None, where, "at least 3 participants with labelled windows (one held out, "
-                        "one to train on, one to validate on)", f"{len(ids)}: {', '.join(ids) or 'none'}")
-    folds = []
-    for index, held_out in enumerate(ids):
-        others = [p for p in ids if p != held_out]
-        chosen = validation_participants(others, validation_fraction,
-                                         derive_seed(seed, "validation", held_out))
-        validate = np.isin(participants, chosen)
-        test = participants == held_out
-        folds.append(Fold(index, held_out, np.flatnonzero(~test & ~validate), np.flatnonzero(validate),
-                          np.flatnonzero(test), tuple(chosen)))
-    return folds
-
-
-@dataclass
-class _TargetView:
-    """The windows labelled for one target: ``index`` into the data set, labels ``y``."""
-
-    target: str
-    n_classes: int
-    index: np.ndarray
-    y: np.ndarray
-    participants: np.ndarray
-    folds: list
-
-
-def labelled_view(dataset: WindowedDataset, target: str) -> _TargetView:
-    """The windows labelled for ``target`` (no folds yet), their class indices checked."""
-    index = np.flatnonzero(dataset.labels[target] != UNLABELLED)
-    participants = np.asarray(dataset.participants)[index].astype(str)
-    n_classes = len(dataset.classes[target])
-    y = dataset.labels[target][index].astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise DataError(None, f"labels of target '{target}'", f"class indices 0..{n_classes - 1}",
-                        f"{y.min()}..{y.max()}")
-    return _TargetView(target, n_classes, index, y, participants, [])
-
-
-def _target_view(dataset: WindowedDataset, target: str, seed: int, fraction: float) -> _TargetView:
+def _target_view(dataset: WindowedDataset, target: str, seed: int, fraction: float) -> TargetView:
     view = labelled_view(dataset, target)
     view.folds = loso_folds(view.participants, seed, fraction, where=f"labels of target '{target}'")
     return view
 
 
-# --------------------------------------------------------------------------- frozen outputs
-
-class _FrozenOutputs:
-    """Outputs of the frozen models on the windows ``pool`` of the data set, computed on first
-    use and kept: encoder embeddings, backbone projections, hand-crafted features."""
-
-    def __init__(self, dataset: WindowedDataset, pretrained: Pretrained | None, pool: np.ndarray):
-        self.dataset, self.pretrained, self.pool = dataset, pretrained, pool
-        self.position = np.full(len(dataset), -1, dtype=np.int64)
-        self.position[pool] = np.arange(pool.size)
-        self._embeddings: dict = {}
-        self._projections: dict = {}
-        self._handcrafted = None
-
-    def _inputs(self, modality: str) -> np.ndarray:
-        return self.dataset.inputs[modality][self.pool]
-
-    def embeddings(self, modality: str) -> np.ndarray:
-        if modality not in self._embeddings:
-            encoder = self.pretrained.encoders[modality]
-            self._embeddings[modality] = frozen_outputs(encoder, self._inputs(modality))
-        return self._embeddings[modality]
-
-    def fused(self, mechanism: str) -> np.ndarray:
-        """Outputs of a pretrained backbone's fusion layer (its projection then trains)."""
-        key = ("fused", mechanism)
-        if key not in self._projections:
-            backbone = self.pretrained.fusion_backbones[mechanism]
-            upstream = keras.Model(backbone.inputs, backbone.get_layer(FUSION_LAYER).output)
-            self._projections[key] = frozen_outputs(upstream, _backbone_inputs(backbone, self.dataset, self.pool))
-        return self._projections[key]
-
-    def projections(self, mechanism: str) -> np.ndarray:
-        if mechanism not in self._projections:
-            backbone = self.pretrained.fusion_backbones[mechanism]
-            self._projections[mechanism] = frozen_outputs(
-                backbone, _backbone_inputs(backbone, self.dataset, self.pool))
-        return self._projections[mechanism]
-
-    def handcrafted(self) -> np.ndarray:
-        if self._handcrafted is None:
-            self._handcrafted = dataset_handcrafted_features(self.dataset)[0][self.pool]
-        return self._handcrafted
-
-
-def dataset_handcrafted_features(dataset: WindowedDataset) -> tuple[np.ndarray, list[str]]:
-    """The hand-crafted row's features ``[N, F]`` of every window of ``dataset``, calibrated per
-    participant as its ``config.calibration`` says (speech columns by the speech method, the
-    others by the wearable one)."""
-    features, names = baselines.handcrafted_features(
-        dataset.inputs, dataset.presence, dataset.levels, dataset.physio, dataset.physio_names)
-    calibration = dataset.config.calibration
-    speech = np.array([n.startswith(SPEECH) for n in names])
-    out = np.empty_like(features)
-    for columns, method in ((speech, calibration.speech), (~speech, calibration.wearable)):
-        if columns.any():
-            out[:, columns] = baselines.calibrate_features(features[:, columns], dataset.participants,
-                                                           dataset.starts, method, calibration.head_minutes)
-    return out, names
-
-
-def _backbone_inputs(backbone: keras.Model, dataset: WindowedDataset, index: np.ndarray) -> dict:
-    modalities = backbone_modalities(backbone)
-    x = {m: dataset.inputs[m][index] for m in modalities}
-    if PRESENCE in [t.name for t in backbone.inputs]:
-        x[PRESENCE] = presence_array(dataset.presence, modalities)[index]
-    return x
-
-
 # --------------------------------------------------------------------------- rows
 
-def _width(levels: dict) -> int:
-    return int(levels[LEVELS].shape[1]) if levels else 0
-
-
-def _row_modalities(row: str, dataset: WindowedDataset) -> tuple[str, ...]:
-    if row == "speech_only":
-        return (SPEECH,)
-    if row == "wearable_only":
-        return tuple(m for m in WEARABLES if m in dataset.inputs)
-    return tuple(m for m in MODALITIES if m in dataset.inputs)
-
-
-def _check_pretrained(pretrained: Pretrained | None, rows: Sequence[str], dataset: WindowedDataset) -> None:
-    needs_models = [r for r in rows if r != "handcrafted"]
+def check_pretrained(pretrained: Pretrained | None, rows: Sequence[str], dataset: WindowedDataset,
+                     where: str = "evaluate") -> None:
+    """Raise :class:`ConfigError` unless ``pretrained`` holds the models ``rows`` need."""
+    needs_models = [r for r in rows if ROWS[r].learned]
     if needs_models and not isinstance(pretrained, Pretrained):
-        raise ConfigError(f"evaluate: pretrained: rows {', '.join(needs_models)} need a Pretrained "
+        raise ConfigError(f"{where}: pretrained: rows {', '.join(needs_models)} need a Pretrained "
                           f"(encoders and fusion backbones), found {type(pretrained).__name__}")
     for row in needs_models:
-        if row.endswith("_with"):
-            mechanism = row.removesuffix("_with")
-            backbone = pretrained.fusion_backbones.get(mechanism)
-            if backbone is None:
-                raise ConfigError(f"evaluate: row {row!r} needs a pretrained {mechanism} fusion backbone "
-                                  f"(Pretrained.fusion_backbones[{mechanism!r}], file fusion_{mechanism}.keras)")
-            missing = [m for m in backbone_modalities(backbone) if m not in dataset.inputs]
-            if missing:
-                raise ConfigError(f"evaluate: row {row!r}: the {mechanism} backbone takes "
-                                  f"{', '.join(missing)}, which the data set does not hold")
-            shapes = {t.name: tuple(t.shape[1:]) for t in backbone.inputs}
-            for m in backbone_modalities(backbone):
-                _check_shape(row, m, shapes[m], dataset)
-            continue
-        modalities = _row_modalities(row, dataset)
-        if not modalities or (row == "speech_only" and SPEECH not in dataset.inputs):
-            raise ConfigError(f"evaluate: row {row!r} needs "
-                              f"{'speech' if row == 'speech_only' else 'wearable'} windows in the data set, "
-                              f"which holds {', '.join(dataset.inputs)}")
-        missing = [m for m in modalities if m not in pretrained.encoders]
-        if missing:
-            raise ConfigError(f"evaluate: row {row!r} needs pretrained encoders for "
-                              f"{', '.join(missing)} (files {', '.join(encoder_name(m) + '.keras' for m in missing)})")
-        for m in modalities:
-            _check_shape(row, m, tuple(pretrained.encoders[m].input_shape[1:]), dataset)
-
-
-def _check_shape(row: str, modality: str, shape: tuple, dataset: WindowedDataset) -> None:
-    found = tuple(dataset.inputs[modality].shape[1:])
-    if tuple(shape) != found:
-        raise ConfigError(f"evaluate: row {row!r}: the pretrained {modality} model takes windows of "
-                          f"shape {list(shape)}, the data set holds {list(found)}")
+        ROWS[row].check_models(dataset, pretrained, where)
 
 
 def available_rows(dataset: WindowedDataset, pretrained: Pretrained | None) -> tuple[str, ...]:
@@ -459,109 +270,79 @@ def available_rows(dataset: WindowedDataset, pretrained: Pretrained | None) -> t
     wearable, a fusion row two modalities or more (and a "with" row its pretrained backbone),
     every learned row its pretrained models; the hand-crafted row always runs."""
     rows = []
-    for row in ALL_ROWS:
-        if row not in ("speech_only", "wearable_only", "handcrafted") and not row.endswith("_with") \
-                and len(_row_modalities(row, dataset)) < 2:
+    for name, row in ROWS.items():
+        if len(row.modalities(dataset, pretrained)) < row.min_modalities:
             continue
         try:
-            _check_pretrained(pretrained, [row], dataset)
+            check_pretrained(pretrained, [name], dataset)
         except ConfigError:
             continue
-        rows.append(row)
+        rows.append(name)
     return tuple(rows)
 
 
 def row_modalities(row: str, dataset: WindowedDataset, pretrained: Pretrained | None) -> tuple[str, ...]:
-    """The modalities ``row`` takes on ``dataset``: a "with" row its pretrained backbone's, the
-    hand-crafted row the data set's, the others as :func:`_row_modalities`."""
-    if row == "handcrafted":
-        return tuple(dataset.modalities)
-    if row.endswith("_with"):
-        backbone = getattr(pretrained, "fusion_backbones", {}).get(row.removesuffix("_with"))
-        return tuple(backbone_modalities(backbone)) if backbone is not None else tuple(dataset.modalities)
-    return _row_modalities(row, dataset)
+    """The modalities ``row`` takes on ``dataset`` (:meth:`Row.modalities`)."""
+    return ROWS[row].modalities(dataset, pretrained)
 
 
 class _KerasRow:
     """A Keras row for one target: the model, its inputs over the target's windows, a trainer."""
 
-    def __init__(self, row: str, view: _TargetView, dataset: WindowedDataset, pretrained: Pretrained,
-                 frozen: _FrozenOutputs, config: EvaluationConfig, seed: int):
-        self.row, self.view = row, view
+    def __init__(self, row: str, view: TargetView, dataset: WindowedDataset, pretrained: Pretrained,
+                 frozen: FrozenOutputs, config: EvaluationConfig, seed: int):
+        self.row, self.view = ROWS[row], view
+        self.dataset, self.pretrained, self.frozen, self.config = dataset, pretrained, frozen, config
         keras.utils.set_random_seed(derive_seed(seed, "init", row, view.target))
-        cached_model, cached_x = self._cached(row, view, dataset, frozen, config)
+        cached_model, cached_x = self.cached()
         if config.cache_frozen:
             model, x = cached_model, cached_x
         else:
-            model, x = self._uncached(row, view, dataset, pretrained, config)
+            model, x = self._uncached()
             copy_trainable_weights(cached_model, model)
         self.x = {k: tf.convert_to_tensor(v) for k, v in x.items()}
         self.trainer = EmotionTrainer(model, view.target, config.training())
 
-    @staticmethod
-    def _presence(dataset, view, modalities) -> np.ndarray:
-        return presence_array(dataset.presence, modalities)[view.index]
+    def _build(self, modalities, **parts) -> keras.Model:
+        config = self.config
+        return self.row.build(self.view.target, self.view.n_classes, head_units=config.head_units,
+                              projection_units=config.projection_units, use_presence=config.use_presence,
+                              attention_tokens=config.attention_tokens, attention_heads=config.attention_heads,
+                              levels=_levels_width(self.dataset, modalities, config),
+                              fine_tune_projection=config.fine_tune_projection, **parts)
 
-    def _cached(self, row, view, dataset, frozen, config):
-        target, n = view.target, view.n_classes
-        positions = frozen.position[view.index]
-        if row.endswith("_with") and config.fine_tune_projection:
-            mechanism = row.removesuffix("_with")
-            backbone = frozen.pretrained.fusion_backbones[mechanism]
-            levels = self._levels(dataset, view, backbone_modalities(backbone), config)
-            model = emotion_model(fused_stub(backbone), {target: n}, config.head_units,
-                                  name=f"{target}_model", levels=_width(levels))
-            return model, {FUSED_FEATURES: frozen.fused(mechanism)[positions], **levels}
-        if row.endswith("_with"):
-            backbone = frozen.pretrained.fusion_backbones[row.removesuffix("_with")]
-            projections = frozen.projections(row.removesuffix("_with"))[positions]
-            levels = self._levels(dataset, view, backbone_modalities(backbone), config)
-            model = pretrained_emotion_model(projection_stub(projections.shape[1]), target, n,
-                                             config.head_units, levels=_width(levels))
-            return model, {PROJECTION_FEATURES: projections, **levels}
-        modalities = _row_modalities(row, dataset)
-        embeddings = {m: frozen.embeddings(m)[positions] for m in modalities}
-        encoders = {m: identity_encoder(m, embeddings[m].shape[1]) for m in modalities}
-        x = {m: e[..., None] for m, e in embeddings.items()}
-        levels = self._levels(dataset, view, modalities, config)
-        return (self._model(row, encoders, view, config, _width(levels)),
-                {**self._with_presence(x, dataset, view, modalities, config), **levels})
-
-    def _uncached(self, row, view, dataset, pretrained, config):
-        target, n = view.target, view.n_classes
-        if row.endswith("_with"):
-            backbone = pretrained.fusion_backbones[row.removesuffix("_with")]
-            levels = self._levels(dataset, view, backbone_modalities(backbone), config)
-            build = fine_tuned_emotion_model if config.fine_tune_projection else pretrained_emotion_model
-            model = build(backbone, target, n, config.head_units, levels=_width(levels))
-            return model, {**_backbone_inputs(backbone, dataset, view.index), **levels}
-        modalities = _row_modalities(row, dataset)
-        encoders = {m: pretrained.encoders[m] for m in modalities}
-        x = {m: dataset.inputs[m][view.index] for m in modalities}
-        levels = self._levels(dataset, view, modalities, config)
-        return (self._model(row, encoders, view, config, _width(levels)),
-                {**self._with_presence(x, dataset, view, modalities, config), **levels})
-
-    @staticmethod
-    def _levels(dataset, view, modalities, config) -> dict:
-        if not config.use_levels:
+    def _levels(self, modalities) -> dict:
+        if not self.config.use_levels:
             return {}
-        return {LEVELS: dataset.level_matrix(modalities, view.index)}
+        return {LEVELS: self.dataset.level_matrix(modalities, self.view.index)}
 
-    def _with_presence(self, x, dataset, view, modalities, config) -> dict:
+    def cached(self) -> tuple[keras.Model, dict]:
+        """The model on stand-ins for the frozen parts, and its cached inputs."""
+        row, config = self.row, self.config
+        modalities = row.modalities(self.dataset, self.pretrained)
+        backbone = self.pretrained.fusion_backbones[row.mechanism] if row.with_fusion_training else None
+        x = self.frozen.inputs(row, self.view.index, modalities, config.use_presence,
+                               config.fine_tune_projection)
+        if row.with_fusion_training:
+            dims = None if config.fine_tune_projection else int(x[PROJECTION_FEATURES].shape[1])
+        else:
+            dims = {m: int(x[m].shape[1]) for m in modalities}
+        model = self._build(modalities, **row.stand_ins(dims, backbone, config.fine_tune_projection))
+        return model, {**x, **self._levels(modalities)}
+
+    def _uncached(self) -> tuple[keras.Model, dict]:
+        """The model with the frozen parts in it, and its inputs (the windows themselves)."""
+        row, config, dataset, index = self.row, self.config, self.dataset, self.view.index
+        modalities = row.modalities(dataset, self.pretrained)
+        if row.with_fusion_training:
+            backbone = self.pretrained.fusion_backbones[row.mechanism]
+            model = self._build(modalities, backbone=backbone)
+            return model, {**backbone_inputs(backbone, dataset, index), **self._levels(modalities)}
+        x = {m: dataset.inputs[m][index] for m in modalities}
         if config.use_presence:
-            x[PRESENCE] = self._presence(dataset, view, modalities)
-        return x
-
-    @staticmethod
-    def _model(row, encoders, view, config, levels: int = 0) -> keras.Model:
-        if row == "wearable_only":
-            return wearable_only_model(encoders, view.target, view.n_classes, config.use_presence,
-                                       levels=levels)
-        mechanism = "unweighted" if row == "speech_only" else row.removesuffix("_without")
-        return fusion_emotion_model(encoders, view.target, view.n_classes, mechanism,
-                                    config.projection_units, config.head_units, config.use_presence,
-                                    config.attention_tokens, config.attention_heads, levels=levels)
+            x[PRESENCE] = presence_array(dataset.presence, modalities)[index]
+        model = self._build(modalities, encoders={m: self.pretrained.encoders[m] for m in modalities})
+        return model, {**x, **self._levels(modalities)}
 
     def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
         history = self.trainer.fit(self.x, self.view.y, fold.train, fold.validation, seed=seed)
@@ -577,7 +358,7 @@ def _at_best(values: list, history) -> float | None:
 
 
 class _HandcraftedRow:
-    def __init__(self, view: _TargetView, frozen: _FrozenOutputs, config: EvaluationConfig):
+    def __init__(self, view: TargetView, frozen: FrozenOutputs, config: EvaluationConfig):
         self.view, self.config = view, config
         self.features = frozen.handcrafted()[frozen.position[view.index]]
 
@@ -624,6 +405,11 @@ class Results:
     def wide(self, source: str = "ours") -> pd.DataFrame:
         """Table 1 layout: one line per row, ``"mean (± se)"`` per target and metric."""
         return report.wide_table(self.table, source, titles=self.titles)
+
+
+def _levels_width(dataset: WindowedDataset, modalities, config: EvaluationConfig) -> int:
+    """Width of the heads' ``levels`` input: the row's modalities' levels side by side (0 without)."""
+    return sum(int(dataset.levels[m].shape[1]) for m in modalities) if config.use_levels else 0
 
 
 def _check_rows(rows) -> tuple[str, ...]:
@@ -712,7 +498,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     seed = int(seed)
     rows = _check_rows(rows)
     targets = _check_targets(dataset, targets)
-    _check_pretrained(pretrained, rows, dataset)
+    check_pretrained(pretrained, rows, dataset)
     views = {t: _target_view(dataset, t, seed, config.validation_fraction) for t in targets}
 
     run_config = {"format": RUN_FORMAT, "evaluation": config.to_dict(), "seed": seed,
@@ -732,7 +518,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     # together, so a fixed pool keeps a fold's numbers independent of the rows and targets
     # asked for (and a resumed run that adds a target consistent with the first).
     pool = np.flatnonzero(np.any([dataset.labels[t] != UNLABELLED for t in dataset.labels], axis=0))
-    frozen = _FrozenOutputs(dataset, pretrained, pool)
+    frozen = FrozenOutputs(dataset, pretrained, pool)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=total - len(work), desc="LOSO folds", unit="fold",
@@ -746,7 +532,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
             if runner_key != (row, target):
                 bar.set_postfix_str(f"{row} / {target}")
                 view = views[target]
-                runner = (_HandcraftedRow(view, frozen, config) if row == "handcrafted"
+                runner = (_HandcraftedRow(view, frozen, config) if not ROWS[row].learned
                           else _KerasRow(row, view, dataset, pretrained, frozen, config, seed))
                 runner_key = (row, target)
             # The fold's only randomness is its batch order (numpy, from this seed). No
@@ -784,7 +570,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
                               held_out)
     paper = report.paper_targets(dataset.classes, dataset.report.get("label_schemes"))
     results.table = report.with_paper(results.table, paper)
-    results.titles = {r: report.row_title(r, row_modalities(r, dataset, pretrained), config.handcrafted_classifier)
+    results.titles = {r: ROWS[r].title(ROWS[r].modalities(dataset, pretrained), config.handcrafted_classifier)
                       for r in report_rows}
     results.files = report.write_report(run.path, results.table, results.tests, results.complete,
                                         run_header(dataset, config, seed, (*targets, *earlier_targets)),

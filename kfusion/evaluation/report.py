@@ -14,60 +14,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kfusion.data.modalities import MODALITIES
-
-MECHANISMS: tuple[str, ...] = ("unweighted", "weighted", "attention")
-TARGETS: tuple[str, ...] = ("arousal", "valence", "emotion")
-#: Table 1 rows in the paper's order, then our hand-crafted baseline.
-ALL_ROWS: tuple[str, ...] = (
-    "speech_only", "wearable_only",
-    "unweighted_without", "weighted_without", "attention_without",
-    "unweighted_with", "weighted_with", "attention_with",
-    "handcrafted",
+from kfusion.evaluation.rows import (  # noqa: F401  (the rows' names and titles, re-exported)
+    ALL_ROWS,
+    CLASSIFIER_TITLES,
+    FUSION_PAIRS,
+    MECHANISMS,
+    MODALITY_TITLES,
+    modalities_title,
+    row_title,
 )
-#: What a modality is called in row titles.
-MODALITY_TITLES: dict[str, str] = {"speech": "Speech", "acc": "ACC", "bvp": "BVP", "eda": "EDA",
-                                   "temp": "TEMP"}
-#: The hand-crafted row's classifier (``EvaluationConfig.handcrafted_classifier``) in its title.
-CLASSIFIER_TITLES: dict[str, str] = {"logistic": "logistic regression", "boosting": "gradient boosting"}
 
-
-def modalities_title(modalities) -> str:
-    """``"Speech + Wearable (ACC+BVP+EDA+TEMP)"``, ``"Wearable (EDA+TEMP)"`` or ``"Speech"``."""
-    modalities = [str(m) for m in modalities]
-    wearables = [MODALITY_TITLES.get(m, m.upper()) for m in modalities if m != "speech"]
-    parts = (["Speech"] if "speech" in modalities else []) + (
-        [f"Wearable ({'+'.join(wearables)})"] if wearables else [])
-    return " + ".join(parts) or "no modality"
-
-
-def row_title(row: str, modalities=MODALITIES, classifier: str = "logistic") -> str:
-    """The human title of ``row`` after the modalities it used, e.g.
-    ``"Wearable (ACC+BVP+EDA+TEMP), unweighted fusion, w/o fusion training"``. ``modalities``:
-    those its model took (a "with" row: its pretrained backbone's; hand-crafted: the data
-    set's); ``classifier``: the hand-crafted row's. Titles only: files key rows by name."""
-    wearables = [MODALITY_TITLES.get(m, m.upper()) for m in modalities if m != "speech"]
-    if row == "speech_only":
-        return "Speech only"
-    if row == "wearable_only":
-        return f"Wearable only ({'+'.join(wearables)})" if wearables else "Wearable only"
-    if row == "handcrafted":
-        return (f"Hand-crafted features of {modalities_title(modalities)}, "
-                f"{CLASSIFIER_TITLES.get(classifier, classifier)} (ours)")
-    mechanism, _, training = row.rpartition("_")
-    if mechanism in MECHANISMS and training in ("with", "without"):
-        return (f"{modalities_title(modalities)}, {mechanism} fusion, "
-                f"{'w/' if training == 'with' else 'w/o'} fusion training")
-    return row
-
-
+TARGETS: tuple[str, ...] = ("arousal", "valence", "emotion")
 #: Titles of the rows in the paper's setting (all five modalities); a run's own titles follow
-#: the modalities it used (:func:`row_title`, ``Results.titles``).
+#: the modalities it used (:meth:`~kfusion.evaluation.rows.Row.title`, ``Results.titles``).
 ROW_TITLES: dict[str, str] = {row: row_title(row) for row in ALL_ROWS}
 TARGET_TITLES: dict[str, str] = {"arousal": "Arousal", "valence": "Valence", "emotion": "Categorical"}
 METRIC_TITLES: dict[str, str] = {"accuracy": "Acc", "f1": "F1"}
-#: The "with vs without fusion training" pairs, ``mechanism: (without row, with row)``.
-FUSION_PAIRS: dict[str, tuple[str, str]] = {m: (f"{m}_without", f"{m}_with") for m in MECHANISMS}
 
 
 def _cell(accuracy, accuracy_se, f1, f1_se) -> dict:
