@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kfusion.data.dataset import build_dataset  # noqa: E402
-from kfusion.data.modalities import WEARABLES  # noqa: E402
+from kfusion.modalities import WEARABLES  # noqa: E402
 from kfusion.evaluation import ALL_ROWS, EvaluationConfig, Pretrained, evaluate  # noqa: E402
 from kfusion.models import build_fusion_model, sigrep_encoder, speech_autoencoder  # noqa: E402
 from kfusion.runs import package_versions  # noqa: E402

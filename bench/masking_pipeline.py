@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
-from kfusion.data.modalities import MODALITIES, input_shape
+from kfusion.modalities import MODALITIES, input_shape
 from kfusion.training.masking import TargetScaler, masked_statistics_dataset
 
 RESULT = Path(__file__).resolve().parent / "results" / "masking_pipeline.json"

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from kfusion import saved_models
     from kfusion.config import DataConfig, WindowConfig
     from kfusion.data.dataset import build_dataset
-    from kfusion.data.modalities import WEARABLES, input_shape
+    from kfusion.modalities import WEARABLES, input_shape
     from kfusion.models import sigrep_encoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -111,7 +111,7 @@ def pretrain(modality: str, windows: np.ndarray, spec: dict, epochs: int, snapsh
     with the spec's augmenter and temperature; returns ``{epoch: encoder path}`` and the history."""
     import keras
 
-    from kfusion.data.modalities import input_shape
+    from kfusion.modalities import input_shape
     from kfusion.models import sigrep_encoder
     from kfusion.training.augment import default_augmenter
     from kfusion.training.contrastive import ContrastiveModel, projection_head
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     from kfusion import saved_models
     from kfusion.config import DataConfig, FeatureConfig, WindowConfig
     from kfusion.data.dataset import build_dataset
-    from kfusion.data.modalities import WEARABLES, input_shape
+    from kfusion.modalities import WEARABLES, input_shape
     from kfusion.models import sigrep_encoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

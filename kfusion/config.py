@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kfusion.data.modalities import MODALITIES, check_modalities
+from kfusion.modalities import MODALITIES, check_modalities
+from kfusion import checks
 from kfusion.errors import ConfigError
 
 
@@ -70,16 +71,12 @@ class WindowConfig(_Config):
     min_label_coverage: float = 0.5
 
     def __post_init__(self):
-        if not self.seconds > 0:
-            raise ConfigError(f"window.seconds: expected a positive number of seconds, found {self.seconds!r}")
-        if not 0 <= self.overlap < self.seconds:
-            raise ConfigError(f"window.overlap: expected 0 <= overlap < seconds ({self.seconds}), "
-                              f"found {self.overlap!r}")
-        if self.missing not in ("drop", "fill"):
-            raise ConfigError(f"window.missing: expected 'drop' or 'fill', found {self.missing!r}")
-        if not 0 < self.min_label_coverage <= 1:
-            raise ConfigError("window.min_label_coverage: expected a fraction in (0, 1], "
-                              f"found {self.min_label_coverage!r}")
+        # Checked, not normalised: the values are saved as given (4 stays 4 in config.json).
+        checks.positive("window.seconds", self.seconds, "a positive number of seconds")
+        checks.number("window.overlap", self.overlap, 0, float(self.seconds), high_open=True,
+                      what="a number of seconds (less than window.seconds)")
+        checks.choice("window.missing", self.missing, ("drop", "fill"))
+        checks.fraction("window.min_label_coverage", self.min_label_coverage, low_open=True)
 
     @property
     def hop(self) -> float:
@@ -97,11 +94,12 @@ class FeatureConfig(_Config):
     speech_norm: str = "cmvn"
 
     def __post_init__(self):
-        if self.wearable_norm not in ("zscore", "none"):
-            raise ConfigError(f"features.wearable_norm: expected 'zscore' or 'none', found {self.wearable_norm!r}")
-        if self.speech_norm not in ("cmvn", "none"):
-            raise ConfigError(f"features.speech_norm: expected 'cmvn' or 'none', found {self.speech_norm!r}")
+        checks.choice("features.wearable_norm", self.wearable_norm, ("zscore", "none"))
+        checks.choice("features.speech_norm", self.speech_norm, ("cmvn", "none"))
 
+
+#: Which K-EmoCon perspective labels the windows (see :class:`DataConfig`).
+ANNOTATIONS: tuple[str, ...] = ("self", "partner", "external", "aggregated_external")
 
 #: Per-person calibration choices (see :class:`CalibrationConfig`).
 CALIBRATIONS: tuple[str, ...] = ("none", "participant", "head")
@@ -129,12 +127,8 @@ class CalibrationConfig(_Config):
 
     def __post_init__(self):
         for family in ("wearable", "speech"):
-            if getattr(self, family) not in CALIBRATIONS:
-                raise ConfigError(f"calibration.{family}: expected one of {', '.join(CALIBRATIONS)}, "
-                                  f"found {getattr(self, family)!r}")
-        minutes = self.head_minutes
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < float("inf"):
-            raise ConfigError(f"calibration.head_minutes: expected a positive number of minutes, found {minutes!r}")
+            checks.choice(f"calibration.{family}", getattr(self, family), CALIBRATIONS)
+        checks.positive("calibration.head_minutes", self.head_minutes, "a positive number of minutes")
 
     def method(self, modality: str) -> str:
         """The calibration of ``modality`` (``"none"``, ``"participant"`` or ``"head"``)."""
@@ -187,11 +181,8 @@ class DataConfig(_Config):
     def __post_init__(self):
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
         for name in ("quality_checks", "meditation"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: expected true or false, found {getattr(self, name)!r}")
-        if self.annotations not in ("self", "partner", "external", "aggregated_external"):
-            raise ConfigError("annotations: expected self, partner, external or aggregated_external, "
-                              f"found {self.annotations!r}")
+            checks.flag(name, getattr(self, name))
+        checks.choice("annotations", self.annotations, ANNOTATIONS)
 
 
 def _nested_config_class(f: dataclasses.Field):

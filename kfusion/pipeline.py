@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kfusion import checks
 from kfusion.config import DataConfig, _Config
 from kfusion.errors import ConfigError
 from kfusion.evaluation import ALL_ROWS, TARGETS, EvaluationConfig, Pretrained, Results, evaluate
@@ -47,8 +48,7 @@ class PipelineConfig(_Config):
         unknown = [r for r in self.rows if r not in ALL_ROWS]
         if unknown or not self.rows:
             raise ConfigError(f"rows: expected some of {', '.join(ALL_ROWS)}, found {list(self.rows)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed: expected a whole number >= 0, found {self.seed!r}")
+        checks.whole("seed", self.seed, 0)
 
     @classmethod
     def demo(cls) -> "PipelineConfig":
@@ -151,7 +151,7 @@ def shipped_pretrained(modalities=None) -> Pretrained:
     from kfusion import saved_models
     from kfusion.models import backbone_of
 
-    from kfusion.data.modalities import MODALITIES
+    from kfusion.modalities import MODALITIES
 
     modalities = tuple(modalities or MODALITIES)
     encoders = {m: saved_models.load(f"sigrep-{m}") for m in modalities if m != "speech"}

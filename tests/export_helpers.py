@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kfusion.data.modalities import MODALITIES
+from kfusion.modalities import MODALITIES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

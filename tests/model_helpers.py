@@ -2,7 +2,7 @@
 
 import keras
 
-from kfusion.data.modalities import MODALITIES
+from kfusion.modalities import MODALITIES
 from kfusion.models import sigrep_encoder, speech_autoencoder
 
 #: Window shapes of the small five-modality data sets the protocol and tuning tests build.

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from kfusion.config import DataConfig, FeatureConfig, WindowConfig
-from kfusion.data.modalities import check_modalities, input_shape
+from kfusion.modalities import check_modalities, input_shape
 from kfusion.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ from export_helpers import (FEATURE_VARIANTS, RAW_VARIANTS, model_inputs, run_tf
                             small_emotion_model, trained_synthetic)
 from sklearn.metrics import f1_score  # noqa: E402
 
-from kfusion.data.modalities import MODALITIES  # noqa: E402
+from kfusion.modalities import MODALITIES  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
 from kfusion.export.tflite import (UnsupportedOpsError, export_model, export_variants,  # noqa: E402
                                    read_sidecar, tflite_ops)
@@ -270,7 +270,7 @@ def test_representative_set_takes_every_window_or_an_even_share_per_participant(
     assert set(counts.values()) == {6}, counts
     raw = representative_inputs(trained.windows, trained.model, True, size=2 * len(trained.windows))
     assert raw["speech"].shape == (2 * len(trained.windows), 64000)
-    with pytest.raises(ConfigError, match="size: expected an integer >= 1"):
+    with pytest.raises(ConfigError, match="size: expected a whole number >= 1"):
         representative_inputs(dataset, trained.model, False, size=0)
 
 

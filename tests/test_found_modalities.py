@@ -18,7 +18,7 @@ from kfusion.cli import main
 from kfusion.config import DataConfig
 from kfusion.data.dataset import build_dataset
 from kfusion.data.inspect import format_inspection, inspect_source
-from kfusion.data.modalities import MODALITIES, WEARABLES
+from kfusion.modalities import MODALITIES, WEARABLES
 from kfusion.data.sources import found_modalities, source_modalities
 from kfusion.evaluation import EvaluationConfig, evaluate
 from kfusion.evaluation.report import ROW_TITLES, markdown_report, paper_targets, row_title

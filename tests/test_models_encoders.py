@@ -7,7 +7,7 @@ import pytest
 
 import keras
 
-from kfusion.data.modalities import input_shape  # noqa: E402
+from kfusion.modalities import input_shape  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
 from kfusion.models import sigrep_encoder, sigrep_parameter_count, speech_autoencoder  # noqa: E402
 

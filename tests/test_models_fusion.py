@@ -8,7 +8,7 @@ import pytest
 
 import keras
 
-from kfusion.data.modalities import MODALITIES, WEARABLES  # noqa: E402
+from kfusion.modalities import MODALITIES, WEARABLES  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
 from model_helpers import tiny_encoders  # noqa: E402
 from kfusion.models import (  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 
 import keras
 
-from kfusion.data.modalities import MODALITIES, STATISTICS  # noqa: E402
+from kfusion.modalities import MODALITIES, STATISTICS  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
 from model_helpers import tiny_encoders  # noqa: E402
 from kfusion.models import (  # noqa: E402
@@ -71,7 +71,7 @@ def test_emotion_model_outputs_softmax_per_target():
 
 
 @pytest.mark.parametrize("build, kwargs, words", [
-    (emotion_model, {"targets": {"arousal": 1}}, "integer >= 2"),
+    (emotion_model, {"targets": {"arousal": 1}}, "whole number >= 2"),
     (emotion_model, {"targets": ["arousal", "stress"]}, "no default class count"),
     (emotion_model, {"targets": {}}, "at least one target"),
     (emotion_model, {"targets": {"fusion": 3}}, "already name layers"),

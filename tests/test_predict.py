@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from export_helpers import model_inputs, save_with_classes, small_emotion_model, trained_synthetic  # noqa: E402
 
 from kfusion.config import DataConfig, WindowConfig  # noqa: E402
-from kfusion.data.modalities import WEARABLES  # noqa: E402
+from kfusion.modalities import WEARABLES  # noqa: E402
 from kfusion.data.sources import load_recordings  # noqa: E402
 from kfusion.data.windows import cut_windows, to_audio_rate, to_nominal_rate  # noqa: E402
 from kfusion.errors import ConfigError, DataError  # noqa: E402

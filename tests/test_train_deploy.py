@@ -21,7 +21,7 @@ from kfusion.config import CalibrationConfig, DataConfig  # noqa: E402
 from kfusion.data.calibration import ChannelStats, recording_calibration  # noqa: E402
 from kfusion.data.calibration_file import read_calibration  # noqa: E402
 from kfusion.data.dataset import build_dataset  # noqa: E402
-from kfusion.data.modalities import WEARABLES  # noqa: E402
+from kfusion.modalities import WEARABLES  # noqa: E402
 from kfusion.data.sources import load_recordings  # noqa: E402
 from kfusion.data.windows import cut_windows, to_nominal_rate  # noqa: E402
 from kfusion.errors import ConfigError, DataError  # noqa: E402

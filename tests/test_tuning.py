@@ -13,7 +13,7 @@ import pytest
 from kfusion.cli import main
 from kfusion.config import DataConfig
 from kfusion.data.dataset import WindowedDataset, build_dataset
-from kfusion.data.modalities import MODALITIES, input_shape
+from kfusion.modalities import MODALITIES, input_shape
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained
 from kfusion.evaluation.metrics import macro_f1 as protocol_macro_f1

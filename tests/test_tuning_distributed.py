@@ -28,7 +28,7 @@ def _tiny_models(folder: Path) -> None:
     """Tiny encoders for real window shapes, saved as a pretrained folder."""
     import keras
 
-    from kfusion.data.modalities import MODALITIES, input_shape
+    from kfusion.modalities import MODALITIES, input_shape
     from kfusion.evaluation import Pretrained
     from kfusion.models import sigrep_encoder, speech_autoencoder
 

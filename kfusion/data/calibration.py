@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import AUDIO_RATE, SPEECH
+from kfusion.modalities import AUDIO_RATE, SPEECH
 from kfusion.data.recording import Recording
 
 #: Added to a window's standard deviation before the log (in calibrated units: a thousandth of

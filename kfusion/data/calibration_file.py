@@ -30,7 +30,7 @@ from pathlib import Path
 import kfusion
 from kfusion.config import DataConfig
 from kfusion.data.calibration import ChannelStats, recording_calibration
-from kfusion.data.modalities import CHANNELS, MODALITIES, N_MFCC, NOMINAL_RATES, SPEECH
+from kfusion.modalities import CHANNELS, MODALITIES, N_MFCC, NOMINAL_RATES, SPEECH
 from kfusion.data.sources import Source, load_recordings
 from kfusion.data.tables import read_json_file
 from kfusion.errors import ConfigError, DataError

@@ -32,7 +32,7 @@ from kfusion.config import DataConfig
 from kfusion.data.calibration import recording_calibration
 from kfusion.data.features import featurize, feature_settings
 from kfusion.data.labels import UNLABELLED, window_labels
-from kfusion.data.modalities import AUDIO_RATE, SPEECH, WEARABLES, input_shape
+from kfusion.modalities import AUDIO_RATE, SPEECH, WEARABLES, input_shape
 from kfusion.data.recording import Recording
 from kfusion.data.sources import Source, get_reader, load_recordings, source_modalities
 from kfusion.data.tables import read_json_file

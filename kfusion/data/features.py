@@ -19,7 +19,7 @@ import scipy.fft
 import scipy.signal
 
 from kfusion.config import FeatureConfig
-from kfusion.data.modalities import AUDIO_RATE, N_MFCC, SPEECH
+from kfusion.modalities import AUDIO_RATE, N_MFCC, SPEECH
 
 #: Standard deviations below this give an all-zero window / coefficient instead of NaN or
 #: amplified noise.
@@ -198,7 +198,7 @@ def real_steps(lengths: np.ndarray, modality: str, steps: int) -> np.ndarray:
     """Time steps of the model input ``[N]`` that hold real signal in windows with ``lengths``
     seconds of it (the rest is zero padding after a short utterance): speech frames whose
     centre lies in the real samples, wearable samples at the nominal rate; at most ``steps``."""
-    from kfusion.data.modalities import NOMINAL_RATES
+    from kfusion.modalities import NOMINAL_RATES
 
     lengths = np.asarray(lengths, dtype=np.float64)
     if modality == SPEECH:

@@ -33,7 +33,8 @@ import warnings
 
 import numpy as np
 
-from kfusion.data.modalities import ACC, BVP, EDA, SPEECH, TEMP, WEARABLES
+from kfusion import checks
+from kfusion.modalities import ACC, BVP, EDA, SPEECH, TEMP, WEARABLES
 from kfusion.errors import ConfigError
 
 #: Every setting that changes the numbers (JSON-able; part of feature cache keys).
@@ -118,30 +119,15 @@ def _check_windows(starts, seconds) -> tuple[np.ndarray, float]:
         raise ConfigError(f"window starts must be a 1-D array of UNIX seconds, got shape {starts.shape}")
     if not np.all(np.isfinite(starts)):
         raise ConfigError("window starts must be finite UNIX seconds")
-    seconds = float(seconds)
-    if not np.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"window length must be a positive number of seconds, got {seconds}")
-    return starts, seconds
+    return starts, checks.positive("window length", seconds, "a positive number of seconds")
 
 
 def _check_rate(rate, what: str) -> float:
-    try:
-        rate = float(rate)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: sample rate must be a positive number of Hz, got {rate!r}") from None
-    if not np.isfinite(rate) or rate <= 0:
-        raise ConfigError(f"{what}: sample rate must be a positive number of Hz, got {rate}")
-    return rate
+    return checks.positive(f"{what}: sample rate", rate, "a positive number of Hz")
 
 
 def _check_start(start, what: str) -> float:
-    try:
-        start = float(start)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: start must be UNIX seconds, got {start!r}") from None
-    if not np.isfinite(start):
-        raise ConfigError(f"{what}: start must be finite UNIX seconds, got {start}")
-    return start
+    return checks.number(f"{what}: start", start, what="finite UNIX seconds")
 
 
 def _check_values(modality: str, values) -> np.ndarray:

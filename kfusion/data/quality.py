@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kfusion.data.modalities import ACC, BVP, EDA, TEMP
+from kfusion.modalities import ACC, BVP, EDA, TEMP
 
 #: Valid range per modality, in the E4's units.
 RANGES: dict[str, tuple[float, float]] = {EDA: (-0.01, 100.0), BVP: (-5000.0, 5000.0),

@@ -151,7 +151,7 @@ class Recording:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        from kfusion.data.modalities import MODALITIES, SPEECH
+        from kfusion.modalities import MODALITIES, SPEECH
 
         have = set(self.signals) | ({SPEECH} if self.audio is not None else set())
         return tuple(m for m in MODALITIES if m in have)

@@ -111,7 +111,7 @@ def found_modalities(source: "str | Source") -> tuple[str, ...] | None:
     """The modalities ``source``'s files hold, from a cheap scan of file names (no signal read)
     by its reader's ``found_modalities(root)``, in the canonical order; None when the reader
     has no scan, the scan fails (the read then reports the problem) or finds nothing."""
-    from kfusion.data.modalities import MODALITIES
+    from kfusion.modalities import MODALITIES
 
     source = Source.parse(source)
     scan = getattr(get_reader(source.scheme), "found_modalities", None)
@@ -134,7 +134,7 @@ def source_modalities(sources, scan: bool = True) -> tuple[str, ...]:
     ``build_dataset(..., config=None)`` without a config: an audio-only ``generic:`` set is
     speech-only, a wearable-only one wearable-only. An explicit ``DataConfig.modalities``
     (including the default of a plain ``DataConfig()``, all five) always wins."""
-    from kfusion.data.modalities import MODALITIES
+    from kfusion.modalities import MODALITIES
 
     if isinstance(sources, (str, Source)):
         sources = [sources]

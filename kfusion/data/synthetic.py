@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kfusion import checks
 from kfusion.errors import ConfigError
 
 #: Emotion categories of the latent truth (index = class), as the labels use them.
@@ -107,22 +108,15 @@ class SyntheticParticipant:
 
 
 def _check_args(participants, minutes, seed, lead_seconds):
-    if isinstance(participants, bool) or not isinstance(participants, (int, np.integer)) or participants < 2:
-        raise ConfigError(f"participants: expected a whole number >= 2 (they debate in pairs), "
-                          f"found {participants!r}")
-    if participants > 999:
-        raise ConfigError(f"participants: expected at most 999, found {participants!r}")
+    checks.whole("participants (they debate in pairs)", participants, 2, 999)
     if not isinstance(minutes, (int, float, np.number)) or isinstance(minutes, bool) \
             or not math.isfinite(minutes) or minutes * 60 < SLOT_SECONDS:
         raise ConfigError(f"minutes: expected a debate length of at least {SLOT_SECONDS / 60:.3f} "
                           f"minutes (one 5-s annotation slot), found {minutes!r}")
     if minutes > 120:
         raise ConfigError(f"minutes: expected at most 120 minutes per debate, found {minutes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed: expected a whole number >= 0, found {seed!r}")
-    if not isinstance(lead_seconds, (int, float, np.number)) or not 0 <= lead_seconds <= 3600:
-        raise ConfigError(f"lead_seconds: expected 0..3600 s of E4 data before the debate, "
-                          f"found {lead_seconds!r}")
+    checks.whole("seed", seed, 0)
+    checks.number("lead_seconds (E4 data before the debate)", lead_seconds, 0, 3600, what="seconds")
 
 
 def _ar1(rng, n: int, rho: float) -> np.ndarray:
@@ -644,10 +638,7 @@ def write_kemocon_like(out_dir: str | Path, participants: int = 8, minutes: floa
     no file of an earlier, larger data set is left behind.
     """
     plan = _plan(participants, minutes, seed, lead_seconds)
-    if isinstance(audio_rate, bool) or not isinstance(audio_rate, (int, np.integer)) \
-            or not 8_000 <= audio_rate <= 48_000:
-        raise ConfigError("audio_rate: expected a whole number of Hz in 8000..48000, "
-                          f"found {audio_rate!r}")
+    checks.whole("audio_rate (Hz)", audio_rate, 8_000, 48_000)
     for name, pids in (("no_e4", no_e4), ("flat_eda", flat_eda), ("dropouts", dropouts)):
         bad = [p for p in pids if not (isinstance(p, (int, np.integer)) and 1 <= p <= participants)]
         if bad:

@@ -6,7 +6,7 @@ recording's ``span`` if the reader set one, else the union of the requested moda
 coverage; a span longer than 7 days (times in another unit or a wrong date) is a
 :class:`~kfusion.errors.DataError` naming every file's span, raised before anything is sized by
 it. Before cutting, wearable signals are brought to their nominal rate
-(:data:`~kfusion.data.modalities.NOMINAL_RATES`) and audio to 16 kHz, so a 4 s window is
+(:data:`~kfusion.modalities.NOMINAL_RATES`) and audio to 16 kHz, so a 4 s window is
 ACC ``[128, 3]``, BVP ``[256, 1]``, EDA ``[16, 1]``, TEMP ``[16, 1]`` and speech ``[64000]``.
 
 A window lacks a modality when the recording has none, when the modality does not cover the
@@ -32,7 +32,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import AUDIO_RATE, CHANNELS, NOMINAL_RATES, SPEECH, check_modalities
+from kfusion.modalities import AUDIO_RATE, CHANNELS, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.quality import clean_signal
 from kfusion.data.recording import Audio, Recording, Signal
 from kfusion.data.tables import MAX_SPAN_SECONDS

@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from kfusion.data.modalities import ACC, MODALITIES, SPEECH
+from kfusion.modalities import ACC, MODALITIES, SPEECH
 from kfusion.errors import ConfigError
 
 #: The hand-crafted row's classifiers.

@@ -9,7 +9,7 @@ import keras
 
 from kfusion.config import FeatureConfig
 from kfusion.data.features import MFCC_SETTINGS
-from kfusion.data.modalities import MODALITIES, SPEECH
+from kfusion.modalities import MODALITIES, SPEECH
 from kfusion.errors import ConfigError
 from kfusion.models.frontend import (  # noqa: F401  (re-exported for export users)
     FRONT_END_LAYERS,

@@ -26,7 +26,7 @@ import numpy as np
 from kfusion.config import CalibrationConfig, DataConfig, FeatureConfig, WindowConfig
 from kfusion.data.calibration import ChannelStats, recording_calibration, signal_statistics, speech_statistics
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
-from kfusion.data.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
+from kfusion.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.sources import load_recordings
 from kfusion.data.windows import RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import ConfigError, DataError

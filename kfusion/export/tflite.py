@@ -39,9 +39,10 @@ from pathlib import Path
 import numpy as np
 
 import kfusion
+from kfusion import checks
 from kfusion.config import FeatureConfig, WindowConfig
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
-from kfusion.data.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
+from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
 from kfusion.export.frontend import CALIBRATION_INPUT, FRONT_END_LAYERS, LEVELS, PRESENCE, raw_input_model
 
@@ -331,8 +332,7 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     n = arrays[next(iter(wanted))].shape[0]
     if n == 0:
         raise ConfigError("representative: expected at least one window, found none")
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ConfigError(f"representative: size: expected an integer >= 1, found {size!r}")
+    size = checks.whole("representative: size", size)
     if n <= size:
         index = np.arange(n)
     else:
@@ -735,16 +735,9 @@ def _sidecar(features_model, path: Path, fmt: str, quantize: str, raw_inputs: bo
 
 # --------------------------------------------------------------------------- public API
 
-def _check_choice(where: str, value, choices) -> str:
-    if value not in choices:
-        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, found {value!r}")
-    return value
-
-
 def _prepare(model, raw_inputs, features, where):
     model = _check_model(model, where)
-    if not isinstance(raw_inputs, bool):
-        raise ConfigError(f"{where}: raw_inputs: expected True or False, found {raw_inputs!r}")
+    checks.flag(f"{where}: raw_inputs", raw_inputs)
     features = features or FeatureConfig()
     if not isinstance(features, FeatureConfig):
         raise ConfigError(f"{where}: features: expected a FeatureConfig, found {type(features).__name__}")
@@ -779,8 +772,8 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
     where = "export_model"
     given_classes = _export_classes(model, classes, representative)
     model, features = _prepare(model, raw_inputs, features, where)
-    _check_choice(f"{where}: format", format, FORMATS)
-    _check_choice(f"{where}: quantize", quantize, QUANTIZATIONS)
+    checks.choice(f"{where}: format", format, FORMATS)
+    checks.choice(f"{where}: quantize", quantize, QUANTIZATIONS)
     if format == "savedmodel" and quantize != "none":
         raise ConfigError(f"{where}: quantize={quantize!r} applies to format='tflite' only")
     window = window or WindowConfig()
@@ -825,7 +818,7 @@ def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(Fal
     where = "export_variants"
     given_classes = _export_classes(model, classes, representative)
     model, features = _prepare(model, False, features, where)
-    quantizations = [_check_choice(f"{where}: quantizations", q, QUANTIZATIONS) for q in quantizations]
+    quantizations = [checks.choice(f"{where}: quantizations", q, QUANTIZATIONS) for q in quantizations]
     kinds = [bool(k) for k in raw_inputs]
     window = window or WindowConfig()
     class_names = _class_names(model_targets(model), given_classes)

@@ -1,13 +1,14 @@
 """Models: SigRep wearable encoders, the sparse MFCC autoencoder, the fusion backbone with its
 three mechanisms, the pretraining and emotion heads, and the freezing configurations.
 
-Imports only ``kfusion.data.modalities`` and ``kfusion.errors`` from the package (data flows
-one way: data -> models -> training -> evaluation -> export).
+Imports only lower layers of the package (data flows one way: data -> models -> training ->
+evaluation -> export): ``kfusion.modalities``, ``kfusion.checks``, ``kfusion.errors`` and, for
+the in-model front end, ``kfusion.data``'s feature code.
 """
 
 from __future__ import annotations
 
-from kfusion.data.modalities import STATISTICS
+from kfusion.modalities import STATISTICS
 from kfusion.models.freezing import backbone_layers, freeze_encoders, freeze_for_fusion_training
 from kfusion.models.frontend import MfccFrontEnd, WindowNormalization
 from kfusion.models.fusion import (

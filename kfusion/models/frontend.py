@@ -34,6 +34,7 @@ from kfusion.data.features import (
     dct_matrix,
     mel_filterbank,
 )
+from kfusion import checks
 from kfusion.errors import ConfigError
 
 PACKAGE = "kfusion"
@@ -166,9 +167,7 @@ class WindowNormalization(keras.layers.Layer):
 
     def __init__(self, eps: float = ZSCORE_EPS, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not float(eps) > 0:
-            raise ConfigError(f"WindowNormalization: eps: expected a positive number, found {eps!r}")
-        self.eps = float(eps)
+        self.eps = checks.positive("WindowNormalization: eps", eps)
 
     def build(self, input_shape):
         if len(input_shape) != 3:
@@ -208,9 +207,7 @@ class CalibratedLevels(keras.layers.Layer):
 
     def __init__(self, eps: float = LEVEL_EPS, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not float(eps) > 0:
-            raise ConfigError(f"CalibratedLevels: eps: expected a positive number, found {eps!r}")
-        self.eps = float(eps)
+        self.eps = checks.positive("CalibratedLevels: eps", eps)
 
     def call(self, x, calibration):
         x = ops.cast(x, "float32")

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from kfusion.data.modalities import MODALITIES, SPEECH, check_modalities, input_shape
+from kfusion.modalities import MODALITIES, SPEECH, check_modalities, input_shape
 from kfusion.errors import ConfigError
-from kfusion.models import _checks
+from kfusion import checks
 from kfusion.models.layers import ModalityWeights, PresenceGate, TokenPositionEmbedding
 from kfusion.models.sigrep import sigrep_encoder
 from kfusion.models.speech import speech_autoencoder
@@ -95,17 +95,14 @@ def fusion_backbone(encoders: Mapping[str, keras.Model], mechanism: str = "unwei
     given = check_modalities(list(encoders))
     modalities = [m for m in MODALITIES if m in given]
     lookup = {str(k).lower(): v for k, v in encoders.items()}
-    if mechanism not in MECHANISMS:
-        raise ConfigError(f"fusion_backbone: mechanism: expected one of {', '.join(MECHANISMS)}, "
-                          f"found {mechanism!r}")
-    projection_units = _checks.int_tuple("fusion_backbone: projection_units", projection_units)
-    if not isinstance(use_presence, bool):
-        raise ConfigError(f"fusion_backbone: use_presence: expected True or False, found {use_presence!r}")
-    name = _checks.layer_name("fusion_backbone: name", name)
+    checks.choice("fusion_backbone: mechanism", mechanism, MECHANISMS)
+    projection_units = checks.units("fusion_backbone: projection_units", projection_units)
+    use_presence = checks.flag("fusion_backbone: use_presence", use_presence)
+    name = checks.layer_name("fusion_backbone: name", name)
     named = {m: _as_named_encoder(m, lookup[m]) for m in modalities}
     if mechanism == "attention":
-        attention_tokens = _checks.positive_int("fusion_backbone: attention_tokens", attention_tokens, 2)
-        attention_heads = _checks.positive_int("fusion_backbone: attention_heads", attention_heads)
+        attention_tokens = checks.whole("fusion_backbone: attention_tokens", attention_tokens, 2)
+        attention_heads = checks.whole("fusion_backbone: attention_heads", attention_heads)
         for m in modalities:
             dim = named[m].output_shape[-1]
             if dim % attention_tokens:
@@ -113,8 +110,7 @@ def fusion_backbone(encoders: Mapping[str, keras.Model], mechanism: str = "unwei
                     f"fusion_backbone: attention_tokens: the {m} embedding has {dim} values, which "
                     f"do not split into {attention_tokens} equal tokens; pick a divisor of {dim}")
         if attention_key_dim is not None:
-            attention_key_dim = _checks.positive_int("fusion_backbone: attention_key_dim",
-                                                     attention_key_dim)
+            attention_key_dim = checks.whole("fusion_backbone: attention_key_dim", attention_key_dim)
 
     inputs = {m: keras.Input(named[m].input_shape[1:], name=m) for m in modalities}
     embeddings = [named[m](inputs[m]) for m in modalities]
@@ -154,11 +150,8 @@ def build_fusion_model(modalities=MODALITIES, mechanism: str = "unweighted",
     wearables, the sparse MFCC encoder for speech, all giving ``embedding_dim`` values, input
     shapes for ``window_seconds`` windows. Further keyword arguments go to ``fusion_backbone``."""
     modalities = check_modalities(modalities)
-    embedding_dim = _checks.positive_int("build_fusion_model: embedding_dim", embedding_dim)
-    if isinstance(window_seconds, bool) or not isinstance(window_seconds, (int, float)) \
-            or not window_seconds > 0:
-        raise ConfigError(f"build_fusion_model: window_seconds: expected a positive number, "
-                          f"found {window_seconds!r}")
+    embedding_dim = checks.whole("build_fusion_model: embedding_dim", embedding_dim)
+    window_seconds = checks.positive("build_fusion_model: window_seconds", window_seconds)
     encoders = {}
     for m in modalities:
         shape = input_shape(m, window_seconds)

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import keras
 
-from kfusion.data.modalities import STATISTICS
+from kfusion.modalities import STATISTICS
 from kfusion.errors import ConfigError
-from kfusion.models import _checks
+from kfusion import checks
 from kfusion.models.fusion import LEVELS, PROJECTION_LAYER, backbone_modalities
 from kfusion.models.layers import Standardization
 
@@ -48,7 +48,7 @@ def _projection(backbone: keras.Model, where: str):
 def _check_target_names(where: str, names: list[str], backbone: keras.Model, depth: int) -> None:
     taken = {layer.name for layer in backbone.layers}
     for target in names:
-        _checks.layer_name(f"{where}: target", target)
+        checks.layer_name(f"{where}: target", target)
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: targets: expected unique names, found {names}")
     generated = [n for t in names for n in _head_layer_names(t, depth)]
@@ -87,9 +87,9 @@ def fusion_pretraining_model(backbone: keras.Model, targets: Sequence[str] | Non
     if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
         raise ConfigError(f"{where}: targets: expected a non-empty list of names, found {targets!r}")
     targets = list(targets)
-    head_units = _checks.int_tuple(f"{where}: head_units", head_units, min_length=0)
+    head_units = checks.units(f"{where}: head_units", head_units, min_length=0)
     _check_target_names(where, targets, backbone, len(head_units))
-    name = _checks.layer_name(f"{where}: name", name)
+    name = checks.layer_name(f"{where}: name", name)
     outputs = {t: keras.layers.Dense(1, name=t)(_dense_stack(features, t, head_units)) for t in targets}
     return keras.Model(backbone.input, outputs, name=name)
 
@@ -122,13 +122,13 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
         targets = {t: EMOTION_CLASSES[t] for t in targets}
     if not targets:
         raise ConfigError(f"{where}: targets: expected at least one target")
-    classes = {t: _checks.positive_int(f"{where}: targets[{t!r}] (classes)", n, 2)
+    classes = {t: checks.whole(f"{where}: targets[{t!r}] (classes)", n, 2)
                for t, n in targets.items()}
-    units = _checks.int_tuple(f"{where}: units", units, min_length=0)
+    units = checks.units(f"{where}: units", units, min_length=0)
     _check_target_names(where, list(classes), backbone, len(units))
-    name = _checks.layer_name(f"{where}: name", name)
+    name = checks.layer_name(f"{where}: name", name)
     inputs = backbone.input
-    levels = _checks.positive_int(f"{where}: levels", levels, 0)
+    levels = checks.whole(f"{where}: levels", levels, 0)
     if levels:
         if not isinstance(inputs, dict):
             raise ConfigError(f"{where}: levels: expected a backbone with dict inputs")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kfusion import checks
 from kfusion.errors import ConfigError
 
 PACKAGE = "kfusion"
@@ -168,9 +169,7 @@ class ActivityL1(keras.layers.Layer):
 
     def __init__(self, l1: float = 1e-4, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(l1, bool) or not isinstance(l1, (int, float)) or not 0 <= float(l1) < float("inf"):
-            raise ConfigError(f"ActivityL1: l1: expected a finite number >= 0, found {l1!r}")
-        self.l1 = float(l1)
+        self.l1 = checks.non_negative("ActivityL1: l1", l1, "a finite number >= 0")
 
     def call(self, inputs, training=None):
         if training and self.trainable and self.l1 > 0:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import keras
 
-from kfusion.data.modalities import check_modalities, input_shape as modality_input_shape
+from kfusion.modalities import check_modalities, input_shape as modality_input_shape
 from kfusion.errors import ConfigError
-from kfusion.models import _checks
+from kfusion import checks
 
 
 def sigrep_encoder(modality: str | None = None, input_shape=None, filters: int = 2,
@@ -44,20 +44,20 @@ def sigrep_encoder(modality: str | None = None, input_shape=None, filters: int =
             raise ConfigError("sigrep_encoder: give a modality (acc, bvp, eda, temp) or an "
                               "input_shape=(time, channels)")
         input_shape = modality_input_shape(modality)
-    steps, channels = _checks.time_channels("sigrep_encoder: input_shape", input_shape)
-    filters = _checks.positive_int("sigrep_encoder: filters", filters)
-    kernel_sizes = _checks.int_tuple("sigrep_encoder: kernel_sizes", kernel_sizes)
+    steps, channels = checks.time_channels("sigrep_encoder: input_shape", input_shape)
+    filters = checks.whole("sigrep_encoder: filters", filters)
+    kernel_sizes = checks.units("sigrep_encoder: kernel_sizes", kernel_sizes)
     if len(set(kernel_sizes)) != len(kernel_sizes):
         raise ConfigError(f"sigrep_encoder: kernel_sizes: expected distinct sizes, found {kernel_sizes}")
-    blocks = _checks.positive_int("sigrep_encoder: blocks", blocks)
-    embedding_dim = _checks.positive_int("sigrep_encoder: embedding_dim", embedding_dim)
+    blocks = checks.whole("sigrep_encoder: blocks", blocks)
+    embedding_dim = checks.whole("sigrep_encoder: embedding_dim", embedding_dim)
     if steps < 2 ** blocks:
         raise ConfigError(
             f"sigrep_encoder: input_shape: {blocks} blocks halve time {blocks} times, so at least "
             f"{2 ** blocks} time steps are needed, found {steps}; use fewer blocks or longer windows")
     if name is None:
         name = f"{modality}_encoder" if modality else "sigrep_encoder"
-    name = _checks.layer_name("sigrep_encoder: name", name)
+    name = checks.layer_name("sigrep_encoder: name", name)
 
     inputs = keras.Input((steps, channels), name=f"{name}_input")
     x = inputs

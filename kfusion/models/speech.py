@@ -37,9 +37,9 @@ import math
 
 import keras
 
-from kfusion.data.modalities import N_MFCC
+from kfusion.modalities import N_MFCC
 from kfusion.errors import ConfigError
-from kfusion.models import _checks
+from kfusion import checks
 from kfusion.models.layers import ActivityL1
 
 
@@ -58,13 +58,13 @@ def speech_autoencoder(input_shape=(400, N_MFCC), code_dim: int = 40, sparsity: 
     (timing) code the decoder also gets (0: none; the encoder never outputs it). The global code
     pools the second convolution's output (the first's when there is one convolution).
     """
-    steps, n_mfcc = _checks.time_channels("speech_autoencoder: input_shape", input_shape)
-    code_dim = _checks.positive_int("speech_autoencoder: code_dim", code_dim)
-    sparsity = _checks.non_negative_float("speech_autoencoder: sparsity", sparsity)
-    filters = _checks.int_tuple("speech_autoencoder: filters", filters)
-    kernel_size = _checks.positive_int("speech_autoencoder: kernel_size", kernel_size)
-    local_dim = _checks.positive_int("speech_autoencoder: local_dim", local_dim, minimum=0)
-    name = _checks.layer_name("speech_autoencoder: name", name)
+    steps, n_mfcc = checks.time_channels("speech_autoencoder: input_shape", input_shape)
+    code_dim = checks.whole("speech_autoencoder: code_dim", code_dim)
+    sparsity = checks.non_negative("speech_autoencoder: sparsity", sparsity)
+    filters = checks.units("speech_autoencoder: filters", filters)
+    kernel_size = checks.whole("speech_autoencoder: kernel_size", kernel_size)
+    local_dim = checks.whole("speech_autoencoder: local_dim", local_dim, low=0)
+    name = checks.layer_name("speech_autoencoder: name", name)
     try:
         keras.activations.get(code_activation)
     except (ValueError, TypeError):

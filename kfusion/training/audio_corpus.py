@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kfusion.data.features import speech_features
-from kfusion.data.modalities import AUDIO_RATE
+from kfusion.modalities import AUDIO_RATE
 from kfusion.errors import ConfigError, DataError
 
 __all__ = ["AUDIO_SUFFIXES", "AudioCorpus", "find_audio_files", "speaker_of", "audio_windows",

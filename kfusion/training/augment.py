@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kfusion import checks
 from kfusion.errors import ConfigError
 
 __all__ = [
@@ -24,36 +25,6 @@ __all__ = [
 SEED_STATE = "seed_state"
 
 
-def _check_probability(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a probability in [0, 1], found {value!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name}: expected a probability in [0, 1], found {value!r}")
-    return value
-
-
-def _check_range(name: str, value, low_bound: float, high_bound: float) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a pair (low, high), found {value!r}") from None
-    if not low_bound <= low <= high <= high_bound:
-        raise ConfigError(f"{name}: expected {low_bound} <= low <= high <= {high_bound}, found {value!r}")
-    return low, high
-
-
-def _check_nonnegative(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number >= 0:  # also rejects NaN
-        raise ConfigError(f"{name}: expected a non-negative number, found {value!r}")
-    return number
-
-
 class _RandomWindowAugmentation(keras.layers.Layer):
     """Shared machinery: training switch, per-example probability, seed, shape checks."""
 
@@ -61,11 +32,9 @@ class _RandomWindowAugmentation(keras.layers.Layer):
 
     def __init__(self, probability: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.probability = _check_probability(f"{type(self).__name__}.probability", probability)
-        if seed is not None and not isinstance(seed, int):
-            raise ConfigError(f"{type(self).__name__}.seed: expected an int or None, found {seed!r}")
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.probability = checks.fraction(f"{type(self).__name__}.probability", probability)
+        self.seed = checks.optional_whole(f"{type(self).__name__}.seed", seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def build(self, input_shape):
         if len(input_shape) != 3:
@@ -120,7 +89,7 @@ class RandomNoise(_RandomWindowAugmentation):
 
     def __init__(self, stddev: float = 0.05, probability: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
-        self.stddev = _check_nonnegative("RandomNoise.stddev", stddev)
+        self.stddev = checks.non_negative("RandomNoise.stddev", stddev)
 
     def augment(self, x):
         return x + self.stddev * keras.random.normal(ops.shape(x), dtype=x.dtype, seed=self.seed_generator)
@@ -136,7 +105,7 @@ class RandomScaling(_RandomWindowAugmentation):
     def __init__(self, factor_range=(0.8, 1.2), probability: float = 1.0, seed: int | None = None,
                  **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
-        self.factor_range = _check_range("RandomScaling.factor_range", factor_range, 0.0, float("inf"))
+        self.factor_range = checks.pair("RandomScaling.factor_range", factor_range, 0.0, float("inf"))
 
     def augment(self, x):
         low, high = self.factor_range
@@ -179,9 +148,7 @@ class RandomSegmentPermutation(_RandomWindowAugmentation):
 
     def __init__(self, segments: int = 4, probability: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
-        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 2:
-            raise ConfigError(f"RandomSegmentPermutation.segments: expected an int >= 2, found {segments!r}")
-        self.segments = segments
+        self.segments = checks.whole("RandomSegmentPermutation.segments", segments, 2)
         self.min_time_steps = segments
 
     def augment(self, x):
@@ -221,10 +188,8 @@ class RandomTimeWarp(_RandomWindowAugmentation):
     def __init__(self, strength: float = 0.2, knots: int = 4, probability: float = 1.0,
                  seed: int | None = None, **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
-        if isinstance(knots, bool) or not isinstance(knots, int) or knots < 2:
-            raise ConfigError(f"RandomTimeWarp.knots: expected an int >= 2, found {knots!r}")
-        self.strength = _check_nonnegative("RandomTimeWarp.strength", strength)
-        self.knots = knots
+        self.strength = checks.non_negative("RandomTimeWarp.strength", strength)
+        self.knots = checks.whole("RandomTimeWarp.knots", knots, 2)
 
     def augment(self, x):
         batch, time_steps = ops.shape(x)[0], ops.shape(x)[1]
@@ -267,10 +232,7 @@ class RandomSpanZeroing(_RandomWindowAugmentation):
     def __init__(self, max_ratio: float = 0.25, probability: float = 1.0, seed: int | None = None,
                  **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
-        ratio = _check_nonnegative("RandomSpanZeroing.max_ratio", max_ratio)
-        if not 0.0 < ratio <= 1.0:
-            raise ConfigError(f"RandomSpanZeroing.max_ratio: expected a fraction in (0, 1], found {max_ratio!r}")
-        self.max_ratio = ratio
+        self.max_ratio = checks.fraction("RandomSpanZeroing.max_ratio", max_ratio, low_open=True)
 
     def augment(self, x):
         batch, time_steps = ops.shape(x)[0], ops.shape(x)[1]
@@ -299,8 +261,7 @@ def default_augmenter(seed: int | None = 0, *, noise_stddev: float = 0.05, scali
     responses (an EDA rise and decay); zeroing comes last so a lost span stays exactly zero, as
     on the device. Layer ``i`` is seeded ``seed + i`` (all unseeded when ``seed`` is None).
     """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigError(f"default_augmenter.seed: expected an int or None, found {seed!r}")
+    seed = checks.optional_whole("default_augmenter.seed", seed)
 
     def sub_seed(i: int):
         return None if seed is None else seed + i

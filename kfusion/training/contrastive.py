@@ -11,20 +11,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kfusion import checks
 from kfusion.errors import ConfigError
 from kfusion.training.augment import default_augmenter
 
 __all__ = ["nt_xent_loss", "projection_head", "ContrastiveModel"]
-
-
-def _check_temperature(temperature) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not value > 0:
-        raise ConfigError(f"temperature: expected a positive number, found {temperature!r}")
-    return value
 
 
 def nt_xent_loss(z1, z2, temperature: float = 0.1):
@@ -35,7 +26,7 @@ def nt_xent_loss(z1, z2, temperature: float = 0.1):
     its negatives are the other 2N - 2 vectors; the loss is the mean over the 2N anchors of
     ``-log softmax(cosine / temperature)`` at the positive, the anchor itself excluded.
     """
-    temperature = _check_temperature(temperature)
+    temperature = checks.positive("temperature", temperature)
     z1, z2 = ops.convert_to_tensor(z1), ops.convert_to_tensor(z2)
     if len(z1.shape) != 2 or tuple(z1.shape) != tuple(z2.shape):
         raise ConfigError(f"nt_xent_loss: expected two [N, D] arrays of one shape, "
@@ -57,11 +48,8 @@ def projection_head(input_dim: int, units=(64, 32), name: str = "projection_head
     Hidden layers are Dense + ReLU, the last one linear (as in SimCLR). Used only during
     contrastive training and dropped afterwards.
     """
-    if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-        raise ConfigError(f"projection_head.input_dim: expected a positive int, found {input_dim!r}")
-    units = tuple(units) if not isinstance(units, int) else (units,)
-    if not units or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
-        raise ConfigError(f"projection_head.units: expected one or more positive ints, found {units!r}")
+    input_dim = checks.whole("projection_head.input_dim", input_dim)
+    units = checks.units("projection_head.units", units)
     layers = [keras.Input((input_dim,))]
     for i, width in enumerate(units):
         last = i == len(units) - 1
@@ -101,7 +89,7 @@ class ContrastiveModel(keras.Model):
             head = projection_head(dim)
         self.head = head
         self.augmenter = augmenter if augmenter is not None else default_augmenter(seed)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = checks.positive("temperature", temperature)
         self.seed = seed
         self.loss_tracker = keras.metrics.Mean(name="loss")
         # Encoder and head carry all the weights; marking the wrapper built lets it be saved

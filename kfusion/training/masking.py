@@ -33,7 +33,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from kfusion.data.modalities import ACC, MODALITIES, SPEECH, STATISTICS
+from kfusion import checks
+from kfusion.modalities import ACC, MODALITIES, SPEECH, STATISTICS
 from kfusion.errors import ConfigError, DataError
 
 __all__ = [
@@ -93,9 +94,7 @@ def span_length_bounds(time_steps: int, ratio_range, modality: str = "window") -
 def _as_seed(seed) -> tf.Tensor:
     """A stateless-RNG seed ``[2]`` int64 from an int or a pair."""
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if not 0 <= int(seed) < 2**63:
-            raise ConfigError(f"seed: expected an int in [0, 2**63), found {seed!r}")
-        return tf.constant([int(seed), 0], tf.int64)
+        return tf.constant([checks.whole("seed", seed, 0, 2**63 - 1), 0], tf.int64)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     if seed.shape != (2,):
         raise ConfigError(f"seed: expected an int or a pair of ints, found shape {seed.shape}")
@@ -283,9 +282,7 @@ def _check_arrays(arrays: Mapping, ratio_range) -> tuple[dict[str, np.ndarray], 
 
 
 def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch_size: expected a positive int, found {batch_size!r}")
-    return int(batch_size)
+    return checks.whole("batch_size", batch_size)
 
 
 def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, ratio_range=(0.1, 0.5),
@@ -305,9 +302,7 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
     arrays, signals = _check_arrays(arrays, ratio_range)
     statistics = check_statistics(statistics)
     batch_size = _check_batch_size(batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise ConfigError(f"seed: expected an int in [0, 2**63), found {seed!r}")
-    seed = int(seed)
+    seed = checks.whole("seed", seed, 0, 2**63 - 1)
     if target_scaler is not None:
         if not isinstance(target_scaler, TargetScaler):
             raise ConfigError(f"target_scaler: expected a TargetScaler, found {type(target_scaler).__name__}")
@@ -361,8 +356,7 @@ class TargetScaler:
             statistics: Sequence[str] = STATISTICS, seed: int = 0, batch_size: int = 256,
             draws: int = 1) -> TargetScaler:
         """Fit on the TRAINING windows only; returns ``self``."""
-        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-            raise ConfigError(f"TargetScaler.fit: draws: expected a positive int, found {draws!r}")
+        draws = checks.whole("TargetScaler.fit: draws", draws)
         dataset = masked_statistics_dataset(arrays, batch_size, ratio_range, statistics, seed, shuffle=False)
         collected: dict[str, list[np.ndarray]] = {}
         for _ in range(draws):

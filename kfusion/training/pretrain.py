@@ -29,8 +29,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from kfusion import checks
 from kfusion.config import DataConfig, FeatureConfig, WindowConfig, _Config
-from kfusion.data.modalities import MODALITIES, SPEECH, STATISTICS, WEARABLES, check_modalities, input_shape
+from kfusion.modalities import MODALITIES, SPEECH, STATISTICS, WEARABLES, check_modalities, input_shape
 from kfusion.errors import ConfigError, DataError
 from kfusion.runs import RunFolder, write_json_atomic
 
@@ -43,72 +44,20 @@ __all__ = [
 PROGRESS_FILE = "progress.json"
 
 
-# --------------------------------------------------------------------------- validation helpers
-
-def _int(where: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{where}: expected an int >= {minimum}, found {value!r}")
-    return int(value)
-
-
-def _positive(where: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not number > 0 or not np.isfinite(number):
-        raise ConfigError(f"{where}: expected a positive number, found {value!r}")
-    return number
-
-
-def _fraction(where: str, value, low: float = 0.0, high: float = 1.0) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not low <= number <= high:
-        raise ConfigError(f"{where}: expected a number in [{low}, {high}], found {value!r}")
-    return number
-
-
-def _pair(where: str, value, low: float, high: float, strict_low: bool = False) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a pair (low, high), found {value!r}") from None
-    if not (low < a if strict_low else low <= a) or not a <= b <= high:
-        raise ConfigError(f"{where}: expected {low} {'<' if strict_low else '<='} low <= high <= {high}, "
-                          f"found {value!r}")
-    return (a, b)
-
-
-def _units(where: str, value, allow_empty: bool = False) -> tuple[int, ...]:
-    value = (value,) if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        units = tuple(value)
-    except TypeError:
-        units = None
-    if units is None or (not units and not allow_empty) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
-        raise ConfigError(f"{where}: expected a list of positive ints, found {value!r}")
-    return units
-
-
 class _StageConfig(_Config):
     """Common fields and checks of the three stage configs."""
 
+    def _check(self, field: str, check, *args, **kwargs) -> None:
+        """Check and normalise ``field`` with ``check`` (a :mod:`kfusion.checks` function)."""
+        value = check(f"{type(self).__name__}.{field}", getattr(self, field), *args, **kwargs)
+        object.__setattr__(self, field, value)  # frozen dataclass
+
     def _check_common(self):
-        name = type(self).__name__
-        set_ = lambda key, v: object.__setattr__(self, key, v)  # noqa: E731 (frozen dataclass)
-        set_("epochs", _int(f"{name}.epochs", self.epochs))
-        set_("batch_size", _int(f"{name}.batch_size", self.batch_size, 2))
-        set_("learning_rate", _positive(f"{name}.learning_rate", self.learning_rate))
-        set_("seed", _int(f"{name}.seed", self.seed, 0))
-        set_("max_windows", _int(f"{name}.max_windows", self.max_windows, 0))
-        set_("window_seconds", _positive(f"{name}.window_seconds", self.window_seconds))
-        if not 0 <= float(self.window_overlap) < self.window_seconds:
-            raise ConfigError(f"{name}.window_overlap: expected 0 <= overlap < window_seconds "
-                              f"({self.window_seconds}), found {self.window_overlap!r}")
+        for field, check, args in (("epochs", checks.whole, ()), ("batch_size", checks.whole, (2,)),
+                                   ("learning_rate", checks.positive, ()), ("seed", checks.whole, (0,)),
+                                   ("max_windows", checks.whole, (0,)), ("window_seconds", checks.positive, ())):
+            self._check(field, check, *args)
+        self._check("window_overlap", checks.number, 0.0, self.window_seconds, high_open=True)
 
     def data_config(self, modalities, **features) -> DataConfig:
         window = WindowConfig(seconds=self.window_seconds, overlap=self.window_overlap, missing="fill")
@@ -139,16 +88,14 @@ class EncoderPretrainConfig(_StageConfig):
 
     def __post_init__(self):
         self._check_common()
-        object.__setattr__(self, "temperature", _positive("EncoderPretrainConfig.temperature", self.temperature))
-        object.__setattr__(self, "scaling_range",
-                           _pair("EncoderPretrainConfig.scaling_range", self.scaling_range, 0.0, float("inf")))
-        _fraction("EncoderPretrainConfig.max_zero_ratio", self.max_zero_ratio)
-        _fraction("EncoderPretrainConfig.noise_stddev", self.noise_stddev, 0.0, float("inf"))
-        _fraction("EncoderPretrainConfig.warp_strength", self.warp_strength, 0.0, float("inf"))
-        _int("EncoderPretrainConfig.segments", self.segments, 2)
-        _int("EncoderPretrainConfig.embedding_dim", self.embedding_dim)
-        object.__setattr__(self, "projection_units",
-                           _units("EncoderPretrainConfig.projection_units", self.projection_units))
+        self._check("temperature", checks.positive)
+        self._check("scaling_range", checks.pair, 0.0, float("inf"))
+        self._check("max_zero_ratio", checks.fraction)
+        self._check("noise_stddev", checks.non_negative)
+        self._check("warp_strength", checks.non_negative)
+        self._check("segments", checks.whole, 2)
+        self._check("embedding_dim", checks.whole)
+        self._check("projection_units", checks.units)
 
 
 @dataclass(frozen=True)
@@ -172,11 +119,11 @@ class SpeechPretrainConfig(_StageConfig):
 
     def __post_init__(self):
         self._check_common()
-        _int("SpeechPretrainConfig.code_dim", self.code_dim)
-        _int("SpeechPretrainConfig.local_dim", self.local_dim, 0)
-        _fraction("SpeechPretrainConfig.sparsity", self.sparsity, 0.0, float("inf"))
-        _fraction("SpeechPretrainConfig.validation_fraction", self.validation_fraction, 0.0, 0.9)
-        _int("SpeechPretrainConfig.max_windows_per_file", self.max_windows_per_file, 0)
+        self._check("code_dim", checks.whole)
+        self._check("local_dim", checks.whole, 0)
+        self._check("sparsity", checks.non_negative)
+        self._check("validation_fraction", checks.fraction, 0.0, 0.9)
+        self._check("max_windows_per_file", checks.whole, 0)
 
 
 @dataclass(frozen=True)
@@ -205,19 +152,14 @@ class FusionPretrainConfig(_StageConfig):
         from kfusion.training.masking import check_statistics
 
         self._check_common()
-        object.__setattr__(self, "mask_ratio",
-                           _pair("FusionPretrainConfig.mask_ratio", self.mask_ratio, 0.0, 1.0, strict_low=True))
+        self._check("mask_ratio", checks.pair, 0.0, 1.0, low_open=True)
         object.__setattr__(self, "statistics", check_statistics(self.statistics))
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
-        _fraction("FusionPretrainConfig.validation_fraction", self.validation_fraction, 0.0, 0.9)
-        if not isinstance(self.freeze_encoders, bool):
-            raise ConfigError(f"FusionPretrainConfig.freeze_encoders: expected true or false, "
-                              f"found {self.freeze_encoders!r}")
-        object.__setattr__(self, "projection_units",
-                           _units("FusionPretrainConfig.projection_units", self.projection_units))
-        object.__setattr__(self, "head_units",
-                           _units("FusionPretrainConfig.head_units", self.head_units, allow_empty=True))
-        _int("FusionPretrainConfig.scaler_draws", self.scaler_draws)
+        self._check("validation_fraction", checks.fraction, 0.0, 0.9)
+        self._check("freeze_encoders", checks.flag)
+        self._check("projection_units", checks.units)
+        self._check("head_units", checks.units, min_length=0)
+        self._check("scaler_draws", checks.whole)
 
 
 def _check_config(config, cls):

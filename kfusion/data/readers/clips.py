@@ -35,7 +35,7 @@ import numpy as np
 import soundfile
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import AUDIO_RATE, SPEECH
+from kfusion.modalities import AUDIO_RATE, SPEECH
 from kfusion.data.recording import Audio, LabelIntervals, Recording, Segments
 from kfusion.errors import DataError
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import ACC, BVP, CHANNELS, EDA, TEMP, WEARABLES
+from kfusion.modalities import ACC, BVP, CHANNELS, EDA, TEMP, WEARABLES
 from kfusion.data.recording import Recording, Signal
 from kfusion.data.tables import (UNIX_MAX, UNIX_MIN, check_excel_export, check_unix_time,  # noqa: F401
                                  require_file)

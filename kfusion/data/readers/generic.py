@@ -49,7 +49,7 @@ import pandas as pd
 import soundfile
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import MODALITIES, SPEECH
+from kfusion.modalities import MODALITIES, SPEECH
 from kfusion.data.readers.e4 import (E4_FILES, e4_folder_files, e4_modalities_in, find_e4_files, natural_key,
                                      read_e4_folder)
 from kfusion.data.recording import Audio, LabelIntervals, Recording

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import ACC, BVP, EDA, MODALITIES, NOMINAL_RATES, SPEECH, TEMP
+from kfusion.modalities import ACC, BVP, EDA, MODALITIES, NOMINAL_RATES, SPEECH, TEMP
 from kfusion.data.recording import Audio, LabelIntervals, Recording, Signal
 from kfusion.data.tables import MAX_SPAN_SECONDS, check_unix_time, check_unix_times, read_table, require_file
 from kfusion.errors import DataError

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import WEARABLES
+from kfusion.modalities import WEARABLES
 from kfusion.data.readers.wrist_pickle import (NOMINAL_START, code_array, code_runs, release_files,
                                                subject_folders, subject_pickle, wrist_signals)
 from kfusion.data.recording import LabelIntervals, Recording

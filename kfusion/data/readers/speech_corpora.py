@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import SPEECH
+from kfusion.modalities import SPEECH
 from kfusion.data.readers.clips import LEVELS, Clip, clips_recording, natural_key, wav_files
 from kfusion.data.recording import Recording
 from kfusion.errors import DataError

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from kfusion.config import DataConfig
-from kfusion.data.modalities import WEARABLES
+from kfusion.modalities import WEARABLES
 from kfusion.data.readers.e4 import e4_folder_files, e4_modalities_in, natural_key, read_e4_folder
 from kfusion.data.recording import LabelIntervals, Recording
 from kfusion.data.tables import check_increasing, check_unix_times, require_file, to_numbers

@@ -57,7 +57,7 @@ import numpy as np
 
 from kfusion.config import DataConfig
 from kfusion.data.labels import LEVELS, bin_levels
-from kfusion.data.modalities import WEARABLES
+from kfusion.modalities import WEARABLES
 from kfusion.data.readers.stress_predict import STRESS_CLASSES
 from kfusion.data.readers.wrist_pickle import (NOMINAL_START, code_array, code_runs, release_files,
                                                subject_folders, subject_pickle, wrist_signals)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kfusion.data.modalities import ACC, BVP, CHANNELS, EDA, NOMINAL_RATES, TEMP, WEARABLES
+from kfusion.modalities import ACC, BVP, CHANNELS, EDA, NOMINAL_RATES, TEMP, WEARABLES
 from kfusion.data.readers.e4 import natural_key
 from kfusion.data.recording import Signal
 from kfusion.data.tables import require_file
