@@ -246,7 +246,7 @@ def test_export_bad_arguments(tmp_path, trained):
         export_model(object(), tmp_path / "m.tflite", format="tflite")
     with pytest.raises(ConfigError, match="expected 3 class names"):
         export_model(model, tmp_path / "m", classes={"arousal": ["a", "b"]})
-    from kfusion.export.frontend import raw_input_model
+    from kfusion.export.raw_inputs import raw_input_model
 
     with pytest.raises(ConfigError, match="already holds MfccFrontEnd"):
         export_model(raw_input_model(model), tmp_path / "m.tflite", format="tflite")

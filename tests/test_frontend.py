@@ -19,8 +19,8 @@ import keras  # noqa: E402
 from kfusion.config import FeatureConfig  # noqa: E402
 from kfusion.data.features import mfcc, speech_features, wearable_features, zscore  # noqa: E402
 from kfusion.errors import ConfigError  # noqa: E402
-from kfusion.export.frontend import (MfccFrontEnd, WindowNormalization, dft_matrices,  # noqa: E402
-                                     raw_input_model)
+from kfusion.export.raw_inputs import raw_input_model  # noqa: E402
+from kfusion.models.feature_layers import MfccFrontEnd, WindowNormalization, dft_matrices  # noqa: E402
 
 MFCC_TOLERANCE = 1e-2      # absolute, on MFCC values up to ~630
 CMVN_TOLERANCE = 1e-3      # absolute, after per-window CMVN (unit variance)

@@ -170,7 +170,7 @@ def zscore(windows: np.ndarray, axis: int = -2, eps: float = ZSCORE_EPS) -> np.n
     MFCCs per window and coefficient (CMVN). A window counts as flat when
     ``std <= eps * (1 + max|x|)``: relative, because rounding leaves noise of ~1e-5 on MFCC
     values of ~600 in digital silence, which an absolute threshold would blow up to +-1. The
-    in-graph front end (:class:`kfusion.models.frontend.WindowNormalization`) uses the same rule.
+    in-graph front end (:class:`kfusion.models.feature_layers.WindowNormalization`) uses the same rule.
     """
     x = np.asarray(windows, dtype=np.float64)
     scale = np.abs(x).max(axis=axis, keepdims=True)

@@ -1,7 +1,8 @@
 """Export for phones (the last layer of the pipeline; only ``kfusion.cli`` imports it).
 
-- :mod:`~kfusion.export.frontend`: the in-graph MFCC front end and per-window normalisation
-  (registered Keras layers), :func:`raw_input_model`.
+- :mod:`~kfusion.export.raw_inputs`: :func:`raw_input_model`, a features-input model behind the
+  in-graph feature layers of :mod:`kfusion.models.feature_layers` (MFCCs, per-window
+  normalisation), so it takes raw sensor buffers.
 - :mod:`~kfusion.export.tflite`: :func:`export_model` (SavedModel / TFLite, builtin ops only,
   float32 / float16 / dynamic / int8, JSON sidecar), :func:`export_variants`.
 - :mod:`~kfusion.export.prediction`: :func:`load_predictor` (``.keras``, SavedModel, ``.tflite``
@@ -14,8 +15,7 @@ Submodules import TensorFlow lazily where they can; import them directly
 from __future__ import annotations
 
 _EXPORTS = {
-    "MfccFrontEnd": "frontend", "WindowNormalization": "frontend", "raw_input_model": "frontend",
-    "raw_input_shapes": "frontend",
+    "raw_input_model": "raw_inputs", "raw_input_shapes": "raw_inputs",
     "export_model": "tflite", "export_variants": "tflite", "QUANTIZATIONS": "tflite",
     "FORMATS": "tflite", "UnsupportedOpsError": "tflite", "read_sidecar": "tflite",
     "sidecar_path": "tflite", "representative_inputs": "tflite",

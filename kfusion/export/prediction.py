@@ -30,7 +30,8 @@ from kfusion.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, ch
 from kfusion.data.sources import load_recordings
 from kfusion.data.windows import RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import ConfigError, DataError
-from kfusion.export.frontend import CALIBRATION_INPUT, LEVELS
+from kfusion.export.raw_inputs import CALIBRATION_INPUT
+from kfusion.models.fusion import LEVELS
 from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar
 
 __all__ = ["Predictor", "load_predictor", "predict", "timeline", "recording_windows",

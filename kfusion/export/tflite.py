@@ -9,7 +9,7 @@ Quantisations (TFLite): ``none`` (float32), ``float16`` (weights stored as float
 and activations calibrated on a representative set of training windows; float32 inputs and
 outputs, so the app code is the same for every variant).
 
-Raw-input models (``raw_inputs=True``) carry the :mod:`~kfusion.export.frontend` in the graph.
+Raw-input models (``raw_inputs=True``) carry the feature layers (:mod:`~kfusion.export.raw_inputs`) in the graph.
 Its constants (DFT, mel, DCT matrices) and its arithmetic stay float32 in every variant: the
 power spectrum spans many decades, and an int8 or float16 DFT would change the MFCCs by far
 more than the model tolerates (measured: dynamic range quantisation of the front end alone
@@ -44,7 +44,9 @@ from kfusion.config import FeatureConfig, WindowConfig
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
-from kfusion.export.frontend import CALIBRATION_INPUT, FRONT_END_LAYERS, LEVELS, PRESENCE, raw_input_model
+from kfusion.export.raw_inputs import CALIBRATION_INPUT, raw_input_model
+from kfusion.models.feature_layers import FRONT_END_LAYERS
+from kfusion.models.fusion import LEVELS, PRESENCE
 
 __all__ = ["export_model", "export_variants", "QUANTIZATIONS", "FORMATS", "UnsupportedOpsError",
            "representative_inputs", "REPRESENTATIVE_SIZE", "sidecar_path", "read_sidecar", "tflite_ops",
@@ -85,7 +87,7 @@ def load_keras_model(path) -> "keras.Model":  # noqa: F821 (keras is imported wh
     """A ``.keras`` file written by kfusion (its custom layers registered)."""
     import keras
 
-    import kfusion.export.frontend  # noqa: F401 (registers the front-end layers)
+    import kfusion.models.feature_layers  # noqa: F401 (registers the front-end layers)
     import kfusion.models  # noqa: F401 (registers the model layers)
 
     path = Path(path)
@@ -354,7 +356,7 @@ def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray):
 
 
 def _raw_specs(model) -> dict[str, tuple]:
-    from kfusion.export.frontend import raw_input_shapes
+    from kfusion.export.raw_inputs import raw_input_shapes
 
     return raw_input_shapes(model)
 
@@ -763,7 +765,7 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
     ``float16``, ``dynamic`` or ``int8`` (needs ``representative``: see
     :func:`representative_inputs`; ``representative_size`` windows drawn with ``seed``).
     ``raw_inputs``: put the front end in the graph (inputs: raw 4 s buffers, see
-    :func:`kfusion.export.frontend.raw_input_model`), normalising as ``features`` says.
+    :func:`kfusion.export.raw_inputs.raw_input_model`), normalising as ``features`` says.
     ``classes``: class names per target; by default the data set's classes, from the
     representative WindowedDataset or the ``kfusion train`` sidecar beside a ``.keras`` path
     (``class_<i>`` for a target none of them names).

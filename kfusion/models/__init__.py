@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kfusion.modalities import STATISTICS
 from kfusion.models.freezing import backbone_layers, freeze_encoders, freeze_for_fusion_training
-from kfusion.models.frontend import MfccFrontEnd, WindowNormalization
+from kfusion.models.feature_layers import MfccFrontEnd, WindowNormalization
 from kfusion.models.fusion import (
     DEFAULT_PROJECTION_UNITS,
     MECHANISMS,

@@ -1,6 +1,6 @@
-"""Putting the shared in-graph front end (:mod:`kfusion.models.frontend`) in front of a
-features-input model, so a phone app hands the model raw sensor buffers instead of features it
-would have to compute exactly as training did.
+"""Raw-input models: the in-graph feature layers (:mod:`kfusion.models.feature_layers`) put in
+front of a features-input model, so a phone app hands the model raw sensor buffers instead of
+features it would have to compute exactly as training did.
 """
 
 from __future__ import annotations
@@ -11,14 +11,8 @@ from kfusion.config import FeatureConfig
 from kfusion.data.features import MFCC_SETTINGS
 from kfusion.modalities import MODALITIES, SPEECH
 from kfusion.errors import ConfigError
-from kfusion.models.frontend import (  # noqa: F401  (re-exported for export users)
-    FRONT_END_LAYERS,
-    CalibratedLevels,
-    MfccFrontEnd,
-    WindowNormalization,
-    dft_matrices,
-)
-from kfusion.models.fusion import LEVELS, PRESENCE  # noqa: F401  (re-exported for export users)
+from kfusion.models.feature_layers import CalibratedLevels, MfccFrontEnd, WindowNormalization
+from kfusion.models.fusion import LEVELS, PRESENCE
 
 #: Raw-input models of level-aware models take each modality's calibration under this name.
 CALIBRATION_INPUT = "calibration_{}"

@@ -7,7 +7,7 @@ builtin operations only, its constants taken from :mod:`kfusion.data.features`
 definition of the features. :class:`WindowNormalization` is
 :func:`kfusion.data.features.zscore` (per window, along time): CMVN for speech, z-score for the
 wearables. A model trained on raw buffers puts them in front of its encoders; an exported
-features-input model gets them from :func:`kfusion.export.frontend.raw_input_model`.
+features-input model gets them from :func:`kfusion.export.raw_inputs.raw_input_model`.
 
 Why a DFT matrix and not ``tf.signal``: TFLite's builtin RFFT2D takes power-of-two lengths only
 (``n_fft`` is 400) and ``tf.signal.mfccs_from_log_mel_spectrograms`` needs Flex ops. The
