@@ -114,8 +114,8 @@ class CalibrationConfig(_Config):
     standardised by the mean and standard deviation of that participant's own recording, all of
     it (never its labels). ``"head"``: the same statistics from only the first ``head_minutes``
     of the participant's recording, what an app can do after a calibration period (10 by
-    default: on Stress-Predict 5 minutes gave 0.58 macro F1, 10 and 20 gave 0.61, because an E4
-    settles on the skin during its first minutes; bench/RESULTS.md).
+    default: an E4 settles on the skin during its first minutes, so a shorter head is not the
+    person's baseline; the comparison is in bench/RESULTS.md).
     Statistics come from the signals before windowing (speech: non-silent frames only). The
     per-window normalisation (:class:`FeatureConfig`) applies on top; each window's calibrated
     level (mean and log-std per channel) is kept beside it as ``WindowedDataset.levels``.

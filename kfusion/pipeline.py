@@ -52,9 +52,9 @@ class PipelineConfig(_Config):
 
     @classmethod
     def demo(cls) -> "PipelineConfig":
-        """Short pretraining for the embedded synthetic set: minutes on 2 CPU cores. Emotion
-        heads train in batches of 32: at the default 256 a fold of the small demo set took
-        about five optimiser steps per epoch."""
+        """Short pretraining for the embedded synthetic set (minutes on a laptop CPU). Emotion
+        heads train in batches of 32, so a fold of the small demo set still takes enough
+        optimiser steps per epoch."""
         return cls(encoders=EncoderPretrainConfig(epochs=3, max_windows=3000),
                    speech=SpeechPretrainConfig(epochs=30),
                    fusion=FusionPretrainConfig(epochs=3),

@@ -131,8 +131,7 @@ def mfcc(audio: np.ndarray, settings: MfccSettings = MFCC_SETTINGS, chunk: int =
     """MFCCs of audio windows: ``[..., n]`` samples at 16 kHz -> ``[..., n // hop, n_mfcc]``.
 
     ``[64000]`` -> ``[400, 40]``; ``[N, 64000]`` -> ``[N, 400, 40]`` (float32). Windows are
-    processed ``chunk`` at a time to bound memory. About 1 ms of one core per 4 s window
-    (5600 windows in about 6 s).
+    processed ``chunk`` at a time to bound memory (its speed: bench/RESULTS.md).
     """
     _check_settings(settings)
     with _one_blas_thread():

@@ -9,7 +9,7 @@ counts it under the check's reason in the data set's report. The checks (E4 unit
 - physically impossible values, and infinities: EDA outside [-0.01, 100] µS, BVP beyond
   ±5000, TEMP outside [10, 45] °C, ACC beyond ±256 (1/64 g, i.e. ±4 g; the E4 measures ±2 g);
 - EDA below 0.01 µS: no skin contact (an E4 off the wrist reads about zero; real skin
-  conductance, even of a dry hand, stays above it — 0.03 % of Stress-Predict's samples fall below);
+  conductance, even of a dry hand, stays above it; bench/RESULTS.md has the share below it);
 - a flat signal: the same value for at least :data:`FLAT_SECONDS` (BVP, EDA, every ACC axis at
   once): a sensor that is off or saturated. TEMP is exempt (0.02 °C steps can sit still).
 """

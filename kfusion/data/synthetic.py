@@ -137,9 +137,9 @@ def _emotion_scores(arousal, valence) -> np.ndarray:
 
 
 _NEUTRAL_BELOW = 0.65  # every score below this: neutral (about one slot in six)
-#: Slot-to-slot (5 s) autocorrelation of the latent arousal and valence. At 0.8 a 3-minute
-#: debate held only about four independent states, so each participant's labels sat in one
-#: or two classes and leave-one-subject-out mostly measured the shift between participants.
+#: Slot-to-slot (5 s) autocorrelation of the latent arousal and valence: low enough that one
+#: participant's debate passes through several states, so leave-one-subject-out measures
+#: emotion, not only the shift between participants (why this value: bench/RESULTS.md).
 STATE_AUTOCORRELATION = 0.6
 
 

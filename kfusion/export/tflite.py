@@ -12,8 +12,7 @@ outputs, so the app code is the same for every variant).
 Raw-input models (``raw_inputs=True``) carry the feature layers (:mod:`~kfusion.export.raw_inputs`) in the graph.
 Its constants (DFT, mel, DCT matrices) and its arithmetic stay float32 in every variant: the
 power spectrum spans many decades, and an int8 or float16 DFT would change the MFCCs by far
-more than the model tolerates (measured: dynamic range quantisation of the front end alone
-moves CMVN-normalised MFCCs by up to 7 standard deviations). For ``int8`` the front-end
+more than the model tolerates (bench/RESULTS.md, 'Numbers that left the docstrings'). For ``int8`` the front-end
 operations are left out of quantisation by the node deny-list of
 ``tf.lite.experimental.QuantizationDebugger``; for ``float16`` and ``dynamic``, which the
 converter applies to every constant and for which it has no deny-list, the front end's
@@ -212,8 +211,7 @@ def _as_windows_list(data) -> list | None:
 
 #: Default cap on calibration windows for int8. Every window up to this cap: min/max
 #: calibration sets each tensor's int8 range, and windows left out of the set can exceed it and
-#: saturate (measured on the synthetic test model with 300 of 358 windows: 4 of the 6 emotion
-#: top-1 flips and 1.5x the mean probability error fell on the 58 windows left out).
+#: saturate (bench/RESULTS.md, 'Numbers that left the docstrings').
 REPRESENTATIVE_SIZE = 1000
 
 

@@ -16,19 +16,16 @@ The encoder (the speech embedding the fusion network takes) is the global code o
 codes: a single code from the flattened convolutions spends itself on *when* the syllables and
 pauses of the window fall, which the reconstruction needs and emotion does not; pooled over time
 the code can only hold what is true of the whole window (which coefficients rise when the voice
-is on, how fast syllables come), and the local code carries the timing. Measured on the demo's
-synthetic set (leave-one-subject-out logistic-regression probe, macro F1 arousal / valence /
-emotion): single flattened code 0.32 / 0.32 / 0.16, global code 0.39 / 0.48 / 0.30
-(``bench/RESULTS.md``). The design follows the idea of sequence- vs segment-level latents in
-speech (factorised hierarchical VAEs), without the variational part.
+is on, how fast syllables come), and the local code carries the timing (the probes behind this
+choice: ``bench/RESULTS.md``, 'Why the fused rows did not beat the unimodal ones'). The design
+follows the idea of sequence- vs segment-level latents in speech (factorised hierarchical VAEs),
+without the variational part.
 
 The global code is linear with an L1 activity penalty (a sparse code, DESIGN.md §1); the first
 decoder Dense has unit-norm rows so the penalty cannot be dodged by shrinking the code and
 growing that layer. The penalty is weak by default (1e-6 per unit of |code|): the reconstruction
-of CMVN-normalised MFCCs improves slowly (about 5 % of the variance in the first ten epochs), and
-with the earlier single flattened code an L1 weight of 1e-4 won from the first epoch and drove the
-code to zero for good (code std 2e-9; the pooled code halves its spread at 1e-4 instead). Strided
-convolutions keep it CPU-friendly.
+of CMVN-normalised MFCCs improves slowly, and a strong penalty wins before it does and shrinks
+the code towards zero (``bench/RESULTS.md``). Strided convolutions keep it CPU-friendly.
 """
 
 from __future__ import annotations
