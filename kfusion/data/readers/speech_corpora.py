@@ -47,7 +47,7 @@ from kfusion.data.recording import Recording
 from kfusion.errors import DataError
 
 #: Arousal and valence level of each emotion category (our mapping, after the categories'
-#: places in Russell's circumplex of affect, 1980; documented in README and docs/design.md).
+#: places in Russell's circumplex of affect, 1980; documented in README and docs/data-formats.md).
 #: Disgust: unpleasant, neither clearly activated nor calm; surprise: activated, of either sign.
 AROUSAL_VALENCE: dict[str, tuple[str, str]] = {
     "neutral": ("neutral", "neutral"),
