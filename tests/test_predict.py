@@ -120,19 +120,63 @@ def test_streaming_gives_the_batch_outputs(trained, kemocon_synth_medium, varian
                for m in stream.streamed)
 
 
+def test_streaming_applies_the_quality_checks_of_batch_windowing(trained, kemocon_synth_medium):
+    import dataclasses
+
+    from kfusion.data.quality import FLAT_SECONDS
+    from kfusion.data.recording import Signal
+
+    predictor = load_predictor(trained.keras_path)
+    config = DataConfig(modalities=predictor.modalities, window=WindowConfig(missing="fill"))
+    recording = load_recordings(f"kemocon:{kemocon_synth_medium}", config, participants=["1"]).recordings[0]
+    span0 = float(cut_windows(recording, config).span[0])
+    eda, bvp = recording.signals["eda"], recording.signals["bvp"]
+    eda_values, bvp_values = eda.values.copy(), bvp.values.copy()
+    at = lambda signal, t: int(round((span0 + t - signal.start) * signal.rate))  # noqa: E731
+    eda_values[at(eda, 20):at(eda, 30)] = 0.001                      # off the skin, 20-30 s
+    bvp_values[at(bvp, 50)] = 9999.0                                 # impossible, at 50 s
+    flat_start = 70.0
+    bvp_values[at(bvp, flat_start):at(bvp, flat_start + FLAT_SECONDS + 30)] = 12.5   # flat, 90 s
+    signals = {**recording.signals, "eda": Signal(eda_values, eda.rate, eda.start, eda.source),
+               "bvp": Signal(bvp_values, bvp.rate, bvp.start, bvp.source)}
+    bad = dataclasses.replace(recording, signals=signals)
+    batch = timeline(predictor, [cut_windows(bad, config)])
+    streamed = _stream_recording(StreamingPredictor(predictor, start=span0, participant="1"), bad, span0,
+                                 np.random.default_rng(2), predictor.modalities)
+    assert len(streamed) == len(batch)
+    starts = batch["window_start"].to_numpy() - span0
+    assert batch["present_eda"][(starts > 17) & (starts < 30)].eq(0).all()
+    assert batch["present_bvp"][(starts > 46) & (starts < 50)].eq(0).all()
+    # The same windows lack a modality, except those a flat run had already reached before it
+    # had lasted FLAT_SECONDS: streaming predicted them before the run was known to be flat.
+    early = (starts + 4 > flat_start) & (starts < flat_start + FLAT_SECONDS - 4)
+    differs = (streamed["present_bvp"].to_numpy() != batch["present_bvp"].to_numpy())
+    assert differs.any() and not differs[~early].any()
+    np.testing.assert_array_equal(streamed["present_eda"], batch["present_eda"])
+    later = ~early
+    numeric = [c for c in batch.columns if "_p_" in c]
+    np.testing.assert_allclose(streamed.loc[later, numeric].to_numpy(float),
+                               batch.loc[later, numeric].to_numpy(float), atol=1e-5)
+    unchecked = _stream_recording(StreamingPredictor(predictor, start=span0, participant="1", quality_checks=False),
+                                  bad, span0, np.random.default_rng(2), predictor.modalities)
+    assert unchecked["present_eda"].eq(1).all()
+    with pytest.raises(ConfigError, match="quality_checks: expected true or false"):
+        StreamingPredictor(predictor, quality_checks="yes")
+
+
 def test_streaming_with_absent_modalities_and_gaps(trained):
     predictor = load_predictor(trained.keras_path)
     stream = StreamingPredictor(predictor, start=100.0, modalities=["bvp", "eda"])
     rng = np.random.default_rng(1)
     bvp = rng.standard_normal(64 * 10)
     bvp[64 * 4 + 5] = np.nan                       # a gap inside the second window (3-7 s)
-    rows = stream.push("bvp", bvp) + stream.push("eda", rng.standard_normal(4 * 10))
+    rows = stream.push("bvp", bvp) + stream.push("eda", 1.0 + np.abs(rng.standard_normal(4 * 10)))
     assert [r["window_start"] for r in rows] == [100.0, 103.0, 106.0]   # 10 s: 0-4, 3-7, 6-10 s
     assert [r["present_bvp"] for r in rows] == [1, 0, 1]                # the gap is at 4.08 s
     assert all(r["present_speech"] == 0 and r["present_eda"] == 1 for r in rows)
     assert [r["time_from_start"] for r in rows] == [0.0, 3.0, 6.0]
     assert stream.push("bvp", rng.standard_normal(64 * 3)) == []        # eda lags: nothing new
-    assert [r["window_start"] for r in stream.push("eda", np.zeros(12))] == [109.0]
+    assert [r["window_start"] for r in stream.push("eda", np.full(12, 2.0))] == [109.0]
 
 
 def test_stress_predict_wearable_only_model_from_all_three_formats(tmp_path):

@@ -73,6 +73,61 @@ def quality_flags(modality: str, values: np.ndarray, rate: float) -> dict[str, n
     return flags
 
 
+class StreamQuality:
+    """The checks of :func:`quality_flags` on a signal that arrives in chunks.
+
+    :meth:`check` returns the chunk with failing samples set to NaN. Range and skin-contact
+    checks are per sample, as in batch. A flat run is only known once it has lasted
+    :data:`FLAT_SECONDS`: from then on its samples are NaN, and :meth:`check` also gives the
+    absolute index where the run began, so samples still held by the caller can be set to NaN
+    too; samples the caller already used cannot be revised (batch windowing would also drop the
+    windows in the run's first :data:`FLAT_SECONDS`).
+    """
+
+    def __init__(self, modality: str, rate: float):
+        self.modality, self.rate = modality, float(rate)
+        self.minimum = int(np.ceil(FLAT_SECONDS * self.rate))
+        self.seen = 0          # samples checked so far
+        self.last = None       # the last sample (row) checked
+        self.run = 0           # length of the run of identical rows ending at ``last``
+
+    def check(self, values: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """``(values with failing samples NaN, absolute start of a flat run to void or None)``."""
+        x = np.array(values, dtype=np.float32, copy=True)
+        if x.ndim == 1:
+            x = x[:, None]
+        n = x.shape[0]
+        if n == 0 or self.modality not in RANGES:
+            self.seen += n
+            return x, None
+        per_sample = {k: v for k, v in quality_flags(self.modality, x, self.rate).items()
+                      if "flat" not in k}
+        bad = np.any(np.stack(list(per_sample.values())), axis=0) if per_sample else np.zeros(n, bool)
+        void_from = None
+        if self.modality in FLAT_MODALITIES:
+            before = x[:1] if self.last is None else self.last[None]
+            previous = np.concatenate([before, x[:-1]])
+            finite = np.all(np.isfinite(x), axis=1)
+            same = np.all(x == previous, axis=1) & finite
+            if self.last is None:
+                same[0] = False
+            # run length ending at each row: rows since the last row that differs from its
+            # predecessor, or the previous chunk's run carried on
+            last_start = np.maximum.accumulate(np.where(~same, np.arange(n), -1))
+            runs = np.where(last_start >= 0, np.arange(n) - last_start + 1, self.run + np.arange(n) + 1)
+            runs = np.where(finite, runs, 0)
+            flat = runs >= self.minimum
+            if flat.any():
+                first = int(np.argmax(flat))
+                void_from = self.seen + first - int(runs[first]) + 1
+                bad |= flat
+            self.run = int(runs[-1])
+            self.last = x[-1].copy()
+        x[bad] = np.nan
+        self.seen += n
+        return x, void_from
+
+
 def quality_settings() -> dict:
     """Everything about the checks that changes the numbers (for cache keys)."""
     return {"ranges": {m: list(r) for m, r in RANGES.items()}, "eda_off_skin": EDA_OFF_SKIN,

@@ -25,6 +25,7 @@ import numpy as np
 
 from kfusion.config import CalibrationConfig, DataConfig, FeatureConfig, WindowConfig
 from kfusion.data.calibration import ChannelStats, recording_calibration, signal_statistics, speech_statistics
+from kfusion.data.quality import StreamQuality
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.sources import load_recordings
@@ -563,10 +564,17 @@ class StreamingPredictor:
     streamed modality are kept, the statistics computed from them once all have that much
     (:func:`predict` with ``head:MINUTES`` gives the same), and the windows held back meanwhile
     are predicted at once; :meth:`finish` calibrates on what arrived when a stream ends sooner.
+
+    ``quality_checks``: the signal-quality checks of batch windowing
+    (:class:`kfusion.data.quality.StreamQuality`): samples out of range or off the skin are NaN,
+    so their windows lack that modality. A flat sensor is known only after
+    :data:`~kfusion.data.quality.FLAT_SECONDS`: its samples still held are voided then, while
+    windows already predicted stay as they were (batch would also drop them).
     """
 
     def __init__(self, predictor: Predictor, start: float = 0.0, modalities=None,
-                 window: WindowConfig | None = None, participant: str = "stream", calibration=None):
+                 window: WindowConfig | None = None, participant: str = "stream", calibration=None,
+                 quality_checks: bool = True):
         if not isinstance(predictor, Predictor):
             raise ConfigError(f"StreamingPredictor: predictor: expected a Predictor (load_predictor), "
                               f"found {type(predictor).__name__}")
@@ -595,6 +603,10 @@ class StreamingPredictor:
         self._offset = {m: 0 for m in self.streamed}     # absolute index of the first kept sample
         self.next_window = 0
         self.calibration, self._head = self._calibration(calibration)
+        if not isinstance(quality_checks, bool):
+            raise ConfigError(f"StreamingPredictor: quality_checks: expected true or false, found {quality_checks!r}")
+        self._quality = ({m: StreamQuality(m, self.rates[m]) for m in self.streamed if m != SPEECH}
+                         if quality_checks else {})
 
     def _calibration(self, calibration) -> tuple[dict | None, CalibrationConfig | None]:
         """``(statistics, None)``, or ``(None, config)`` while a head calibration is pending."""
@@ -659,10 +671,22 @@ class StreamingPredictor:
         if values.shape[1:] != channels:
             raise ConfigError(f"StreamingPredictor.push: {modality}: expected samples of shape "
                               f"[n{', ' + str(channels[0]) if channels else ''}], found {list(values.shape)}")
+        if modality in self._quality:
+            values, void_from = self._quality[modality].check(values)
+            if void_from is not None:
+                self._void(modality, void_from)
         if values.shape[0]:
             self._buffers[modality].append(values)
             self._buffered[modality] += values.shape[0]
         return self._drain()
+
+    def _void(self, modality: str, absolute: int) -> None:
+        """Set the held samples of ``modality`` from absolute index ``absolute`` on to NaN."""
+        if not self._buffers[modality]:
+            return
+        data = np.concatenate(self._buffers[modality])
+        data[max(absolute - self._offset[modality], 0):] = np.nan
+        self._buffers[modality] = [data]
 
     def push_many(self, chunks: Mapping) -> list[dict]:
         """Append chunks of several modalities at once (``{modality: samples}``)."""
