@@ -153,7 +153,7 @@ def cmd_tune(args) -> int:
     from kfusion.errors import ConfigError
     from kfusion.evaluation import EvaluationConfig, Pretrained
     from kfusion.pipeline import PipelineConfig, shipped_pretrained
-    from kfusion.training.tuning import TuningConfig, tune
+    from kfusion.evaluation.tuning import TuningConfig, tune
 
     config = TuningConfig.load(args.config) if args.config else TuningConfig()
     flags = {"trials": args.trials, "algorithm": args.algorithm, "seed": args.seed,

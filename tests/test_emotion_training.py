@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kfusion.errors import ConfigError
+from kfusion.evaluation.folds import validation_participants
 from kfusion.models import sigrep_encoder
 from kfusion.training.emotion import (
     EmotionTrainer,
@@ -18,7 +19,6 @@ from kfusion.training.emotion import (
     pretrained_emotion_model,
     projection_stub,
     train_emotion_model,
-    validation_participants,
     wearable_only_model,
 )
 

@@ -29,7 +29,8 @@ from kfusion.evaluation import EvaluationConfig, Pretrained  # noqa: E402
 from kfusion.evaluation.deploy import model_sidecar_path, train_model  # noqa: E402
 from kfusion.export.prediction import StreamingPredictor, load_predictor, predict, timeline  # noqa: E402
 from kfusion.models import fusion_backbone, presence_array  # noqa: E402
-from kfusion.training.emotion import derive_seed, validation_participants  # noqa: E402
+from kfusion.evaluation.folds import validation_participants  # noqa: E402
+from kfusion.training.emotion import derive_seed  # noqa: E402
 
 FAST = EvaluationConfig(epochs=3, batch_size=32)
 HEAD = 0.5  # minutes: the synthetic recordings last 1.5

@@ -16,11 +16,11 @@ from kfusion.data.dataset import WindowedDataset, build_dataset
 from kfusion.modalities import MODALITIES, input_shape
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained
-from kfusion.evaluation.metrics import macro_f1 as protocol_macro_f1
 from kfusion.models import fusion_backbone, sigrep_encoder, speech_autoencoder
 from kfusion.pipeline import PipelineConfig
 from kfusion.training.pretrain import FusionPretrainConfig
-from kfusion.training.tuning import TuningConfig, inner_folds, macro_f1, tune
+from kfusion.evaluation.folds import inner_folds
+from kfusion.evaluation.tuning import TuningConfig, tune
 from model_helpers import SMALL_SHAPES, pooled_encoder
 
 SHAPES = SMALL_SHAPES
@@ -95,11 +95,13 @@ def test_inner_folds_need_three_participants(ids):
         inner_folds(np.array(ids, dtype=str), 3, seed=0)
 
 
-def test_macro_f1_is_the_protocol_metric():
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        y, p = rng.integers(0, 4, 30), rng.integers(0, 3, 30)
-        assert macro_f1(y, p) == pytest.approx(protocol_macro_f1(y, p), abs=1e-12)
+def test_the_tuner_shares_the_protocols_rows_folds_metric_and_fingerprint():
+    """One row description, one fold module, one metric, one fingerprint (issue 14)."""
+    import kfusion.evaluation.tuning as tuning
+    from kfusion.evaluation import folds, frozen, metrics, rows
+
+    assert tuning.macro_f1 is metrics.macro_f1 and tuning.inner_folds is folds.inner_folds
+    assert tuning.models_fingerprint is frozen.models_fingerprint and tuning.get_row is rows.get_row
 
 
 # --------------------------------------------------------------------------- configuration
@@ -341,7 +343,7 @@ def test_tuned_heads_see_the_same_levels_as_the_protocol(dataset, pretrained):
     from kfusion.models import LEVELS
     import keras_tuner
 
-    from kfusion.training.tuning import EmotionHyperModel, TuningProblem
+    from kfusion.evaluation.tuning import EmotionHyperModel, TuningProblem
 
     config = TuningConfig(trials=1, epochs=1)
     for use_levels in (True, False):

@@ -45,7 +45,7 @@ def _logs(folder: Path) -> str:
 def test_chief_and_two_workers_share_and_finish_every_trial(tmp_path, kemocon_synth):
     from kfusion.config import DataConfig
     from kfusion.data.dataset import build_dataset
-    from kfusion.training.tuning import TuningConfig
+    from kfusion.evaluation.tuning import TuningConfig
 
     _tiny_models(tmp_path / "pretrained")
     cache = tmp_path / "cache"

@@ -13,16 +13,31 @@ split depends only on the seed and the set of participants, never on the windows
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from kfusion.data.labels import UNLABELLED
-from kfusion.errors import DataError
-from kfusion.training.emotion import derive_seed, validation_participants
+from kfusion.errors import ConfigError, DataError
+from kfusion.training.emotion import derive_seed
 
 __all__ = ["Fold", "InnerFold", "TargetView", "loso_folds", "inner_folds", "participant_split",
            "labelled_view", "validation_participants"]
+
+
+def validation_participants(participants: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """Pick ``max(1, round(fraction * n))`` of the (training) ``participants`` for validation,
+    leaving at least one for training; the choice depends only on ``seed`` and the set."""
+    pool = sorted(str(p) for p in set(participants))
+    if len(pool) < 2:
+        raise ConfigError(f"validation split: expected at least 2 training participants (one to "
+                          f"train on, one to validate on), found {len(pool)}: {pool}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
+    count = min(max(1, int(round(fraction * len(pool)))), len(pool) - 1)
+    rng = np.random.default_rng(seed)
+    return sorted(pool[i] for i in rng.choice(len(pool), size=count, replace=False))
 
 
 def _positions(participants: np.ndarray, test, validation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -88,12 +88,15 @@ class FrozenOutputs:
         return self._cached(("embeddings", modality), lambda: frozen_outputs(
             self.pretrained.encoders[modality], self.dataset.inputs[modality][self.pool]))
 
-    def projections(self, mechanism: str, backbone: keras.Model | None = None, key=None) -> np.ndarray:
+    def projections(self, mechanism: str, backbone=None, key=None) -> np.ndarray:
         """``[pool, P]`` projections of the pretrained ``mechanism`` backbone, or of ``backbone``
-        (kept under ``key``: the tuner's backbones pretrained for a trial)."""
-        backbone = self.pretrained.fusion_backbones[mechanism] if backbone is None else backbone
-        return self._cached(("projections", mechanism, key), lambda: frozen_outputs(
-            backbone, backbone_inputs(backbone, self.dataset, self.pool)))
+        (a model, or a function giving one when the outputs are not kept yet; kept under ``key``:
+        the tuner's backbones pretrained for a trial)."""
+        def compute():
+            model = self.pretrained.fusion_backbones[mechanism] if backbone is None else backbone
+            model = model if isinstance(model, keras.Model) else model()
+            return frozen_outputs(model, backbone_inputs(model, self.dataset, self.pool))
+        return self._cached(("projections", mechanism, key), compute)
 
     def fused(self, mechanism: str) -> np.ndarray:
         """Outputs of the pretrained ``mechanism`` backbone's fusion layer (its projection then trains)."""

@@ -80,6 +80,11 @@ class Row:
     def with_fusion_training(self) -> bool:
         return self.fusion_training is True
 
+    @property
+    def app_head(self) -> bool:
+        """True for the wearable app head on encoders (fixed sizes, no fusion layers)."""
+        return self.learned and self.mechanism is None
+
     # ---- modalities and titles
     def modalities(self, dataset, pretrained=None) -> tuple[str, ...]:
         """The modalities the row takes on ``dataset`` (a "with" row: its pretrained backbone's
@@ -197,7 +202,7 @@ class Row:
                 return emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model",
                                      levels=levels)
             return fine_tuned_emotion_model(backbone, target, n_classes, head_units, levels=levels)
-        if self.mechanism is None:
+        if self.app_head:
             return wearable_only_model(encoders, target, n_classes, use_presence, levels=levels)
         return fusion_emotion_model(encoders, target, n_classes, self.mechanism, projection_units,
                                     head_units, use_presence, attention_tokens, attention_heads, levels=levels)

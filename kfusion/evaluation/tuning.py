@@ -10,13 +10,15 @@ as its test set, early-stops on a validation group of the others and trains on t
 participants of ``held_out`` (the outer protocol's test participants) are removed from the data
 set before anything is computed, so neither their windows nor their labels enter the search.
 
-As in :mod:`kfusion.evaluation.protocol`, frozen parts (pretrained encoders, pretrained fusion
-backbones up to the projection) are run once per search and only the trainable layers are
-trained, on their cached outputs; every inner fold of a trial starts from the same initial
-weights (from the seed). This layer does not import ``kfusion.evaluation``: ``pretrained`` is
-any object with ``.encoders`` ``{modality: keras.Model}`` and ``.fusion_backbones``
-``{mechanism: keras.Model}`` (e.g. ``kfusion.evaluation.Pretrained``), and the best
-configuration is written as plain dicts that ``EvaluationConfig`` / ``PipelineConfig`` read.
+It tunes evaluation rows, so it uses what the protocol uses: the row descriptions
+(:mod:`~kfusion.evaluation.rows`: models needed, modalities, how the trainable part is built),
+the participant splits (:mod:`~kfusion.evaluation.folds`), the frozen-output cache and model
+fingerprint (:mod:`~kfusion.evaluation.frozen`), macro F1 and mean ± standard error. Frozen
+parts are run once per search and only the trainable layers are trained, on their cached
+outputs; every inner fold of a trial starts from the same initial weights (from the seed).
+``pretrained`` is any object with ``.encoders`` ``{modality: keras.Model}`` and
+``.fusion_backbones`` ``{mechanism: keras.Model}`` (e.g. :class:`~kfusion.evaluation.Pretrained`);
+the best configuration is written as plain dicts that ``EvaluationConfig`` / ``PipelineConfig`` read.
 
 Distributed search uses KerasTuner's own mechanism: with ``KERASTUNER_TUNER_ID``,
 ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` set, the process whose id contains
@@ -27,7 +29,6 @@ are workers that fetch trials from it and run them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -45,33 +46,18 @@ import pandas as pd
 import tensorflow as tf
 
 from kfusion.config import _Config
-from kfusion.data.labels import UNLABELLED
-from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
-from kfusion.errors import ConfigError, DataError, KfusionError
-from kfusion.models import LEVELS, PRESENCE, backbone_modalities, encoder_name, presence_array
+from kfusion.errors import ConfigError, KfusionError
+from kfusion.evaluation.folds import inner_folds, labelled_view
+from kfusion.evaluation.frozen import FrozenOutputs, models_fingerprint
+from kfusion.evaluation.metrics import macro_f1
+from kfusion.evaluation.rows import LEARNED_ROWS, get_row
+from kfusion.evaluation.stats import mean_se
+from kfusion.models import LEVELS, backbone_modalities
 from kfusion.runs import RunFolder, write_json_atomic
-from kfusion.training.emotion import (
-    PROJECTION_FEATURES,
-    EmotionTrainer,
-    EmotionTraining,
-    derive_seed,
-    frozen_outputs,
-    fusion_emotion_model,
-    identity_encoder,
-    pretrained_emotion_model,
-    projection_stub,
-    validation_participants,
-    wearable_only_model,
-)
+from kfusion.training.emotion import EmotionTrainer, EmotionTraining, derive_seed
 from kfusion.training.pretrain import FusionPretrainConfig, pretrain_fusion
 
 ALGORITHMS: tuple[str, ...] = ("random", "bayesian", "hyperband")
-#: The rows a search can tune (Table 1's Keras rows; the hand-crafted row has no Keras model).
-TUNABLE_ROWS: tuple[str, ...] = (
-    "speech_only", "wearable_only",
-    "unweighted_without", "weighted_without", "attention_without",
-    "unweighted_with", "weighted_with", "attention_with",
-)
 OBJECTIVE = "mean_f1"
 PROJECT_NAME = "keras_tuner"
 TRIALS_CSV, TRIALS_MD = "trials.csv", "trials.md"
@@ -199,58 +185,6 @@ class TuningConfig(_Config):
         return out
 
 
-# --------------------------------------------------------------------------- inner folds
-
-@dataclass(frozen=True)
-class InnerFold:
-    """One participant-wise inner fold; indices are positions in the tuned windows."""
-
-    index: int
-    test_participants: tuple
-    validation_participants: tuple
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-
-
-def inner_folds(participants, folds: int, seed: int, validation_fraction: float = 0.15,
-                where: str = "participants") -> list[InnerFold]:
-    """Split the participants (one id per window) into ``min(folds, n)`` groups (shuffled with
-    ``seed``, sizes differing by at most one); fold k tests on group k, validates on
-    ``validation_fraction`` of the other participants (at least one) and trains on the rest.
-    Raises :class:`DataError` when a fold would not keep one participant to train on and one to
-    validate on."""
-    participants = np.asarray(participants).astype(str)
-    ids = sorted(set(participants.tolist()))
-    count = min(int(folds), len(ids))
-    if count < 2 or len(ids) - math.ceil(len(ids) / count) < 2:
-        raise DataError(None, where, f"at least 3 participants with labelled windows (inner folds of "
-                        f"at least one test participant, each leaving one to train on and one to "
-                        f"validate on; {folds} inner folds asked)", f"{len(ids)}: {', '.join(ids) or 'none'}")
-    order = np.random.default_rng(derive_seed(seed, "inner folds")).permutation(len(ids))
-    groups = [sorted(ids[i] for i in part) for part in np.array_split(order, count)]
-    result = []
-    for k, group in enumerate(groups):
-        others = [p for p in ids if p not in group]
-        chosen = validation_participants(others, validation_fraction, derive_seed(seed, "inner validation", k))
-        test = np.isin(participants, group)
-        validate = np.isin(participants, chosen)
-        result.append(InnerFold(k, tuple(group), tuple(chosen), np.flatnonzero(~test & ~validate),
-                                np.flatnonzero(validate), np.flatnonzero(test)))
-    return result
-
-
-def macro_f1(y_true, y_pred) -> float:
-    """Macro F1 over the classes present in ``y_true`` or ``y_pred`` (the protocol's convention)."""
-    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
-    scores = []
-    for label in np.union1d(y_true, y_pred):
-        tp = np.sum((y_true == label) & (y_pred == label))
-        wrong = np.sum((y_true == label) != (y_pred == label))
-        scores.append(2.0 * tp / (2.0 * tp + wrong))
-    return float(np.mean(scores))
-
-
 # --------------------------------------------------------------------------- what is tuned
 
 def _projection_units(backbone: keras.Model) -> tuple[int, ...]:
@@ -258,18 +192,6 @@ def _projection_units(backbone: keras.Model) -> tuple[int, ...]:
     dense = {int(layer.name.rsplit("_", 1)[1]): int(layer.units) for layer in backbone.layers
              if re.fullmatch(r"projection_\d+", layer.name) and hasattr(layer, "units")}
     return tuple(dense[k] for k in sorted(dense))
-
-
-def _models_fingerprint(pretrained) -> str:
-    digest = hashlib.sha256()
-    for kind in ("encoders", "fusion_backbones"):
-        models = getattr(pretrained, kind)
-        for key in sorted(models):
-            digest.update(f"{kind}:{key}".encode())
-            for variable in models[key].weights:
-                value = np.ascontiguousarray(variable.numpy())
-                digest.update(f"{variable.path}{value.shape}".encode() + value.tobytes())
-    return digest.hexdigest()[:32]
 
 
 @contextlib.contextmanager
@@ -305,9 +227,7 @@ class TuningProblem:
         self.cache_dir = cache_dir
         self.settings = {**MODEL_SETTINGS, **{k: v for k, v in dict(model_settings or {}).items()
                                               if k in MODEL_SETTINGS}}
-        if row not in TUNABLE_ROWS:
-            hint = " (the hand-crafted row has no Keras model to tune)" if row == "handcrafted" else ""
-            raise ConfigError(f"tune: row: expected one of {', '.join(TUNABLE_ROWS)}, found {row!r}{hint}")
+        self.spec = get_row(row, "tune", LEARNED_ROWS)
         for name in ("inputs", "presence", "labels", "classes", "participants", "select"):
             if not hasattr(dataset, name):
                 raise ConfigError(f"tune: dataset: expected a WindowedDataset (build_dataset), found "
@@ -329,63 +249,32 @@ class TuningProblem:
         # Drop the held-out participants before anything else looks at the data.
         keep = ~np.isin(np.asarray(dataset.participants).astype(str), self.held_out)
         self.dataset = dataset.select(keep) if self.held_out else dataset
-        labels = np.asarray(self.dataset.labels[target])
-        self.index = np.flatnonzero(labels != UNLABELLED)
-        self.y = labels[self.index].astype(np.int64)
-        self.n_classes = len(self.dataset.classes[target])
-        if self.y.size and self.y.max() >= self.n_classes:
-            raise DataError(None, f"labels of target '{target}'", f"class indices 0..{self.n_classes - 1}",
-                            int(self.y.max()))
-        self.participants = np.asarray(self.dataset.participants)[self.index].astype(str)
+        view = labelled_view(self.dataset, target)
+        self.index, self.y, self.n_classes, self.participants = view.index, view.y, view.n_classes, view.participants
         self.folds = inner_folds(self.participants, config.inner_folds, config.seed, config.validation_fraction,
                                  where=f"labels of target '{target}' (held out: {', '.join(self.held_out) or 'none'})")
-        self.modalities = self._row_modalities()
+        self.modalities = self.spec.modalities(self.dataset)
         self.pretraining_sources = pretraining_sources
         self._check_models()
-        self._embeddings: dict = {}
-        self._projections: dict = {}
+        self.frozen = FrozenOutputs(self.dataset, pretrained, self.index)
 
     # ---- rows and models
     @property
-    def mechanism(self) -> str:
-        if self.row in ("speech_only", "wearable_only"):
-            return "unweighted"
-        return self.row.rsplit("_", 1)[0]
+    def mechanism(self) -> str | None:
+        return self.spec.mechanism
 
     @property
     def with_fusion_training(self) -> bool:
-        return self.row.endswith("_with")
-
-    def _row_modalities(self) -> tuple[str, ...]:
-        inputs = self.dataset.inputs
-        if self.row == "speech_only":
-            return (SPEECH,)
-        if self.row == "wearable_only":
-            return tuple(m for m in WEARABLES if m in inputs)
-        return tuple(m for m in MODALITIES if m in inputs)
-
-    def _check_shape(self, modality: str, shape) -> None:
-        found = tuple(self.dataset.inputs[modality].shape[1:])
-        if tuple(shape) != found:
-            raise ConfigError(f"tune: row {self.row!r}: the pretrained {modality} model takes windows of "
-                              f"shape {list(shape)}, the data set holds {list(found)}")
+        return self.spec.with_fusion_training
 
     def _check_models(self) -> None:
         config = self.config
         self.backbone = None
         self.backbone_key = None
         if self.with_fusion_training:
-            self.backbone = self.pretrained.fusion_backbones.get(self.mechanism)
+            self.backbone = self.spec.backbone(self.dataset, self.pretrained, "tune")
             if self.backbone is not None:
-                modalities = backbone_modalities(self.backbone)
-                missing = [m for m in modalities if m not in self.dataset.inputs]
-                if missing:
-                    raise ConfigError(f"tune: row {self.row!r}: the {self.mechanism} backbone takes "
-                                      f"{', '.join(missing)}, which the data set does not hold")
-                shapes = {t.name: tuple(t.shape[1:]) for t in self.backbone.inputs}
-                for m in modalities:
-                    self._check_shape(m, shapes[m])
-                self.modalities = modalities
+                self.modalities = tuple(backbone_modalities(self.backbone))
                 self.backbone_key = (_projection_units(self.backbone), config.backbone_head_units)
             heads_differ = set(config.pretraining_head_units) != {config.backbone_head_units}
             self.search_pretraining = bool(self.pretraining_sources) or heads_differ or self.backbone is None
@@ -396,36 +285,12 @@ class TuningProblem:
                 raise ConfigError(f"tune: row {self.row!r}: {why}, so trials pretrain fusion backbones; "
                                   "give pretraining sources (pretraining_sources=..., CLI --pretraining SOURCE)")
             if self.search_pretraining:
-                self._check_encoders(self.modalities)
+                self.spec.check_encoders(self.modalities, self.dataset, self.pretrained, "tune")
             return
         self.search_pretraining = False
-        if not self.modalities or (self.row == "speech_only" and SPEECH not in self.dataset.inputs):
-            raise ConfigError(f"tune: row {self.row!r} needs "
-                              f"{'speech' if self.row == 'speech_only' else 'wearable'} windows in the data set, "
-                              f"which holds {', '.join(self.dataset.inputs)}")
-        self._check_encoders(self.modalities)
-
-    def _check_encoders(self, modalities) -> None:
-        missing = [m for m in modalities if m not in self.pretrained.encoders]
-        if missing:
-            raise ConfigError(f"tune: row {self.row!r} needs pretrained encoders for {', '.join(missing)} "
-                              f"(files {', '.join(encoder_name(m) + '.keras' for m in missing)})")
-        for m in modalities:
-            self._check_shape(m, self.pretrained.encoders[m].input_shape[1:])
+        self.spec.check_models(self.dataset, self.pretrained, "tune")
 
     # ---- frozen outputs
-    def _inputs(self, modalities) -> dict:
-        x = {m: self.dataset.inputs[m][self.index] for m in modalities}
-        return x
-
-    def _presence(self, modalities) -> np.ndarray:
-        return presence_array(self.dataset.presence, modalities)[self.index]
-
-    def embeddings(self, modality: str) -> np.ndarray:
-        if modality not in self._embeddings:
-            self._embeddings[modality] = frozen_outputs(self.pretrained.encoders[modality],
-                                                         self.dataset.inputs[modality][self.index])
-        return self._embeddings[modality]
 
     def _backbone_for(self, key) -> keras.Model:
         if self.backbone is not None and key == self.backbone_key:
@@ -434,14 +299,7 @@ class TuningProblem:
 
     def projections(self, key) -> np.ndarray:
         """Projection outputs of the backbone for ``key`` = (projection units, pretraining heads)."""
-        if key not in self._projections:
-            backbone = self._backbone_for(key)
-            modalities = backbone_modalities(backbone)
-            x = self._inputs(modalities)
-            if PRESENCE in [t.name for t in backbone.inputs]:
-                x[PRESENCE] = self._presence(modalities)
-            self._projections[key] = frozen_outputs(backbone, x)
-        return self._projections[key]
+        return self.frozen.projections(self.mechanism, lambda: self._backbone_for(key), key)
 
     def pretraining_folder(self, projection_units, head_units) -> Path:
         key = f"{self.mechanism}_p{units_key(projection_units)}_h{units_key(head_units)}"
@@ -478,7 +336,7 @@ class TuningProblem:
                 self.projections(self.backbone_key)
         else:
             for m in self.modalities:
-                self.embeddings(m)
+                self.frozen.embeddings(m)
 
     def embedding_dim(self, modality: str) -> int:
         return int(self.pretrained.encoders[modality].output_shape[-1])
@@ -487,10 +345,8 @@ class TuningProblem:
         """Model inputs over the tuned windows: cached projections (with rows, backbone ``key``) or
         embeddings ``[N, D, 1]`` per modality plus ``presence``."""
         if self.with_fusion_training:
-            return {PROJECTION_FEATURES: self.projections(key), **self.levels()}
-        x = {m: self.embeddings(m)[..., None] for m in self.modalities}
-        if self.settings["use_presence"]:
-            x[PRESENCE] = self._presence(self.modalities)
+            self.projections(key)
+        x = self.frozen.inputs(self.spec, self.index, self.modalities, self.settings["use_presence"], key=key)
         return {**x, **self.levels()}
 
     def levels(self) -> dict:
@@ -544,11 +400,12 @@ class EmotionHyperModel(keras_tuner.HyperModel):
         low, high = config.learning_rate
         values = {"learning_rate": hp.Fixed("learning_rate", low) if low == high else
                   hp.Float("learning_rate", low, high, sampling="log")}
-        if problem.row != "wearable_only":
-            values["head_units"] = self._units(hp, "head_units", config.head_units)
+        if problem.spec.app_head:  # the wearable app head: fixed sizes
+            return values
+        values["head_units"] = self._units(hp, "head_units", config.head_units)
         if problem.with_fusion_training:
             values["projection_units"], values["pretraining_head_units"] = self.backbone_key(hp)
-        elif problem.row != "wearable_only":
+        else:
             values["projection_units"] = self._units(hp, "projection_units", config.projection_units)
         return values
 
@@ -556,18 +413,12 @@ class EmotionHyperModel(keras_tuner.HyperModel):
         problem, settings = self.problem, self.problem.settings
         values = self.declare(hp)
         keras.utils.set_random_seed(derive_seed(self.config.seed, "init", problem.row, problem.target))
-        if problem.with_fusion_training:
-            dim = values["projection_units"][-1]
-            return pretrained_emotion_model(projection_stub(dim), problem.target, problem.n_classes,
-                                            values["head_units"], levels=problem.level_width)
-        encoders = {m: identity_encoder(m, problem.embedding_dim(m)) for m in problem.modalities}
-        if problem.row == "wearable_only":
-            return wearable_only_model(encoders, problem.target, problem.n_classes, settings["use_presence"],
-                                       levels=problem.level_width)
-        return fusion_emotion_model(encoders, problem.target, problem.n_classes, problem.mechanism,
-                                    values["projection_units"], values["head_units"], settings["use_presence"],
-                                    settings["attention_tokens"], settings["attention_heads"],
-                                    levels=problem.level_width)
+        dims = (values["projection_units"][-1] if problem.with_fusion_training
+                else {m: problem.embedding_dim(m) for m in problem.modalities})
+        sizes = {k: values[k] for k in ("head_units", "projection_units") if k in values}
+        return problem.spec.build(problem.target, problem.n_classes, **problem.spec.stand_ins(dims), **sizes,
+                                  use_presence=settings["use_presence"], attention_tokens=settings["attention_tokens"],
+                                  attention_heads=settings["attention_heads"], levels=problem.level_width)
 
     def fit(self, hp, model, *args, epochs=None, **kwargs) -> dict:
         problem, config = self.problem, self.config
@@ -584,9 +435,8 @@ class EmotionHyperModel(keras_tuner.HyperModel):
                         seed=derive_seed(config.seed, "inner fold", problem.row, problem.target, fold.index))
             predicted = trainer.predict(x, fold.test).argmax(axis=-1)
             scores.append(macro_f1(problem.y[fold.test], predicted))
-        scores = np.asarray(scores)
-        results = {OBJECTIVE: float(scores.mean()),
-                   "f1_se": float(scores.std(ddof=1) / math.sqrt(scores.size)) if scores.size > 1 else 0.0}
+        mean, se = mean_se(scores)
+        results = {OBJECTIVE: mean, "f1_se": se if len(scores) > 1 else 0.0}
         results.update({f"f1_fold{i + 1}": float(s) for i, s in enumerate(scores)})
         results["seconds"] = round(time.perf_counter() - started, 3)
         return results
@@ -866,9 +716,10 @@ def tune(dataset, pretrained, row: str, target: str, out: str | Path, config: Tu
     identity = {"format": RUN_FORMAT, "row": row, "target": target,
                 "tuning": {k: v for k, v in config.to_dict().items() if k != "trials"},
                 "held_out": list(problem.held_out), "data_fingerprint": getattr(dataset, "fingerprint", None),
-                "pretrained": _models_fingerprint(pretrained), "model_settings": problem.settings,
+                "pretrained": models_fingerprint(pretrained.encoders, pretrained.fusion_backbones),
+                "model_settings": problem.settings,
                 "pretraining_sources": pretraining_sources if problem.search_pretraining else None}
-    RunFolder(out).start(identity, getattr(dataset, "fingerprint", None), command="kfusion.training.tuning.tune")
+    RunFolder(out).start(identity, getattr(dataset, "fingerprint", None), command="kfusion.evaluation.tuning.tune")
     write_json_atomic(out / "inner_folds.json", [
         {"fold": f.index + 1, "test": list(f.test_participants), "validation": list(f.validation_participants),
          "n_train": int(f.train.size), "n_validation": int(f.validation.size), "n_test": int(f.test.size)}
@@ -930,5 +781,5 @@ def tune(dataset, pretrained, row: str, target: str, out: str | Path, config: Tu
     return TuningResult(out, row, target, table, hyper, evaluation_dict, pipeline_dict, complete, role, files)
 
 
-__all__ = ["TuningConfig", "TuningProblem", "EmotionHyperModel", "TuningResult", "InnerFold", "tune",
-           "inner_folds", "macro_f1", "units_key", "parse_units", "ALGORITHMS", "TUNABLE_ROWS", "OBJECTIVE"]
+__all__ = ["TuningConfig", "TuningProblem", "EmotionHyperModel", "TuningResult", "tune", "units_key",
+           "parse_units", "ALGORITHMS", "OBJECTIVE"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import keras
@@ -296,27 +296,13 @@ def frozen_outputs(model: keras.Model, x, chunk: int = 512) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- splits and seeds
+# --------------------------------------------------------------------------- seeds
 
 def derive_seed(seed: int, *parts) -> int:
     """A seed in ``[0, 2**31)`` derived from ``seed`` and any strings/numbers (stable across
     processes and Python versions, unlike ``hash``)."""
     text = "\x1f".join([str(int(seed)), *map(str, parts)])
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-
-
-def validation_participants(participants: Sequence[str], fraction: float, seed: int) -> list[str]:
-    """Pick ``max(1, round(fraction * n))`` of the (training) ``participants`` for validation,
-    leaving at least one for training; the choice depends only on ``seed`` and the set."""
-    pool = sorted(str(p) for p in set(participants))
-    if len(pool) < 2:
-        raise ConfigError(f"validation split: expected at least 2 training participants (one to "
-                          f"train on, one to validate on), found {len(pool)}: {pool}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
-    count = min(max(1, int(round(fraction * len(pool)))), len(pool) - 1)
-    rng = np.random.default_rng(seed)
-    return sorted(pool[i] for i in rng.choice(len(pool), size=count, replace=False))
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -506,6 +492,6 @@ def train_emotion_model(model: keras.Model, output: str, x: Mapping, y, train, v
 
 __all__ = ["EmotionTraining", "TrainingHistory", "EmotionTrainer", "train_emotion_model",
            "identity_encoder", "projection_stub", "fusion_emotion_model", "pretrained_emotion_model",
-           "wearable_only_model", "copy_trainable_weights", "derive_seed", "validation_participants",
+           "wearable_only_model", "copy_trainable_weights", "derive_seed",
            "frozen_outputs", "fused_stub", "fine_tuned_emotion_model",
            "PROJECTION_FEATURES", "FUSED_FEATURES"]
