@@ -31,7 +31,7 @@ import numpy as np
 
 import kfusion
 from kfusion.data.dataset import WindowedDataset
-from kfusion.data.modalities import MODALITIES
+from kfusion.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation.folds import labelled_view, participant_split
 from kfusion.evaluation.frozen import FrozenOutputs

@@ -16,7 +16,7 @@ import hashlib
 import keras
 import numpy as np
 
-from kfusion.data.modalities import SPEECH
+from kfusion.modalities import SPEECH
 from kfusion.evaluation import baselines
 from kfusion.models import PRESENCE, backbone_modalities, presence_array
 from kfusion.models.fusion import FUSION_LAYER

@@ -31,7 +31,7 @@ import tensorflow as tf
 from kfusion.config import _Config
 from kfusion.data.dataset import WindowedDataset
 from kfusion.data.labels import UNLABELLED
-from kfusion.data.modalities import MODALITIES
+from kfusion.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import baselines, metrics, report, stats
 from kfusion.evaluation.folds import Fold, TargetView, labelled_view, loso_folds

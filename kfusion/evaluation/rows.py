@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import keras
 
-from kfusion.data.modalities import MODALITIES, SPEECH, WEARABLES
+from kfusion.modalities import MODALITIES, SPEECH, WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import MECHANISMS, backbone_modalities, emotion_model, encoder_name
 from kfusion.training.emotion import (

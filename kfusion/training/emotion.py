@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from kfusion.config import _Config
-from kfusion.data.modalities import WEARABLES
+from kfusion.modalities import WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import (
     LEVELS,
