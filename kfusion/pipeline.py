@@ -16,6 +16,7 @@ from kfusion import checks
 from kfusion.config import DataConfig, _Config
 from kfusion.errors import ConfigError
 from kfusion.evaluation import ALL_ROWS, TARGETS, EvaluationConfig, Pretrained, Results, evaluate
+from kfusion.evaluation.rows import ROWS
 from kfusion.runs import RunFolder
 from kfusion.training.pretrain import (
     EncoderPretrainConfig,
@@ -102,7 +103,7 @@ def pretrain_all(pretraining_sources, out: str | Path, config: PipelineConfig | 
         encoders["speech"] = keras.saving.load_model(speech_paths["encoder"], compile=False)
     bar.update()
     # Only the mechanisms of the requested "with fusion training" rows need stage 2.
-    mechanisms = [r.removesuffix("_with") for r in config.rows if r.endswith("_with")]
+    mechanisms = [ROWS[r].mechanism for r in config.rows if ROWS[r].with_fusion_training]
     backbones = {}
     if mechanisms:
         bar.set_postfix_str("fusion")
