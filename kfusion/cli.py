@@ -377,11 +377,12 @@ def _add_other_commands(commands) -> None:
 _WITHOUT_TENSORFLOW = ("cmd_data_inspect", "cmd_data_sources", "cmd_data_synth", "cmd_calibrate")
 
 
-def _start_tensorflow_quietly() -> None:
+def _start_tensorflow_quietly(multiworker: bool = False) -> None:
     """Import TensorFlow and initialise its devices with the process's stderr (fd 2) sent to a
     temporary file: TensorFlow's C++ start-up lines (oneDNN, CUDA probing on a machine without
     a GPU) are printed before its logging honours ``TF_CPP_MIN_LOG_LEVEL``. They are shown if
-    the start fails."""
+    the start fails. ``multiworker``: create the process's MultiWorkerMirroredStrategy first
+    (``--strategy multiworker``), which must come before TensorFlow's first operation."""
     import tempfile
 
     sys.stderr.flush()
@@ -392,6 +393,10 @@ def _start_tensorflow_quietly() -> None:
         try:
             import tensorflow as tf
 
+            if multiworker:
+                from kfusion.training.distributed import resolve_strategy
+
+                resolve_strategy("multiworker")
             tf.constant(0)  # device initialisation logs here
             started = True
         finally:
@@ -408,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line as given (recorded by kfusion train)
     if getattr(args.func, "__name__", "") not in _WITHOUT_TENSORFLOW and "tensorflow" not in sys.modules:
-        _start_tensorflow_quietly()
+        _start_tensorflow_quietly(getattr(args, "strategy", None) == "multiworker")
     try:
         return args.func(args)
     except KfusionError as err:

@@ -33,6 +33,9 @@ def _common(parser: argparse.ArgumentParser, with_temperature: bool = False, wit
     parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs into the run folder")
     parser.add_argument("--cache-dir", help="data-set cache folder")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    parser.add_argument("--strategy", choices=("default", "multiworker"), default="default",
+                        help="multiworker: tf.distribute.MultiWorkerMirroredStrategy over the workers in "
+                        "TF_CONFIG (run the same command on each; the chief writes --out)")
 
 
 _FLAGS = ("epochs", "batch_size", "learning_rate", "seed", "max_windows", "temperature", "mask_ratio")
@@ -57,7 +60,8 @@ def cmd_pretrain_encoders(args) -> int:
     modalities = tuple(args.modalities.split(",")) if args.modalities else None
     kwargs = {"modalities": modalities} if modalities else {}
     paths = pretrain_encoders(args.sources, args.out, config, cache_dir=args.cache_dir,
-                              tensorboard=args.tensorboard, verbose=_verbose(args), **kwargs)
+                              tensorboard=args.tensorboard, verbose=_verbose(args), strategy=args.strategy,
+                              **kwargs)
     for modality, path in paths.items():
         print(f"{modality}: {path}")
     return 0
@@ -67,7 +71,8 @@ def cmd_pretrain_speech(args) -> int:
     from kfusion.training.pretrain import SpeechPretrainConfig, pretrain_speech
 
     paths = pretrain_speech(args.sources, args.out, _config(SpeechPretrainConfig, args),
-                            cache_dir=args.cache_dir, tensorboard=args.tensorboard, verbose=_verbose(args))
+                            cache_dir=args.cache_dir, tensorboard=args.tensorboard, verbose=_verbose(args),
+                            strategy=args.strategy)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -88,7 +93,8 @@ def cmd_pretrain_fusion(args) -> int:
     mechanisms = args.mechanisms.split(",") if args.mechanisms else None
     results = pretrain_fusion(args.sources, args.out, config, encoders=encoders,
                               speech_encoder=args.speech_encoder, mechanisms=mechanisms,
-                              cache_dir=args.cache_dir, tensorboard=args.tensorboard, verbose=_verbose(args))
+                              cache_dir=args.cache_dir, tensorboard=args.tensorboard, verbose=_verbose(args),
+                              strategy=args.strategy)
     for mechanism, paths in results.items():
         print(f"{mechanism}: {paths['model']} (backbone {paths['backbone'].name}, scaler {paths['scaler'].name})")
     return 0

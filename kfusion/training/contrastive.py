@@ -115,7 +115,11 @@ class ContrastiveModel(keras.Model):
         weights = self.encoder.trainable_weights + self.head.trainable_weights
         with tf.GradientTape() as tape:
             loss = self._views_loss(x, training=True)
-        gradients = tape.gradient(loss, weights)
+            # Under a tf.distribute strategy the replicas' gradients are summed: each replica
+            # takes its share so the update is that of the mean loss (as Keras does for compiled losses).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas if replicas > 1 else loss
+        gradients = tape.gradient(scaled, weights)
         self.optimizer.apply_gradients(zip(gradients, weights))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}

@@ -16,6 +16,10 @@ state) after every epoch. Each model trains in one ``fit``, so callbacks (``Earl
 ``ReduceLROnPlateau``) work. A re-run with the same config continues after the last finished
 epoch and skips finished models. Each epoch's data order (and masking draws) is a function of
 ``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
+
+Every stage takes ``strategy``: ``"default"`` (one process) or ``"multiworker"``
+(``tf.distribute.MultiWorkerMirroredStrategy`` over the workers ``TF_CONFIG`` names; the batch
+size is the global batch and only the chief writes ``out``; see :mod:`kfusion.training.distributed`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kfusion.config import DataConfig, FeatureConfig, WindowConfig, _Config
 from kfusion.modalities import MODALITIES, SPEECH, STATISTICS, WEARABLES, check_modalities, input_shape
 from kfusion.errors import ConfigError, DataError
 from kfusion.runs import RunFolder, write_json_atomic
+from kfusion.training.distributed import distributable, fix_symbolic_build, shard_by_data
 
 __all__ = [
     "EncoderPretrainConfig", "SpeechPretrainConfig", "FusionPretrainConfig",
@@ -248,6 +253,7 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     backup = _backup(stage_dir, read_progress(stage_dir))
     passes = _EpochPasses(epoch_data, backup.epochs_done)
     _build_optimizer(model)  # so a restored optimizer state maps onto the variables train_step updates
+    fix_symbolic_build(model)  # under a multi-worker strategy only (keras-team/keras#20585)
     all_callbacks = [passes.callback(), *callbacks]
     if tensorboard:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "logs")))
@@ -255,19 +261,22 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     # Every epoch's data is already in its own seeded order; shuffle=True on a tf.data dataset
     # would only print a warning. A fit that ended (early stopping too) runs no more epochs.
     model.fit(passes.dataset, epochs=backup.epochs_done if backup.trained else int(epochs), shuffle=False,
-              validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
+              validation_data=shard_by_data(validation_data), callbacks=all_callbacks, verbose=verbose)
     return read_progress(stage_dir)["history"]
 
 
 class _EpochPasses:
     """One ``tf.data`` dataset for a whole ``fit`` whose k-th pass is ``epoch_data(first + k)``:
     Keras starts a new pass for every epoch (sometimes at the end of the one before), so passes
-    are counted from the epoch ``fit`` starts with, which :meth:`callback` reads."""
+    are counted from the epoch ``fit`` starts with, which :meth:`callback` reads. Under a
+    ``tf.distribute`` strategy ``fit`` first reads a batch of a pass it then drops, to build the
+    model: that pass (the first epoch's data again) counts for no epoch."""
 
     def __init__(self, epoch_data: Callable[[int], object], first: int):
         import tensorflow as tf
 
         self.epoch_data, self.next_epoch = epoch_data, None
+        self.probes = 1 if tf.distribute.has_strategy() else 0
         data = epoch_data(first)
         if not isinstance(data, tf.data.Dataset):
             raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
@@ -277,8 +286,13 @@ class _EpochPasses:
         batches = int(data.cardinality())
         if batches >= 0:
             self.dataset = self.dataset.apply(tf.data.experimental.assert_cardinality(batches))
+        self.dataset = shard_by_data(self.dataset)  # under a multi-worker strategy: its part of each batch
 
     def _batches(self):
+        if self.next_epoch is None and self.probes and self.first is not None:
+            self.probes -= 1
+            yield from self.first[1]
+            return
         if self.next_epoch is None:
             raise RuntimeError("train_resumable: fit read the training data before its first epoch began")
         epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
@@ -393,14 +407,17 @@ def encoder_path(out: str | Path, modality: str) -> Path:
     return Path(out) / f"{modality}_encoder.keras"
 
 
+@distributable
 def pretrain_encoders(sources, out: str | Path, config: EncoderPretrainConfig | None = None,
                       modalities=WEARABLES, cache_dir=None, tensorboard: bool = False,
-                      verbose="auto", progress: bool = True, callbacks=()) -> dict[str, Path]:
+                      verbose="auto", progress: bool = True, callbacks=(), strategy=None) -> dict[str, Path]:
     """Contrastively pretrain one SigRep encoder per wearable modality; returns
     ``{modality: path of the saved encoder (.keras, encoder alone, no projection head)}``.
 
     ``sources``: one or more ``SCHEME:PATH`` sources read together; every window in which a
-    modality is present is a training window for that modality's encoder.
+    modality is present is a training window for that modality's encoder. ``strategy``:
+    ``"default"`` or ``"multiworker"`` (module docstring); with several workers each replica's
+    NT-Xent takes its negatives from its own part of the batch.
     """
     import keras
 
@@ -507,14 +524,16 @@ def _speech_windows(sources: list[str], config: SpeechPretrainConfig, cache_dir)
     return inputs, np.concatenate(groups), "+".join(prints), reports
 
 
+@distributable
 def pretrain_speech(sources, out: str | Path, config: SpeechPretrainConfig | None = None,
                     cache_dir=None, tensorboard: bool = False, verbose="auto",
-                    callbacks=()) -> dict[str, Path]:
+                    callbacks=(), strategy=None) -> dict[str, Path]:
     """Train the sparse MFCC autoencoder; returns ``{"encoder": path, "autoencoder": path}``.
 
     ``sources``: data sources with speech (``kemocon:PATH``, ``generic:PATH``) and/or audio
     folders (a plain path or ``audio:PATH``; see :mod:`kfusion.training.audio_corpus`).
     Loss: MSE reconstruction of the (CMVN-normalised) MFCC window plus the code's L1 penalty.
+    ``strategy``: ``"default"`` or ``"multiworker"`` (module docstring).
     """
     import keras
     import tensorflow as tf
@@ -647,10 +666,11 @@ def _resolve_encoders(modalities, encoders, speech_encoder, config: FusionPretra
     return models, origins
 
 
+@distributable
 def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | None = None,
                     encoders=None, speech_encoder=None, mechanisms=None, cache_dir=None,
                     tensorboard: bool = False, verbose="auto", progress: bool = True,
-                    callbacks=()) -> dict[str, dict[str, Path]]:
+                    callbacks=(), strategy=None) -> dict[str, dict[str, Path]]:
     """Masked-statistics fusion pretraining for each mechanism; returns
     ``{mechanism: fusion_paths(out, mechanism)}``.
 
@@ -658,7 +678,7 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
     .keras path or saved-model name}``; ``speech_encoder``: the folder of
     :func:`pretrain_speech`, a path or a model. Modalities without a pretrained encoder get a
     fresh random one (recorded in the run's results). ``mechanisms``: a name or a list (default
-    all three).
+    all three). ``strategy``: ``"default"`` or ``"multiworker"`` (module docstring).
     """
     import keras
 
