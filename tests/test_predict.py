@@ -160,7 +160,7 @@ def test_streaming_applies_the_quality_checks_of_batch_windowing(trained, kemoco
     unchecked = _stream_recording(StreamingPredictor(predictor, start=span0, participant="1", quality_checks=False),
                                   bad, span0, np.random.default_rng(2), predictor.modalities)
     assert unchecked["present_eda"].eq(1).all()
-    with pytest.raises(ConfigError, match="quality_checks: expected true or false"):
+    with pytest.raises(ConfigError, match="quality_checks: expected True or False"):
         StreamingPredictor(predictor, quality_checks="yes")
 
 

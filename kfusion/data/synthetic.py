@@ -109,12 +109,8 @@ class SyntheticParticipant:
 
 def _check_args(participants, minutes, seed, lead_seconds):
     checks.whole("participants (they debate in pairs)", participants, 2, 999)
-    if not isinstance(minutes, (int, float, np.number)) or isinstance(minutes, bool) \
-            or not math.isfinite(minutes) or minutes * 60 < SLOT_SECONDS:
-        raise ConfigError(f"minutes: expected a debate length of at least {SLOT_SECONDS / 60:.3f} "
-                          f"minutes (one 5-s annotation slot), found {minutes!r}")
-    if minutes > 120:
-        raise ConfigError(f"minutes: expected at most 120 minutes per debate, found {minutes!r}")
+    checks.number("minutes", minutes, SLOT_SECONDS / 60, 120,
+                  what="a debate length in minutes (one 5-s annotation slot to 2 hours)")
     checks.whole("seed", seed, 0)
     checks.number("lead_seconds (E4 data before the debate)", lead_seconds, 0, 3600, what="seconds")
 
@@ -640,9 +636,8 @@ def write_kemocon_like(out_dir: str | Path, participants: int = 8, minutes: floa
     plan = _plan(participants, minutes, seed, lead_seconds)
     checks.whole("audio_rate (Hz)", audio_rate, 8_000, 48_000)
     for name, pids in (("no_e4", no_e4), ("flat_eda", flat_eda), ("dropouts", dropouts)):
-        bad = [p for p in pids if not (isinstance(p, (int, np.integer)) and 1 <= p <= participants)]
-        if bad:
-            raise ConfigError(f"{name}: expected pids in 1..{participants}, found {bad}")
+        for i, pid in enumerate(pids):
+            checks.whole(f"{name}[{i}] (a pid)", pid, 1, participants)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"out_dir {root}: expected a folder, found a file")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kfusion import checks
 from kfusion.data.labels import UNLABELLED
 from kfusion.errors import ConfigError, DataError
 from kfusion.training.emotion import derive_seed
@@ -33,8 +34,7 @@ def validation_participants(participants: Sequence[str], fraction: float, seed: 
     if len(pool) < 2:
         raise ConfigError(f"validation split: expected at least 2 training participants (one to "
                           f"train on, one to validate on), found {len(pool)}: {pool}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
+    fraction = checks.fraction("validation_fraction", fraction, low_open=True, high_open=True)
     count = min(max(1, int(round(fraction * len(pool)))), len(pool) - 1)
     rng = np.random.default_rng(seed)
     return sorted(pool[i] for i in rng.choice(len(pool), size=count, replace=False))

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from kfusion import checks
 from kfusion.config import _Config
 from kfusion.data.dataset import WindowedDataset
 from kfusion.data.labels import UNLABELLED
@@ -58,15 +59,6 @@ RUN_FORMAT = 1
 
 
 # --------------------------------------------------------------------------- configuration
-
-def _positive_units(name: str, value) -> tuple:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ConfigError(f"{name}: expected a list of positive whole numbers, found {value!r}")
-    units = tuple(value)
-    if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
-        raise ConfigError(f"{name}: expected a non-empty list of positive whole numbers, found {value!r}")
-    return units
-
 
 @dataclass(frozen=True)
 class EvaluationConfig(_Config):
@@ -110,25 +102,19 @@ class EvaluationConfig(_Config):
     monitor: str = "f1"
 
     def __post_init__(self):
-        self.training()  # validates epochs, patience, batch size, learning rate, class weight, monitor
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise ConfigError(f"validation_fraction: expected a fraction in (0, 1), found {fraction!r}")
-        object.__setattr__(self, "head_units", _positive_units("head_units", self.head_units))
-        object.__setattr__(self, "projection_units", _positive_units("projection_units", self.projection_units))
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        training = self.training()  # checks epochs, patience, batch size, learning rate, class weight, monitor
+        for name in ("epochs", "patience", "batch_size"):
+            set_(name, getattr(training, name))
+        checks.fraction("validation_fraction", self.validation_fraction, low_open=True, high_open=True)
+        for name in ("head_units", "projection_units"):
+            set_(name, checks.units(name, getattr(self, name)))
         for name in ("attention_tokens", "attention_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: expected a positive whole number, found {value!r}")
+            set_(name, checks.whole(name, getattr(self, name)))
         for name in ("use_presence", "cache_frozen", "use_levels", "fine_tune_projection"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: expected true or false, found {getattr(self, name)!r}")
-        if self.handcrafted_classifier not in baselines.CLASSIFIERS:
-            raise ConfigError(f"handcrafted_classifier: expected one of {', '.join(baselines.CLASSIFIERS)}, "
-                              f"found {self.handcrafted_classifier!r}")
-        c = self.handcrafted_c
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < float("inf"):
-            raise ConfigError(f"handcrafted_c: expected a positive number, found {c!r}")
+            checks.flag(name, getattr(self, name))
+        checks.choice("handcrafted_classifier", self.handcrafted_classifier, baselines.CLASSIFIERS)
+        checks.positive("handcrafted_c", self.handcrafted_c)
 
     def training(self) -> EmotionTraining:
         return EmotionTraining(epochs=self.epochs, patience=self.patience,
@@ -453,9 +439,7 @@ def check_run_arguments(where: str, dataset, config, seed) -> tuple[EvaluationCo
     config = EvaluationConfig() if config is None else config
     if not isinstance(config, EvaluationConfig):
         raise ConfigError(f"{where}: config: expected an EvaluationConfig, found {type(config).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"{where}: seed: expected a whole number, found {seed!r}")
-    return config, int(seed)
+    return config, checks.whole(f"{where}: seed", seed, 0)
 
 
 def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, targets=None) -> list[str]:
@@ -493,9 +477,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     after each newly finished fold.
     """
     config, seed = check_run_arguments("evaluate", dataset, config, seed)
-    if max_folds is not None and (isinstance(max_folds, bool) or not isinstance(max_folds, int) or max_folds < 0):
-        raise ConfigError(f"evaluate: max_folds: expected None or a whole number >= 0, found {max_folds!r}")
-    seed = int(seed)
+    max_folds = checks.optional_whole("evaluate: max_folds", max_folds, 0)
     rows = _check_rows(rows)
     targets = _check_targets(dataset, targets)
     check_pretrained(pretrained, rows, dataset)

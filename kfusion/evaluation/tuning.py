@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from kfusion import checks
 from kfusion.config import _Config
 from kfusion.errors import ConfigError, KfusionError
 from kfusion.evaluation.folds import inner_folds, labelled_view
@@ -81,27 +82,17 @@ def parse_units(key: str) -> tuple[int, ...]:
     return () if key == "none" else tuple(int(u) for u in str(key).split("-"))
 
 
-def _whole(where: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"TuningConfig.{where}: expected a whole number >= {minimum}, found {value!r}")
-    return int(value)
-
-
 def _choices(where: str, value, allow_empty_units: bool = False) -> tuple[tuple[int, ...], ...]:
     """A non-empty list of distinct layer-size lists, e.g. ``[[32, 16], [64, 32]]``."""
-    expected = (f"TuningConfig.{where}: expected a non-empty list of layer-size lists of positive "
-                f"whole numbers, e.g. [[32, 16], [64, 32]]")
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-        raise ConfigError(f"{expected}, found {value!r}")
-    choices = []
-    for units in value:
-        if isinstance(units, (str, bytes)) or not isinstance(units, Sequence) or (
-                not units and not allow_empty_units) or not all(
-                isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in units):
-            raise ConfigError(f"{expected}, found {value!r}")
-        choices.append(tuple(int(u) for u in units))
+    name = f"TuningConfig.{where}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value or any(
+            isinstance(units, (str, bytes)) or not isinstance(units, Sequence) for units in value):
+        raise ConfigError(f"{name}: expected a non-empty list of layer-size lists of positive whole "
+                          f"numbers, e.g. [[32, 16], [64, 32]], found {value!r}")
+    choices = [checks.units(f"{name}[{i}]", units, min_length=0 if allow_empty_units else 1)
+               for i, units in enumerate(value)]
     if len(set(choices)) != len(choices):
-        raise ConfigError(f"TuningConfig.{where}: expected distinct choices, found {value!r}")
+        raise ConfigError(f"{name}: expected distinct choices, found {value!r}")
     return tuple(choices)
 
 
@@ -146,27 +137,14 @@ class TuningConfig(_Config):
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        if self.algorithm not in ALGORITHMS:
-            raise ConfigError(f"TuningConfig.algorithm: expected one of {', '.join(ALGORITHMS)}, "
-                              f"found {self.algorithm!r}")
-        set_("trials", _whole("trials", self.trials, 1))
-        set_("inner_folds", _whole("inner_folds", self.inner_folds, 2))
-        set_("epochs", _whole("epochs", self.epochs, 1))
-        set_("patience", _whole("patience", self.patience, 1))
-        set_("batch_size", _whole("batch_size", self.batch_size, 1))
-        set_("seed", _whole("seed", self.seed, 0))
-        set_("hyperband_factor", _whole("hyperband_factor", self.hyperband_factor, 2))
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise ConfigError(f"TuningConfig.validation_fraction: expected a fraction in (0, 1), "
-                              f"found {fraction!r}")
-        rate = self.learning_rate
-        pair = (list(rate) if isinstance(rate, Sequence) and not isinstance(rate, (str, bytes)) else [])
-        if len(pair) != 2 or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in pair) \
-                or not 0 < pair[0] <= pair[1] < math.inf:
-            raise ConfigError(f"TuningConfig.learning_rate: expected a range [low, high] with "
-                              f"0 < low <= high, found {rate!r}")
-        low, high = float(pair[0]), float(pair[1])
+        checks.choice("TuningConfig.algorithm", self.algorithm, ALGORITHMS)
+        for name, low in (("trials", 1), ("inner_folds", 2), ("epochs", 1), ("patience", 1),
+                          ("batch_size", 1), ("seed", 0), ("hyperband_factor", 2)):
+            set_(name, checks.whole(f"TuningConfig.{name}", getattr(self, name), low))
+        checks.fraction("TuningConfig.validation_fraction", self.validation_fraction,
+                        low_open=True, high_open=True)
+        low, high = checks.pair("TuningConfig.learning_rate", self.learning_rate, 0.0, math.inf, low_open=True)
+        checks.positive("TuningConfig.learning_rate[1]", high)  # finite
         set_("learning_rate", (low, high))
         set_("head_units", _choices("head_units", self.head_units))
         set_("projection_units", _choices("projection_units", self.projection_units))

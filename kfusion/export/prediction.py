@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kfusion import checks
 from kfusion.config import CalibrationConfig, DataConfig, FeatureConfig, WindowConfig
 from kfusion.data.calibration import ChannelStats, recording_calibration, signal_statistics, speech_statistics
 from kfusion.data.quality import StreamQuality
@@ -603,8 +604,7 @@ class StreamingPredictor:
         self._offset = {m: 0 for m in self.streamed}     # absolute index of the first kept sample
         self.next_window = 0
         self.calibration, self._head = self._calibration(calibration)
-        if not isinstance(quality_checks, bool):
-            raise ConfigError(f"StreamingPredictor: quality_checks: expected true or false, found {quality_checks!r}")
+        checks.flag("StreamingPredictor: quality_checks", quality_checks)
         self._quality = ({m: StreamQuality(m, self.rates[m]) for m in self.streamed if m != SPEECH}
                          if quality_checks else {})
 

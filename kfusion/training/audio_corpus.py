@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kfusion import checks
 from kfusion.data.features import speech_features
 from kfusion.modalities import AUDIO_RATE
-from kfusion.errors import ConfigError, DataError
+from kfusion.errors import DataError
 
 __all__ = ["AUDIO_SUFFIXES", "AudioCorpus", "find_audio_files", "speaker_of", "audio_windows",
            "read_audio_corpus"]
@@ -83,12 +84,9 @@ def read_audio_corpus(root: str | Path, seconds: float = 4.0, overlap: float = 1
                       max_windows_per_file: int | None = None, seed: int = 0) -> AudioCorpus:
     """MFCC windows of every audio file under ``root``. ``max_windows_per_file``: keep at most
     this many windows per file (drawn with ``seed``) to bound memory on big corpora."""
-    if not seconds > 0 or not 0 <= overlap < seconds:
-        raise ConfigError(f"audio windows: expected seconds > 0 and 0 <= overlap < seconds, "
-                          f"found seconds={seconds!r}, overlap={overlap!r}")
-    if max_windows_per_file is not None and (not isinstance(max_windows_per_file, int)
-                                             or max_windows_per_file < 1):
-        raise ConfigError(f"max_windows_per_file: expected a positive int or None, found {max_windows_per_file!r}")
+    seconds = checks.positive("audio windows: seconds", seconds, "a positive number of seconds")
+    overlap = checks.number("audio windows: overlap", overlap, 0, seconds, high_open=True, what="a number of seconds")
+    max_windows_per_file = checks.optional_whole("max_windows_per_file", max_windows_per_file, 1)
     root = Path(root)
     files = find_audio_files(root)
     rng = np.random.default_rng(seed)

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kfusion import checks
 from kfusion.config import _Config
 from kfusion.modalities import WEARABLES
 from kfusion.errors import ConfigError
@@ -82,18 +83,11 @@ class EmotionTraining(_Config):
     monitor: str = "f1"
 
     def __post_init__(self):
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"monitor: expected one of {', '.join(MONITORS)}, found {self.monitor!r}")
-        if self.class_weight not in CLASS_WEIGHTS:
-            raise ConfigError(f"class_weight: expected one of {', '.join(CLASS_WEIGHTS)}, "
-                              f"found {self.class_weight!r}")
-        for name, low in (("epochs", 1), ("patience", 1), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name}: expected a whole number >= {low}, found {value!r}")
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
-            raise ConfigError(f"learning_rate: expected a positive number, found {rate!r}")
+        checks.choice("monitor", self.monitor, MONITORS)
+        checks.choice("class_weight", self.class_weight, CLASS_WEIGHTS)
+        for name in ("epochs", "patience", "batch_size"):
+            object.__setattr__(self, name, checks.whole(name, getattr(self, name)))
+        checks.positive("learning_rate", self.learning_rate)
 
 
 @dataclass
@@ -117,8 +111,7 @@ class TrainingHistory:
 def identity_encoder(modality: str, dim: int) -> keras.Model:
     """A stand-in encoder ``[B, dim, 1] -> [B, dim]`` named ``<modality>_encoder``: feed it the
     embeddings a frozen encoder gave (``embeddings[..., None]``)."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ConfigError(f"identity_encoder: dim: expected a positive whole number, found {dim!r}")
+    dim = checks.whole("identity_encoder: dim", dim)
     inputs = keras.Input((int(dim), 1), name=f"{encoder_name(modality)}_input")
     return keras.Model(inputs, keras.layers.Flatten(name="embedding")(inputs),
                        name=encoder_name(modality))
@@ -127,8 +120,7 @@ def identity_encoder(modality: str, dim: int) -> keras.Model:
 def projection_stub(dim: int) -> keras.Model:
     """A stand-in backbone whose ``"projection"`` layer passes through ``dim`` cached projection
     values (input ``{"projection_features": [B, dim]}``); put :func:`emotion_model` on it."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ConfigError(f"projection_stub: dim: expected a positive whole number, found {dim!r}")
+    dim = checks.whole("projection_stub: dim", dim)
     inputs = keras.Input((int(dim),), name=PROJECTION_FEATURES)
     outputs = keras.layers.Identity(name="projection")(inputs)
     return keras.Model({PROJECTION_FEATURES: inputs}, outputs, name="projection_stub")
