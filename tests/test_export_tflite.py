@@ -180,7 +180,7 @@ def test_savedmodel_export_through_the_cli(tmp_path, trained, keras_outputs, kem
 
     import tensorflow as tf
 
-    from kfusion.export import cli_export
+    from kfusion.cli import export as cli_export
     from kfusion.export.tflite import FORMATS, QUANTIZATIONS
 
     assert set(cli_export.FORMATS) == set(FORMATS) and cli_export.QUANTIZATIONS == QUANTIZATIONS

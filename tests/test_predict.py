@@ -203,7 +203,7 @@ def test_stress_predict_wearable_only_model_from_all_three_formats(tmp_path):
                                    reference[["stress_p_non-stress", "stress_p_stress"]].to_numpy(),
                                    atol=1e-4 if name == "tflite" else 1e-5, err_msg=name)
     # the CLI, a few lines over predict()
-    from kfusion.export.cli_export import add_export_commands
+    from kfusion.cli.export import add_export_commands
 
     parser = argparse.ArgumentParser(prog="kfusion")
     add_export_commands(parser.add_subparsers(dest="command", required=True))

@@ -9,7 +9,7 @@ import pytest
 
 from kfusion.errors import ConfigError
 from kfusion.cli import main
-from kfusion.training.cli_pretrain import add_models_commands, add_pretrain_commands
+from kfusion.cli.pretrain import add_models_commands, add_pretrain_commands
 from kfusion.training.pretrain import (
     EncoderPretrainConfig,
     FusionPretrainConfig,
@@ -95,7 +95,7 @@ def _parser():
 
 
 def test_cli_flags_override_a_config_file(tmp_path):
-    from kfusion.training.cli_pretrain import _config
+    from kfusion.cli.pretrain import _config
 
     FusionPretrainConfig(epochs=7, batch_size=8).save(tmp_path / "f.json")
     args = _parser().parse_args(["pretrain", "fusion", "--data", "kemocon:x", "--out", "o",

@@ -1,7 +1,7 @@
 """``kfusion pretrain encoders|speech|fusion`` and ``kfusion models list``: argparse glue over
 :mod:`kfusion.training.pretrain` and :mod:`kfusion.saved_models`.
 
-``kfusion/cli.py`` calls :func:`add_pretrain_commands` and :func:`add_models_commands` on its
+:mod:`kfusion.cli` calls :func:`add_pretrain_commands` and :func:`add_models_commands` on its
 sub-parsers.
 """
 

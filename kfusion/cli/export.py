@@ -1,6 +1,6 @@
 """``kfusion export`` and ``kfusion predict``: a few lines each over :mod:`kfusion.export`.
 
-The lead wires them in with ``add_export_commands(subparsers)`` in :mod:`kfusion.cli`.
+:mod:`kfusion.cli` wires them in with ``add_export_commands(subparsers)``.
 """
 
 from __future__ import annotations
