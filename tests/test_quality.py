@@ -111,3 +111,34 @@ def test_quality_flags_rules():
     temp = np.full((400, 1), 33.0)  # skin temperature may sit still: never "flat"
     assert quality_flags("temp", temp, rate) == {}
     assert quality_flags("speech", eda, rate) == {}
+
+
+@pytest.mark.parametrize("chunks", ["whole", "single samples", "random"])
+def test_stream_quality_flags_what_batch_flags_however_the_signal_is_chunked(chunks):
+    from kfusion.data.quality import StreamQuality
+
+    rng = np.random.default_rng(0)
+    rate, n = 4.0, 2000
+    x = (2.0 + rng.normal(0, 0.1, size=(n, 1))).astype(np.float32)
+    x[300:600] = 2.0           # flat for 75 s
+    x[900:1000] = 3.0          # flat for 25 s: allowed
+    x[1200] = 200.0            # impossible
+    x[1500:1510] = 0.001       # off the skin
+    batch = np.any(np.stack(list(quality_flags("eda", x, rate).values())), axis=0)
+    sizes = {"whole": [n], "single samples": [1] * n,
+             "random": list(rng.integers(1, 50, size=n))}[chunks]
+    stream, out, voids, i = StreamQuality("eda", rate), [], set(), 0
+    for size in sizes:
+        if i >= n:
+            break
+        checked, void_from = stream.check(x[i:i + size])
+        out.append(checked)
+        if void_from is not None:
+            voids.add(void_from)
+        i += size
+    streamed = ~np.isfinite(np.concatenate(out)[:n, 0])
+    assert not (streamed & ~batch).any()
+    # the only samples streaming misses are the flat run's first FLAT_SECONDS, which it names
+    assert voids == {300}
+    missed = np.flatnonzero(batch & ~streamed)
+    np.testing.assert_array_equal(missed, np.arange(300, 300 + stream.minimum - 1))

@@ -46,9 +46,11 @@ def _flat_runs(values: np.ndarray, rate: float) -> np.ndarray:
     return out
 
 
-def quality_flags(modality: str, values: np.ndarray, rate: float) -> dict[str, np.ndarray]:
+def quality_flags(modality: str, values: np.ndarray, rate: float,
+                  flat_runs: bool = True) -> dict[str, np.ndarray]:
     """``{reason: bool [n]}`` of the samples of one wearable signal ``values [n, C]`` failing a
-    check (only reasons with at least one sample). NaN samples (gaps) are not flagged here."""
+    check (only reasons with at least one sample). NaN samples (gaps) are not flagged here.
+    ``flat_runs=False``: the per-sample checks only (a stream finds flat runs across chunks)."""
     if modality not in RANGES:
         return {}
     x = np.asarray(values, dtype=np.float64)
@@ -66,7 +68,7 @@ def quality_flags(modality: str, values: np.ndarray, rate: float) -> dict[str, n
             off = np.all((x >= low) & (x < EDA_OFF_SKIN), axis=1)
         if off.any():
             flags[f"eda below {EDA_OFF_SKIN:g} µS (sensor off the skin)"] = off
-    if modality in FLAT_MODALITIES:
+    if flat_runs and modality in FLAT_MODALITIES:
         flat = _flat_runs(x, float(rate)) & np.all(np.isfinite(x), axis=1)
         if flat.any():
             flags[f"{modality} flat for {FLAT_SECONDS:g} s or more (sensor off)"] = flat
@@ -100,8 +102,7 @@ class StreamQuality:
         if n == 0 or self.modality not in RANGES:
             self.seen += n
             return x, None
-        per_sample = {k: v for k, v in quality_flags(self.modality, x, self.rate).items()
-                      if "flat" not in k}
+        per_sample = quality_flags(self.modality, x, self.rate, flat_runs=False)
         bad = np.any(np.stack(list(per_sample.values())), axis=0) if per_sample else np.zeros(n, bool)
         void_from = None
         if self.modality in FLAT_MODALITIES:
