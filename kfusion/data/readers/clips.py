@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import soundfile
 
 from kfusion.config import DataConfig
 from kfusion.modalities import AUDIO_RATE, SPEECH
+from kfusion.data.readers.e4 import natural_key
 from kfusion.data.recording import Audio, LabelIntervals, Recording, Segments
 from kfusion.errors import DataError
 
@@ -55,11 +55,6 @@ class Clip:
 
     path: Path
     labels: dict = field(default_factory=dict)
-
-
-def natural_key(name: str) -> list:
-    """Sort key that puts ``a2`` before ``a10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def read_clip(path: Path) -> tuple[np.ndarray | None, int, int]:
