@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kfusion.errors import ConfigError
+from kfusion.training.emotion import macro_f1_score
 
 
 def _labels(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -34,14 +35,7 @@ def accuracy(y_true, y_pred) -> float:
 def macro_f1(y_true, y_pred) -> float:
     """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), over the classes present in
     ``y_true`` or ``y_pred`` (see the module docstring)."""
-    y_true, y_pred = _labels(y_true, y_pred)
-    scores = []
-    for label in np.union1d(y_true, y_pred):
-        tp = np.sum((y_true == label) & (y_pred == label))
-        fp = np.sum((y_true != label) & (y_pred == label))
-        fn = np.sum((y_true == label) & (y_pred != label))
-        scores.append(2.0 * tp / (2.0 * tp + fp + fn))
-    return float(np.mean(scores))
+    return macro_f1_score(*_labels(y_true, y_pred))
 
 
 def fold_metrics(y_true, probabilities) -> dict:
