@@ -76,8 +76,9 @@ def _sources():
 @pytest.mark.parametrize("layer", ORDER)
 def test_lower_layers_never_import_higher_ones(layer):
     higher = {f"kfusion.{name}" for name in ORDER[ORDER.index(layer) + 1:]} | {"kfusion.cli"}
+    assert (PACKAGE / layer).is_dir(), f"kfusion/{layer}: no such package; update ORDER"
     offenders = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")) if (PACKAGE / layer).is_dir() else []:
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
         for name in _imports(path):
             if any(name == h or name.startswith(h + ".") for h in higher):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
