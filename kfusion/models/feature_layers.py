@@ -39,7 +39,7 @@ from kfusion.errors import ConfigError
 
 PACKAGE = "kfusion"
 
-__all__ = ["MfccFrontEnd", "WindowNormalization", "dft_matrices", "FRONT_END_LAYERS"]
+__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "dft_matrices", "FRONT_END_LAYERS"]
 
 
 def _check_settings(settings: MfccSettings) -> None:
