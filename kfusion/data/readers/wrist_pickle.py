@@ -28,6 +28,7 @@ import numpy as np
 
 from kfusion.modalities import ACC, BVP, CHANNELS, EDA, NOMINAL_RATES, TEMP, WEARABLES
 from kfusion.data.readers.e4 import natural_key
+from kfusion.data.readers.stress_predict import label_runs
 from kfusion.data.recording import Signal
 from kfusion.data.tables import require_file
 from kfusion.errors import DataError, KfusionError
@@ -270,15 +271,11 @@ def code_array(data: dict, key: str, path: Path, codes, meaning: str) -> np.ndar
 
 
 def code_runs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Maximal runs of equal codes: ``(first sample, end sample (exclusive), code)``."""
+    """Maximal runs of equal codes: ``(first sample, end sample (exclusive), code)``, int64 (the
+    runs of :func:`~kfusion.data.readers.stress_predict.label_runs` on the sample numbers)."""
     codes = np.asarray(codes)
-    if codes.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    breaks = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-    first = np.concatenate([[0], breaks]).astype(np.int64)
-    end = np.concatenate([breaks, [codes.size]]).astype(np.int64)
-    return first, end, codes[first].astype(np.int64)
+    first, end, run_codes = label_runs(np.arange(codes.size), codes)
+    return first.astype(np.int64), end.astype(np.int64), run_codes.astype(np.int64)
 
 
 def release_files(root: Path, participants, extra=lambda folder, pid: []) -> list[Path]:
