@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 
 from kfusion import checks
-from kfusion.modalities import ACC, BVP, EDA, SPEECH, TEMP, WEARABLES
+from kfusion.modalities import ACC, BVP, CHANNELS, EDA, SPEECH, TEMP, WEARABLES
 from kfusion.errors import ConfigError
 
 #: Every setting that changes the numbers (JSON-able; part of feature cache keys).
@@ -101,7 +101,6 @@ WEARABLE_PHYSIO_NAMES: tuple[str, ...] = ACC_NAMES + BVP_NAMES + EDA_NAMES + TEM
 SPEECH_PROSODY_NAMES: tuple[str, ...] = ("speech_f0_mean", "speech_f0_std", "speech_energy_mean",
                                          "speech_energy_std", "speech_voiced_frac", "speech_rate")
 _NAMES = {ACC: ACC_NAMES, BVP: BVP_NAMES, EDA: EDA_NAMES, TEMP: TEMP_NAMES}
-_CHANNELS = {ACC: 3, BVP: 1, EDA: 1, TEMP: 1}
 
 # Largest window-by-sample matrix built at once (elements) by the dense aggregations.
 _GATHER_BUDGET = 2_000_000
@@ -133,7 +132,7 @@ def _check_start(start, what: str) -> float:
 def _check_values(modality: str, values) -> np.ndarray:
     """``[n, C]`` float64 (1-D accepted for one-channel modalities)."""
     v = np.asarray(values, dtype=np.float64)
-    channels = _CHANNELS[modality]
+    channels = CHANNELS[modality]
     if v.ndim == 1 and channels == 1:
         v = v[:, None]
     if v.ndim != 2 or v.shape[1] != channels:

@@ -35,9 +35,9 @@ from kfusion.errors import DataError, KfusionError
 
 #: UNIX time given to sample 0 of a pickle (it holds no date): 2001-09-09 01:46:40 UTC.
 NOMINAL_START = 1_000_000_000.0
-#: Key of each wearable modality in ``signal.wrist``; rates are the E4's 32/64/4/4 Hz.
+#: Key of each wearable modality in ``signal.wrist``; rates are the E4's 32/64/4/4 Hz
+#: (:data:`~kfusion.modalities.NOMINAL_RATES`).
 WRIST_KEYS: dict[str, str] = {ACC: "ACC", BVP: "BVP", EDA: "EDA", TEMP: "TEMP"}
-WRIST_RATES: dict[str, float] = dict(NOMINAL_RATES)
 #: Subject folders of both releases: ``S2``, ``S17``.
 SUBJECT_FOLDER = re.compile(r"S(\d+)")
 #: A wrist signal may end this far (relative, plus 1 s) from the labels before it is an error
@@ -226,7 +226,7 @@ def wrist_signals(data: dict, path: Path, modalities, reference: tuple[str, int,
     ref_field, ref_samples, ref_rate = reference
     ref_seconds = ref_samples / ref_rate
     for modality in wanted:
-        key, rate, channels = WRIST_KEYS[modality], WRIST_RATES[modality], CHANNELS[modality]
+        key, rate, channels = WRIST_KEYS[modality], NOMINAL_RATES[modality], CHANNELS[modality]
         field = f"signal.wrist.{key}"
         shape = f"[n, {channels}]" if channels > 1 else "[n, 1] or [n]"
         expected = f"{key} samples at {rate:g} Hz, shape {shape}"
