@@ -270,3 +270,18 @@ def test_predict_bad_input(tmp_path, trained, kemocon_synth_medium):
         StreamingPredictor(predictor, modalities=["speech", "acc"]).push("bvp", [1.0])
     with pytest.raises(ConfigError, match="expected a Predictor"):
         StreamingPredictor(trained.keras_path)
+
+
+def test_a_bad_training_sidecar_is_named_by_its_own_file_and_field(tmp_path):
+    import json
+
+    model = small_emotion_model("weighted", modalities=("eda",), targets={"stress": 2}, seed=3)
+    path = save_with_classes(model, tmp_path / "stress.keras", {"stress": ["non-stress", "stress"]})
+    side = tmp_path / "stress.json"  # the kfusion train sidecar: <name>.json, not <name>.keras.json
+    data = json.loads(side.read_text())
+    side.write_text(json.dumps({**data, "features": {"bogus": 1}}))
+    with pytest.raises(ConfigError, match=rf"^{side}: features: unknown key\(s\) bogus"):
+        load_predictor(path)
+    side.write_text(json.dumps({**data, "calibration": {"bogus": 1}}))
+    with pytest.raises(ConfigError, match=rf"^{side}: calibration: unknown key\(s\) bogus"):
+        load_predictor(path)

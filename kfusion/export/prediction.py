@@ -34,7 +34,7 @@ from kfusion.data.windows import RecordingWindows, cut_windows, model_rate_serie
 from kfusion.errors import ConfigError, DataError
 from kfusion.export.raw_inputs import CALIBRATION_INPUT
 from kfusion.models.fusion import LEVELS
-from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar
+from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar, sidecar_path
 
 __all__ = ["Predictor", "load_predictor", "predict", "timeline", "recording_windows",
            "StreamingPredictor", "model_inputs_from_windows", "resolve_calibration", "GivenCalibration"]
@@ -204,7 +204,7 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     if not path.exists():
         raise DataError(path, "model", "an existing .keras file, SavedModel folder or .tflite file", "nothing")
     kind = _kind(path)
-    side = read_sidecar(path) or (_training_sidecar(path) if kind == "keras" else None) or {}
+    side, side_file = _sidecar_of(path, kind)
     if kind == "keras":
         from kfusion.export.tflite import is_raw_input_model, load_keras_model, model_targets
 
@@ -246,7 +246,7 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     side_classes = {o["name"]: o["classes"] for o in side.get("outputs") or [] if o.get("classes")}
     names = _class_names(targets, {**side_classes, **dict(classes or {})})
     window = side.get("window", {})
-    features = FeatureConfig.from_dict(side["features"], where=f"{path}.json: features") \
+    features = FeatureConfig.from_dict(side["features"], where=f"{side_file}: features") \
         if "features" in side else FeatureConfig()
     predictor = predictor_cls(path=path, kind=kind, input_shapes=shapes, raw_inputs=bool(raw),
                               classes=names,
@@ -255,16 +255,22 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
                               features=features)
     if isinstance(side.get("calibration"), dict):
         predictor.trained_calibration = CalibrationConfig.from_dict(side["calibration"],
-                                                                    where=f"{path}: sidecar calibration")
+                                                                    where=f"{side_file}: calibration")
     for key, value in extra.items():
         setattr(predictor, key, value)
     return predictor
 
 
-def _training_sidecar(path: Path) -> dict | None:
-    from kfusion.evaluation.deploy import read_model_sidecar
+def _sidecar_of(path: Path, kind: str) -> tuple[dict, Path]:
+    """``(contents, file)`` of the model's sidecar: the export sidecar ``<path>.json``, else for
+    a ``.keras`` file the ``kfusion train`` sidecar ``<name>.json`` (``{}`` when there is none),
+    so errors in it name the file that was read."""
+    side = read_sidecar(path)
+    if side is not None or kind != "keras":
+        return side or {}, sidecar_path(path)
+    from kfusion.evaluation.deploy import model_sidecar_path, read_model_sidecar
 
-    return read_model_sidecar(path)
+    return read_model_sidecar(path) or {}, model_sidecar_path(path)
 
 
 # --------------------------------------------------------------------------- calibration
