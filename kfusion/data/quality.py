@@ -81,8 +81,8 @@ class StreamQuality:
     :meth:`check` returns the chunk with failing samples set to NaN. Range and skin-contact
     checks are per sample, as in batch. A flat run is only known once it has lasted
     :data:`FLAT_SECONDS`: from then on its samples are NaN, and :meth:`check` also gives the
-    absolute index where the run began, so samples still held by the caller can be set to NaN
-    too; samples the caller already used cannot be revised (batch windowing would also drop the
+    absolute index where the run began (once per run), so samples still held by the caller can
+    be set to NaN too; samples the caller already used cannot be revised (batch windowing would also drop the
     windows in the run's first :data:`FLAT_SECONDS`).
     """
 
@@ -92,6 +92,7 @@ class StreamQuality:
         self.seen = 0          # samples checked so far
         self.last = None       # the last sample (row) checked
         self.run = 0           # length of the run of identical rows ending at ``last``
+        self.announced = None  # start of the last flat run returned by :meth:`check`
 
     def check(self, values: np.ndarray) -> tuple[np.ndarray, int | None]:
         """``(values with failing samples NaN, absolute start of a flat run to void or None)``."""
@@ -120,7 +121,9 @@ class StreamQuality:
             flat = runs >= self.minimum
             if flat.any():
                 first = int(np.argmax(flat))
-                void_from = self.seen + first - int(runs[first]) + 1
+                run_start = self.seen + first - int(runs[first]) + 1
+                if run_start != self.announced:   # once per run: later samples are flagged here
+                    void_from = self.announced = run_start
                 bad |= flat
             self.run = int(runs[-1])
             self.last = x[-1].copy()
