@@ -131,6 +131,12 @@ def _participant_dirs(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
 
 
+def _is_audio_name(name: str) -> bool:
+    """``audio.<wav|flac|ogg|mp3>`` (any case): the name of a participant's audio file."""
+    path = Path(name)
+    return path.stem.lower() == "audio" and path.suffix.lower() in AUDIO_SUFFIXES
+
+
 def _participant_files(folder: Path) -> list[str]:
     """Names of the files in ``folder`` that belong in a participant folder (E4 signal files,
     audio, audio.json, labels.csv); never raises."""
@@ -140,7 +146,7 @@ def _participant_files(folder: Path) -> list[str]:
         return []
     e4 = {name.lower() for name in E4_FILES.values()}
     return [n for n in entries if n.lower() in e4 or n in (AUDIO_META_FILE, LABELS_FILE)
-            or (Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES)]
+            or _is_audio_name(n)]
 
 
 #: Most classes an undeclared label column may have (more: declare them in dataset.json).
@@ -377,7 +383,7 @@ def read_labels(path: Path, root: Path) -> LabelIntervals:
 def find_audio(folder: Path) -> Path | None:
     """``audio.<wav|flac|ogg|mp3>`` in ``folder`` (None if there is none)."""
     found = [p for p in folder.iterdir()
-             if p.is_file() and p.stem.lower() == "audio" and p.suffix.lower() in AUDIO_SUFFIXES]
+             if p.is_file() and _is_audio_name(p.name)]
     if len(found) > 1:
         raise DataError(folder, "audio file", "one audio file", ", ".join(sorted(p.name for p in found)))
     return found[0] if found else None
@@ -474,7 +480,7 @@ class GenericReader:
             except OSError:
                 continue
             files += [folder / n for n in names if n in (AUDIO_META_FILE, LABELS_FILE)
-                      or (Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES)]
+                      or _is_audio_name(n)]
         return files
 
     def found_modalities(self, root: Path) -> tuple[str, ...]:
@@ -484,8 +490,7 @@ class GenericReader:
         root = Path(root)
         folders = [root / pid for pid in self.participants(root)]
         found = e4_modalities_in(folders)
-        if any(Path(n).stem.lower() == "audio" and Path(n).suffix.lower() in AUDIO_SUFFIXES
-               for folder in folders for n in _participant_files(folder)):
+        if any(_is_audio_name(n) for folder in folders for n in _participant_files(folder)):
             found.add(SPEECH)
         return tuple(m for m in MODALITIES if m in found)
 
