@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from kfusion.config import DataConfig
 from kfusion.modalities import AUDIO_RATE, SPEECH
 from kfusion.data.readers.e4 import natural_key
+from kfusion.data.readers.generic import read_sound
 from kfusion.data.recording import Audio, LabelIntervals, Recording, Segments
 from kfusion.errors import DataError
 
@@ -63,19 +63,7 @@ def read_clip(path: Path) -> tuple[np.ndarray | None, int, int]:
     in place of the audio is named as such)."""
     from kfusion.data.windows import resample
 
-    try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(64)
-        except OSError:
-            head = b""
-        if head.startswith(b"version https://git-lfs"):
-            raise DataError(path, "contents", "audio (WAV)", "a Git LFS pointer instead of the audio "
-                            "(fetch the files with 'git lfs pull')") from None
-        raise DataError(path, "contents", "audio readable by libsndfile (WAV, FLAC, OGG, MP3)",
-                        f"unreadable ({str(err).strip() or type(err).__name__})") from None
+    samples, rate = read_sound(path)
     channels = int(samples.shape[1])
     if samples.shape[0] == 0:
         return None, int(rate), channels

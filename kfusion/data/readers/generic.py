@@ -389,6 +389,25 @@ def find_audio(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def read_sound(path: Path) -> tuple[np.ndarray, int]:
+    """``(float32 samples [n, channels], rate)`` of an audio file. Unreadable files raise a
+    :class:`DataError` naming the file (a Git LFS pointer in place of the audio is named as such)."""
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(64)
+        except OSError:
+            head = b""
+        if head.startswith(b"version https://git-lfs"):
+            raise DataError(path, "contents", "audio (WAV)", "a Git LFS pointer instead of the audio "
+                            "(fetch the files with 'git lfs pull')") from None
+        raise DataError(path, "contents", "audio readable by libsndfile (WAV, FLAC, OGG, MP3)",
+                        f"unreadable ({str(err).strip() or type(err).__name__})") from None
+    return samples, int(rate)
+
+
 def read_audio(path: Path) -> tuple[Audio, list[str]]:
     """Audio file + its ``audio.json`` as mono :class:`Audio` at the file's own rate."""
     meta_path = path.parent / AUDIO_META_FILE
@@ -407,11 +426,7 @@ def read_audio(path: Path) -> tuple[Audio, list[str]]:
         raise DataError(meta_path, "start", "the UNIX time in seconds of the first audio sample "
                         "(a number)", repr(meta.get("start")) if "start" in meta else "no 'start' key")
     check_unix_time(meta["start"], meta_path, "start")
-    try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
-        raise DataError(path, "contents", "audio readable by libsndfile (WAV, FLAC, OGG, MP3)",
-                        f"unreadable ({str(err).strip() or type(err).__name__})") from None
+    samples, rate = read_sound(path)
     if samples.shape[0] == 0:
         raise DataError(path, "samples", "at least one audio sample", "none")
     notes = []
