@@ -34,7 +34,7 @@ from kfusion.data.dataset import WindowedDataset
 from kfusion.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation.folds import labelled_view, participant_split
-from kfusion.evaluation.frozen import FrozenOutputs
+from kfusion.evaluation.frozen import FrozenOutputs, levels_width
 from kfusion.evaluation.protocol import (
     EvaluationConfig,
     Pretrained,
@@ -136,8 +136,7 @@ def _frozen_part(row: str, pretrained: Pretrained, dataset: WindowedDataset, con
             inputs[PRESENCE] = keras.Input((len(modalities),), name=PRESENCE)
             feed[PRESENCE] = inputs[PRESENCE]
     if config.use_levels:
-        width = sum(int(dataset.levels[m].shape[1]) for m in modalities)
-        inputs[LEVELS] = keras.Input((width,), name=LEVELS)
+        inputs[LEVELS] = keras.Input((levels_width(dataset, modalities),), name=LEVELS)
         feed[LEVELS] = inputs[LEVELS]
     return modalities, inputs, feed
 

@@ -18,11 +18,12 @@ import numpy as np
 
 from kfusion.modalities import SPEECH
 from kfusion.evaluation import baselines
-from kfusion.models import PRESENCE, backbone_modalities, presence_array
+from kfusion.models import LEVELS, PRESENCE, backbone_modalities, presence_array
 from kfusion.models.fusion import FUSION_LAYER
 from kfusion.training.emotion import FUSED_FEATURES, PROJECTION_FEATURES, frozen_outputs
 
-__all__ = ["FrozenOutputs", "models_fingerprint", "backbone_inputs", "dataset_handcrafted_features"]
+__all__ = ["FrozenOutputs", "models_fingerprint", "backbone_inputs", "dataset_handcrafted_features",
+           "level_inputs", "levels_width"]
 
 
 def models_fingerprint(encoders, fusion_backbones) -> str:
@@ -46,6 +47,17 @@ def backbone_inputs(backbone: keras.Model, dataset, index: np.ndarray) -> dict:
     if PRESENCE in [t.name for t in backbone.inputs]:
         x[PRESENCE] = presence_array(dataset.presence, modalities)[index]
     return x
+
+
+def levels_width(dataset, modalities, use_levels: bool = True) -> int:
+    """Width of the learned heads' ``levels`` input: ``modalities``' window levels side by side
+    (0 without levels)."""
+    return sum(int(dataset.levels[m].shape[1]) for m in modalities) if use_levels else 0
+
+
+def level_inputs(dataset, modalities, index: np.ndarray, use_levels: bool = True) -> dict:
+    """``{"levels": [n, levels_width]}`` of the data-set windows ``index`` (empty without levels)."""
+    return {LEVELS: dataset.level_matrix(modalities, index)} if use_levels else {}
 
 
 def dataset_handcrafted_features(dataset) -> tuple[np.ndarray, list[str]]:

@@ -40,11 +40,13 @@ from kfusion.evaluation.frozen import (  # noqa: F401  (dataset_handcrafted_feat
     FrozenOutputs,
     backbone_inputs,
     dataset_handcrafted_features,
+    level_inputs,
+    levels_width,
     models_fingerprint,
 )
 from kfusion.evaluation.report import TARGETS
 from kfusion.evaluation.rows import ALL_ROWS, FUSION_PAIRS, MECHANISMS, ROWS
-from kfusion.models import LEVELS, PRESENCE, backbone_of, encoder_name, presence_array
+from kfusion.models import PRESENCE, backbone_of, encoder_name, presence_array
 from kfusion.runs import RunFolder
 from kfusion.training.emotion import (
     PROJECTION_FEATURES,
@@ -267,11 +269,6 @@ def available_rows(dataset: WindowedDataset, pretrained: Pretrained | None) -> t
     return tuple(rows)
 
 
-def row_modalities(row: str, dataset: WindowedDataset, pretrained: Pretrained | None) -> tuple[str, ...]:
-    """The modalities ``row`` takes on ``dataset`` (:meth:`Row.modalities`)."""
-    return ROWS[row].modalities(dataset, pretrained)
-
-
 class _KerasRow:
     """A Keras row for one target: the model, its inputs over the target's windows, a trainer."""
 
@@ -294,13 +291,11 @@ class _KerasRow:
         return self.row.build(self.view.target, self.view.n_classes, head_units=config.head_units,
                               projection_units=config.projection_units, use_presence=config.use_presence,
                               attention_tokens=config.attention_tokens, attention_heads=config.attention_heads,
-                              levels=_levels_width(self.dataset, modalities, config),
+                              levels=levels_width(self.dataset, modalities, config.use_levels),
                               fine_tune_projection=config.fine_tune_projection, **parts)
 
     def _levels(self, modalities) -> dict:
-        if not self.config.use_levels:
-            return {}
-        return {LEVELS: self.dataset.level_matrix(modalities, self.view.index)}
+        return level_inputs(self.dataset, modalities, self.view.index, self.config.use_levels)
 
     def cached(self) -> tuple[keras.Model, dict]:
         """The model on stand-ins for the frozen parts, and its cached inputs."""
@@ -391,11 +386,6 @@ class Results:
     def wide(self, source: str = "ours") -> pd.DataFrame:
         """Table 1 layout: one line per row, ``"mean (± se)"`` per target and metric."""
         return report.wide_table(self.table, source, titles=self.titles)
-
-
-def _levels_width(dataset: WindowedDataset, modalities, config: EvaluationConfig) -> int:
-    """Width of the heads' ``levels`` input: the row's modalities' levels side by side (0 without)."""
-    return sum(int(dataset.levels[m].shape[1]) for m in modalities) if config.use_levels else 0
 
 
 def _check_rows(rows) -> tuple[str, ...]:

@@ -49,11 +49,11 @@ from kfusion import checks
 from kfusion.config import _Config
 from kfusion.errors import ConfigError, KfusionError
 from kfusion.evaluation.folds import inner_folds, labelled_view
-from kfusion.evaluation.frozen import FrozenOutputs, models_fingerprint
+from kfusion.evaluation.frozen import FrozenOutputs, level_inputs, levels_width, models_fingerprint
 from kfusion.evaluation.metrics import macro_f1
 from kfusion.evaluation.rows import LEARNED_ROWS, get_row
 from kfusion.evaluation.stats import mean_se
-from kfusion.models import LEVELS, backbone_modalities
+from kfusion.models import backbone_modalities
 from kfusion.runs import RunFolder, write_json_atomic
 from kfusion.training.emotion import EmotionTrainer, EmotionTraining, derive_seed
 from kfusion.training.pretrain import FusionPretrainConfig, pretrain_fusion
@@ -325,19 +325,7 @@ class TuningProblem:
         if self.with_fusion_training:
             self.projections(key)
         x = self.frozen.inputs(self.spec, self.index, self.modalities, self.settings["use_presence"], key=key)
-        return {**x, **self.levels()}
-
-    def levels(self) -> dict:
-        """The heads' ``levels`` input (the row's modalities side by side), as in the protocol."""
-        if not self.settings["use_levels"]:
-            return {}
-        return {LEVELS: self.dataset.level_matrix(self.modalities, self.index)}
-
-    @property
-    def level_width(self) -> int:
-        if not self.settings["use_levels"]:
-            return 0
-        return sum(int(self.dataset.levels[m].shape[1]) for m in self.modalities)
+        return {**x, **level_inputs(self.dataset, self.modalities, self.index, self.settings["use_levels"])}
 
 
 # --------------------------------------------------------------------------- the hypermodel
@@ -396,7 +384,8 @@ class EmotionHyperModel(keras_tuner.HyperModel):
         sizes = {k: values[k] for k in ("head_units", "projection_units") if k in values}
         return problem.spec.build(problem.target, problem.n_classes, **problem.spec.stand_ins(dims), **sizes,
                                   use_presence=settings["use_presence"], attention_tokens=settings["attention_tokens"],
-                                  attention_heads=settings["attention_heads"], levels=problem.level_width)
+                                  attention_heads=settings["attention_heads"],
+                                  levels=levels_width(problem.dataset, problem.modalities, settings["use_levels"]))
 
     def fit(self, hp, model, *args, epochs=None, **kwargs) -> dict:
         problem, config = self.problem, self.config
