@@ -3,7 +3,6 @@ utterance, zero padding with its real length, bad input, and the CLI on each fix
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -21,20 +20,13 @@ from kfusion.data.recording import Segments
 from kfusion.data.sources import get_reader, load_recordings, source_modalities
 from kfusion.data.windows import cut_windows, resample, segment_window_starts
 from kfusion.errors import BadParticipantsError, DataError
+from fixture_scripts import fixture_script
 
-HERE = Path(__file__).parent
 SPEECH = DataConfig(modalities=("speech",))
 SCHEMES = ("emodb", "ravdess", "cremad", "clips")
 
 
-def _load_fixture_script():
-    spec = importlib.util.spec_from_file_location("make_clip_fixture", HERE / "fixtures" / "clips" / "make_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FIXTURE = _load_fixture_script()
+FIXTURE = fixture_script("clips")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ the data, the paper's Table 1 only beside the paper's targets)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ from kfusion.modalities import MODALITIES, WEARABLES
 from kfusion.data.sources import found_modalities, source_modalities
 from kfusion.evaluation import EvaluationConfig, evaluate
 from kfusion.evaluation.report import ROW_TITLES, markdown_report, paper_targets, row_title
+from fixture_scripts import fixture_script
 
 T0 = 1_700_000_000.0
 SECONDS = 40
@@ -254,10 +254,7 @@ def test_the_paper_block_only_beside_the_papers_targets(kemocon_synth, tmp_path)
 
 
 def test_wesad_targets_get_no_paper_numbers(tmp_path):
-    spec = importlib.util.spec_from_file_location("wesad_fixture", FIXTURES / "wesad" / "make_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    release = module.write_release(tmp_path / "wesad", (2, 3, 4, 5))
+    release = fixture_script("wesad").write_release(tmp_path / "wesad", (2, 3, 4, 5))
     dataset = build_dataset(f"wesad:{release}", cache_dir=False)
     assert dataset.classes["arousal"] == ("low", "neutral", "high")
     assert paper_targets(dataset.classes, dataset.report["label_schemes"]) == ()

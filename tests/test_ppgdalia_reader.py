@@ -4,7 +4,6 @@ left out, bad inputs, and the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import shutil
@@ -21,11 +20,9 @@ from kfusion.data.readers.ppgdalia import ACTIVITIES, READER
 from kfusion.data.readers.wrist_pickle import NOMINAL_START
 from kfusion.data.sources import Source
 from kfusion.errors import DataError
+from fixture_scripts import fixture_script
 
-SCRIPT = Path(__file__).parent / "fixtures" / "ppgdalia" / "make_fixture.py"
-_spec = importlib.util.spec_from_file_location("ppgdalia_fixture", SCRIPT)
-FIX = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(FIX)
+FIX = fixture_script("ppgdalia")
 SUBJECTS = (1, 2, 3, 4)
 
 

@@ -4,7 +4,6 @@ option, missing questionnaires, bad inputs, and the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import shutil
@@ -22,18 +21,12 @@ from kfusion.data.readers.wesad import READER, quest_seconds, sam_levels
 from kfusion.data.readers.wrist_pickle import NOMINAL_START
 from kfusion.data.sources import Source
 from kfusion.errors import DataError
+from fixture_scripts import fixture_script
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_fixture", FIXTURES / name / "make_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FIX = _script("wesad")
+FIX = fixture_script("wesad")
 SUBJECTS = (2, 3, 4, 5)
 
 
