@@ -252,7 +252,7 @@ class WesadReader:
         codes = code_array(data, LABEL_KEY, path, LABEL_CODES, LABEL_MEANING)
         signals, notes = wrist_signals(data, path, config.modalities,
                                        (LABEL_KEY, codes.size, LABEL_RATE))
-        meditation = bool(getattr(config, "meditation", False))
+        meditation = config.meditation
         included = [1, 2, 3] + ([MEDITATION] if meditation else [])
         first, end, run_codes = code_runs(codes)
         keep = np.isin(run_codes, included)
