@@ -168,10 +168,11 @@ def test_front_end_in_tflite_builtin_ops_and_stays_float32_when_quantised(tmp_pa
     _saved_model(model, saved)
     scopes = _front_end_scopes(model)
     reference = mfcc(audio_windows)
-    float_content = _convert_variant(saved, "none", None, scopes)
+    float_content, float_ops = _convert_variant(saved, "none", None, scopes)
+    assert float_ops == tflite_ops(float_content)
     for quantize in ("none", "float16", "dynamic"):
         content = float_content if quantize == "none" else _convert_variant(
-            saved, quantize, None, scopes, float_content)
+            saved, quantize, None, scopes, float_content)[0]
         ops = tflite_ops(content)
         assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
         assert "RFFT2D" not in ops and "FULLY_CONNECTED" in ops and "LOG" in ops

@@ -430,25 +430,31 @@ def _custom_name(code) -> str:
     return (name or b"?").decode() if isinstance(name, bytes) else str(name)
 
 
+def _operators(content: bytes) -> dict[str, bool]:
+    """``{operator name: True when custom}`` of a TFLite flatbuffer (custom ops by their custom
+    name), from one read of the file."""
+    fb = _flatbuffers()
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    out = {}
+    for code in _read(content).operatorCodes or []:
+        builtin = fb.get_builtin_code_from_operator_code(code)
+        custom = builtin == fb.BuiltinOperator.CUSTOM
+        out[_custom_name(code) if custom else names.get(builtin, str(builtin))] = custom
+    return out
+
+
 def tflite_ops(content: bytes) -> list[str]:
     """Names of the operators in a TFLite flatbuffer (custom ops by their custom name)."""
-    fb = _flatbuffers()
-    model = _read(content)
-    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-    out = []
-    for code in model.operatorCodes or []:
-        builtin = fb.get_builtin_code_from_operator_code(code)
-        out.append(_custom_name(code) if builtin == fb.BuiltinOperator.CUSTOM
-                   else names.get(builtin, str(builtin)))
-    return sorted(set(out))
+    return sorted(_operators(content))
 
 
-def _check_builtin_only(content: bytes) -> None:
-    fb = _flatbuffers()
-    custom = [_custom_name(code) for code in _read(content).operatorCodes or []
-              if fb.get_builtin_code_from_operator_code(code) == fb.BuiltinOperator.CUSTOM]
+def _builtin_only_ops(content: bytes) -> list[str]:
+    """:func:`tflite_ops` of ``content``; :class:`UnsupportedOpsError` when any is custom."""
+    operators = _operators(content)
+    custom = [name for name, is_custom in operators.items() if is_custom]
     if custom:
         raise UnsupportedOpsError(custom)
+    return sorted(operators)
 
 
 def _front_end_scopes(model) -> list[str]:
@@ -585,7 +591,8 @@ def _int8_keeping_float(converter, keep_float: list[str]) -> bytes:
 
 
 def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None,
-                     front_end_scopes: list[str], float_content: bytes | None = None) -> bytes:
+                     front_end_scopes: list[str], float_content: bytes | None = None) -> tuple[bytes, list[str]]:
+    """The converted file and its operator names (builtin only, else UnsupportedOpsError)."""
     import tensorflow as tf
 
     converter = _converter(saved_dir)
@@ -620,8 +627,7 @@ def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None
             if float_content is None:
                 float_content = _convert(_converter(saved_dir))
             content = _int8_keeping_float(converter, _front_end_tensor_names(float_content, front_end_scopes))
-    _check_builtin_only(content)
-    return content
+    return content, _builtin_only_ops(content)
 
 
 # --------------------------------------------------------------------------- sidecar
@@ -705,7 +711,8 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
 
 
 def _sidecar(features_model, path: Path, fmt: str, quantize: str, raw_inputs: bool,
-             features: FeatureConfig, classes: dict, window: WindowConfig, content: bytes | None) -> dict:
+             features: FeatureConfig, classes: dict, window: WindowConfig, content: bytes | None,
+             ops: list[str] | None = None) -> dict:
     import tensorflow as tf
 
     info = {
@@ -729,7 +736,7 @@ def _sidecar(features_model, path: Path, fmt: str, quantize: str, raw_inputs: bo
     }
     if content is not None:
         info["bytes"] = len(content)
-        info["ops"] = tflite_ops(content)
+        info["ops"] = ops
     return info
 
 
@@ -788,7 +795,7 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
                                     features)
     exported = raw_input_model(model, features) if raw_inputs else model
     out.parent.mkdir(parents=True, exist_ok=True)
-    content = None
+    content = ops = None
     if format == "savedmodel":
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
@@ -798,9 +805,9 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
             saved = Path(tmp) / "saved_model"
             _saved_model(exported, saved)
             scopes = _front_end_scopes(exported) if raw_inputs else []
-            content = _convert_variant(saved, quantize, rep, scopes)
+            content, ops = _convert_variant(saved, quantize, rep, scopes)
         out.write_bytes(content)
-    info = _sidecar(model, out, format, quantize, raw_inputs, features, class_names, window, content)
+    info = _sidecar(model, out, format, quantize, raw_inputs, features, class_names, window, content, ops)
     sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
     return out
 
@@ -840,14 +847,14 @@ def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(Fal
             for quantize in ["none"] + [q for q in quantizations if q != "none"]:
                 if quantize == "none" and "none" not in quantizations and not scopes:
                     continue
-                content = _convert_variant(saved, quantize, rep, scopes, float_content)
+                content, ops = _convert_variant(saved, quantize, rep, scopes, float_content)
                 if quantize == "none":
                     float_content = content
                     if "none" not in quantizations:
                         continue
                 path = out_dir / f"{name}-{'raw' if raw else 'features'}-{quantize}.tflite"
                 path.write_bytes(content)
-                info = _sidecar(model, path, "tflite", quantize, raw, features, class_names, window, content)
+                info = _sidecar(model, path, "tflite", quantize, raw, features, class_names, window, content, ops)
                 sidecar_path(path).write_text(json.dumps(info, indent=2) + "\n")
                 paths[(raw, quantize)] = path
     return paths
