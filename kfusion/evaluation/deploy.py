@@ -160,8 +160,7 @@ def _assemble(row: str, heads: dict, pretrained: Pretrained, dataset: WindowedDa
 
 def _history(history: TrainingHistory) -> dict:
     return {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch,
-            "best_val_loss": round(history.val_loss[history.best_epoch], 6) if history.best_epoch >= 0 else None,
-            "best_val_f1": round(history.val_f1[history.best_epoch], 6) if history.best_epoch >= 0 else None,
+            **{key: None if value is None else round(value, 6) for key, value in history.at_best().items()},
             "stopped_early": history.stopped_early,
             "loss": [round(v, 6) for v in history.loss], "val_loss": [round(v, 6) for v in history.val_loss]}
 

@@ -328,14 +328,8 @@ class _KerasRow:
     def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
         history = self.trainer.fit(self.x, self.view.y, fold.train, fold.validation, seed=seed)
         probabilities = self.trainer.predict(self.x, fold.test)
-        extra = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch,
-                 "best_val_loss": _at_best(history.val_loss, history),
-                 "best_val_f1": _at_best(history.val_f1, history)}
+        extra = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, **history.at_best()}
         return extra, probabilities, self.trainer
-
-
-def _at_best(values: list, history) -> float | None:
-    return float(values[history.best_epoch]) if history.best_epoch >= 0 else None
 
 
 class _HandcraftedRow:

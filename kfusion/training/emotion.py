@@ -105,6 +105,12 @@ class TrainingHistory:
     def epochs_run(self) -> int:
         return len(self.loss)
 
+    def at_best(self) -> dict:
+        """``{"best_val_loss", "best_val_f1"}`` of the kept epoch (None when none was kept)."""
+        kept = self.best_epoch >= 0
+        return {"best_val_loss": float(self.val_loss[self.best_epoch]) if kept else None,
+                "best_val_f1": float(self.val_f1[self.best_epoch]) if kept else None}
+
 
 # --------------------------------------------------------------------------- model builders
 
