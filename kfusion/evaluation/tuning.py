@@ -322,9 +322,9 @@ class TuningProblem:
     def inputs_for(self, key=None) -> dict:
         """Model inputs over the tuned windows: cached projections (with rows, backbone ``key``) or
         embeddings ``[N, D, 1]`` per modality plus ``presence``."""
-        if self.with_fusion_training:
-            self.projections(key)
-        x = self.frozen.inputs(self.spec, self.index, self.modalities, self.settings["use_presence"], key=key)
+        backbone = (lambda: self._backbone_for(key)) if self.with_fusion_training else None
+        x = self.frozen.inputs(self.spec, self.index, self.modalities, self.settings["use_presence"],
+                               backbone=backbone, key=key)
         return {**x, **level_inputs(self.dataset, self.modalities, self.index, self.settings["use_levels"])}
 
 
