@@ -24,7 +24,10 @@ class _Config:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict | None, where: str = "config"):
+    def from_dict(cls, data: dict | None, where: str = "config", source: str | None = None):
+        """Build from a dict; errors name ``where`` (``source`` = the file or object it came from,
+        for a section read within it; the fields' own checks already name the section)."""
+        source = where if source is None else source
         data = dict(data or {})
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
@@ -34,9 +37,12 @@ class _Config:
         kwargs = {}
         for name, value in data.items():
             sub = _nested_config_class(fields[name])
-            kwargs[name] = sub.from_dict(value, f"{where}.{name}") if sub else (
+            kwargs[name] = sub.from_dict(value, f"{where}.{name}", source) if sub else (
                 tuple(value) if isinstance(value, list) else value)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:  # the field's own check; say where the value came from
+            raise ConfigError(f"{source}: {err}") from None
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

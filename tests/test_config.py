@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -42,3 +43,16 @@ def test_modalities_validation():
         check_modalities(["acc", "acc"])
     with pytest.raises(ConfigError, match="at least one"):
         check_modalities([])
+
+
+def test_a_bad_value_in_a_config_file_names_the_file_and_the_field(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps({"window": {"seconds": -1}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: window\.seconds: expected a positive"):
+        DataConfig.load(path)
+    path.write_text(json.dumps({"features": {"wearable_norm": "bogus"}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: features\.wearable_norm: expected one of"):
+        DataConfig.load(path)
+    path.write_text(json.dumps({"window": {"second": 4}}))   # unknown keys name the section
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}\.window: unknown key\(s\) second"):
+        DataConfig.load(path)
