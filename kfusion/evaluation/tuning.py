@@ -32,7 +32,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +53,7 @@ from kfusion.evaluation.metrics import macro_f1
 from kfusion.evaluation.rows import LEARNED_ROWS, get_row
 from kfusion.evaluation.stats import mean_se
 from kfusion.models import backbone_modalities
+from kfusion.models.fusion import backbone_settings
 from kfusion.runs import RunFolder, write_json_atomic
 from kfusion.training.emotion import EmotionTrainer, EmotionTraining, derive_seed
 from kfusion.training.pretrain import FusionPretrainConfig, pretrain_fusion
@@ -165,13 +165,6 @@ class TuningConfig(_Config):
 
 # --------------------------------------------------------------------------- what is tuned
 
-def _projection_units(backbone: keras.Model) -> tuple[int, ...]:
-    """Units of the backbone's Dense layers ``projection_1``, ``projection_2``, ... in order."""
-    dense = {int(layer.name.rsplit("_", 1)[1]): int(layer.units) for layer in backbone.layers
-             if re.fullmatch(r"projection_\d+", layer.name) and hasattr(layer, "units")}
-    return tuple(dense[k] for k in sorted(dense))
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path):
     """An exclusive lock between processes (distributed workers sharing one folder)."""
@@ -253,7 +246,7 @@ class TuningProblem:
             self.backbone = self.spec.backbone(self.dataset, self.pretrained, "tune")
             if self.backbone is not None:
                 self.modalities = tuple(backbone_modalities(self.backbone))
-                self.backbone_key = (_projection_units(self.backbone), config.backbone_head_units)
+                self.backbone_key = (backbone_settings(self.backbone)["projection_units"], config.backbone_head_units)
             heads_differ = set(config.pretraining_head_units) != {config.backbone_head_units}
             self.search_pretraining = bool(self.pretraining_sources) or heads_differ or self.backbone is None
             if self.search_pretraining and not self.pretraining_sources:

@@ -15,6 +15,11 @@ Graph (five modalities, ``use_presence=True``)::
        |  [B, 200]
     projection_1 (Dense 128, ReLU) -> projection_2 (Dense 64, ReLU) -> projection (identity)
 
+The output layer ``projection`` (:class:`Projection`, an identity) records the builder's
+arguments (mechanism, modalities, projection units, presence, attention sizes) in its config, so
+they are saved with the model and survive ``backbone_of``, ``clone_model`` and loading; read them
+with :func:`backbone_settings` instead of re-deriving them from layer names.
+
 Inputs are a dict keyed by modality (and ``"presence"``); the modalities always appear in the
 canonical order speech, acc, bvp, eda, temp — that is also the column order of ``presence``.
 """
@@ -29,7 +34,7 @@ import numpy as np
 from kfusion.modalities import MODALITIES, SPEECH, check_modalities, input_shape
 from kfusion.errors import ConfigError
 from kfusion import checks
-from kfusion.models.layers import ModalityWeights, PresenceGate, TokenPositionEmbedding
+from kfusion.models.layers import PACKAGE, ModalityWeights, PresenceGate, TokenPositionEmbedding
 from kfusion.models.sigrep import sigrep_encoder
 from kfusion.models.speech import speech_autoencoder
 
@@ -41,6 +46,19 @@ LEVELS = "levels"
 FUSION_LAYER = "fusion"
 PROJECTION_LAYER = "projection"
 DEFAULT_PROJECTION_UNITS = (128, 64)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Projection(keras.layers.Identity):
+    """The backbone's output layer: an identity whose config holds ``settings``, the arguments
+    :func:`fusion_backbone` was built with (JSON types), so they travel with the model."""
+
+    def __init__(self, settings=None, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = dict(settings or {})
+
+    def get_config(self):
+        return {**super().get_config(), "settings": dict(self.settings)}
 
 
 def encoder_name(modality: str) -> str:
@@ -138,8 +156,42 @@ def fusion_backbone(encoders: Mapping[str, keras.Model], mechanism: str = "unwei
     x = fused
     for i, units in enumerate(projection_units, start=1):
         x = keras.layers.Dense(units, activation="relu", name=f"projection_{i}")(x)
-    outputs = keras.layers.Identity(name=PROJECTION_LAYER)(x)
+    settings = {"mechanism": mechanism, "modalities": list(modalities),
+                "projection_units": list(projection_units), "use_presence": use_presence}
+    if mechanism == "attention":
+        settings.update(attention_tokens=attention_tokens, attention_heads=attention_heads,
+                        attention_key_dim=attention_key_dim)
+    outputs = Projection(settings, name=PROJECTION_LAYER)(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def backbone_settings(model: keras.Model) -> dict:
+    """The arguments a backbone (or a model holding its layers, e.g. a fusion-pretraining model)
+    was built with: ``mechanism``, ``modalities``, ``projection_units`` (a tuple),
+    ``use_presence`` and, for attention, ``attention_tokens``, ``attention_heads``,
+    ``attention_key_dim``; read from its :class:`Projection` layer.
+
+    Files saved before the layer recorded them (the shipped ``fusion-*-synthetic`` models, whose
+    ``card.json`` holds the same values under ``run_config``) have a plain identity there: their
+    ``projection_units`` are the units of the Dense layers between the ``fusion`` and
+    ``projection`` layers (layer order), and only that key is returned with ``"recorded": False``.
+    """
+    try:
+        projection = model.get_layer(PROJECTION_LAYER)
+    except ValueError:
+        raise ConfigError(f"model {model.name!r}: no layer named {PROJECTION_LAYER!r}; expected a model "
+                          "built by kfusion.models.fusion_backbone") from None
+    if isinstance(projection, Projection) and projection.settings:
+        settings = dict(projection.settings)
+        settings["projection_units"] = tuple(int(u) for u in settings["projection_units"])
+        settings["modalities"] = tuple(settings["modalities"])
+        return {**settings, "recorded": True}
+    layers = list(model.layers)
+    names = [layer.name for layer in layers]
+    start = names.index(FUSION_LAYER) + 1 if FUSION_LAYER in names else 0
+    units = tuple(int(layer.units) for layer in layers[start:names.index(PROJECTION_LAYER)]
+                  if isinstance(layer, keras.layers.Dense))
+    return {"projection_units": units, "recorded": False}
 
 
 def build_fusion_model(modalities=MODALITIES, mechanism: str = "unweighted",
