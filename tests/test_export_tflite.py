@@ -155,6 +155,30 @@ def test_raw_int8_keeps_the_front_end_float(trained):
     assert ("CONV_2D", "int8") in dtypes["body"] and ("FULLY_CONNECTED", "int8") in dtypes["body"]
 
 
+def test_intermediate_tensor_names_are_dropped_unless_asked(tmp_path, trained):
+    """Names are debugging labels (~20 % of a small file): dropped by default except the
+    inputs', outputs' and front end's; the outputs are the same bytes either way."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = trained.variants[(True, "int8")]
+    tensors = Interpreter(model_path=str(path)).get_tensor_details()
+    named = [t["name"] for t in tensors if t["name"]]
+    assert any("speech_mfcc" in n for n in named) and len(named) < 0.5 * len(tensors)
+    assert read_sidecar(path)["bytes"] == path.stat().st_size
+    model = small_emotion_model("unweighted", seed=1)
+    plain = export_model(model, tmp_path / "plain.tflite", "tflite")
+    named_file = export_model(model, tmp_path / "named.tflite", "tflite", tensor_names=True)
+    assert plain.stat().st_size < 0.9 * named_file.stat().st_size
+    assert all(t["name"] for t in Interpreter(model_path=str(named_file)).get_tensor_details())
+    rng = np.random.default_rng(8)
+    x = {"speech": rng.standard_normal((2, 400, 40)), "acc": rng.standard_normal((2, 128, 3)),
+         "bvp": rng.standard_normal((2, 256, 1)), "eda": rng.standard_normal((2, 16, 1)),
+         "temp": rng.standard_normal((2, 16, 1)), "presence": np.ones((2, 5))}
+    x = {k: v.astype(np.float32) for k, v in x.items()}
+    a, b = run_tflite(plain, x), run_tflite(named_file, x)
+    assert all(np.array_equal(a[t], b[t]) for t in a)
+
+
 @pytest.mark.parametrize("mechanism,quantized", [("unweighted", "dynamic"), ("weighted", "float16")])
 def test_other_mechanisms_export_float32_and_one_quantised(tmp_path, mechanism, quantized):
     # Attention is the trained model above. Untrained small models (random weights) here; the

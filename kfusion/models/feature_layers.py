@@ -9,12 +9,26 @@ definition of the features. :class:`WindowNormalization` is
 wearables. A model trained on raw buffers puts them in front of its encoders; an exported
 features-input model gets them from :func:`kfusion.export.raw_inputs.raw_input_model`.
 
-Why a DFT matrix and not ``tf.signal``: TFLite's builtin RFFT2D takes power-of-two lengths only
-(``n_fft`` is 400) and ``tf.signal.mfccs_from_log_mel_spectrograms`` needs Flex ops. The
-real DFT of a frame windowed by a symmetric window (``w[n] == w[N - n]``) splits into an even
-and an odd half, ``Re X[k] = sum_n w[n] (x[n] + x[N-n]) cos(2 pi k n / N)`` and
-``Im X[k] = -sum_n w[n] (x[n] - x[N-n]) sin(2 pi k n / N)`` over ``n <= N/2``, which halves the
-matrix products (about 32 M multiply-adds per 4 s window).
+How the spectrum is computed (``MfccFrontEnd(method=...)``; sizes and speed in
+bench/RESULTS.md, "Front end: factored DFT"):
+
+- ``"fft"`` (default): one step of a mixed-radix (Cooley-Tukey) FFT written as two small
+  constant matrix products. ``n_fft = N1 * N2`` (400 = 20 x 20, ``N1`` dividing the hop), the
+  frame read as ``x[n1 + N1 n2]``; ``Y[n1, k2] = sum_n2 x[n1 + N1 n2] W_N2^(n2 k2)`` for every
+  ``n1`` (one ``[N2, 2 N2]`` matrix), then ``X[N2 k1 + k2] = sum_n1 Y[n1, k2] W_N^(n1 (N2 k1 +
+  k2))`` for every ``k2`` (a batched product with ``[N2, 2 N1, 2 K1]`` matrices, the twiddle
+  factors folded in). About 34 k multiply-adds per frame (13 M per 4 s window) and ~90 KB of
+  constants, against 80 k and ~320 KB for the DFT matrix.
+- ``"dft"``: the previous design, the real DFT as two ``[N/2, N/2 + 1]`` matrices. A frame
+  windowed by a symmetric window (``w[n] == w[N - n]``) splits into an even and an odd half,
+  ``Re X[k] = sum_n w[n] (x[n] + x[N-n]) cos(2 pi k n / N)`` and
+  ``Im X[k] = -sum_n w[n] (x[n] - x[N-n]) sin(2 pi k n / N)`` over ``n <= N/2`` (32 M
+  multiply-adds per 4 s window). Kept for comparison (``bench/export.py``).
+
+Not ``tf.signal``: TFLite's builtin RFFT2D takes power-of-two lengths only (``n_fft`` is 400)
+and, measured with ``n_fft`` 512, takes ~1.4 ms per window on one x86 core (its kernel
+transforms each frame on its own, in double precision), three times the DFT matrix;
+``tf.signal.mfccs_from_log_mel_spectrograms`` needs Flex ops.
 """
 
 from __future__ import annotations
@@ -39,18 +53,69 @@ from kfusion.errors import ConfigError
 
 PACKAGE = "kfusion"
 
-__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "dft_matrices", "FRONT_END_LAYERS"]
+__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "dft_matrices", "fft_factors",
+           "fft_matrices", "FRONT_END_LAYERS", "FRONT_END_METHODS"]
+
+#: Ways :class:`MfccFrontEnd` computes the spectrum (module docstring).
+FRONT_END_METHODS = ("fft", "dft")
 
 
-def _check_settings(settings: MfccSettings) -> None:
+def _check_settings(settings: MfccSettings, method: str) -> None:
     if not (settings.center and settings.pad_mode == "constant" and settings.dct_type == 2
             and settings.dct_norm == "ortho" and settings.lifter == 0 and settings.top_db is None
             and settings.n_fft % 2 == 0):
         raise ConfigError("MfccFrontEnd: implements center=True, pad_mode='constant', an even "
                           "n_fft, DCT-II ortho, lifter 0 and no top_db only")
+    if method == "fft" and fft_factors(settings) is None:
+        raise ConfigError(f"MfccFrontEnd: method 'fft' needs n_fft ({settings.n_fft}) to be a product "
+                          f"N1 * N2 (both >= 2) with N1 dividing the hop ({settings.hop_length}); use 'dft'")
     window = analysis_window(settings)
-    if not np.allclose(window[1:], window[:0:-1], atol=1e-7):
+    if method == "dft" and not np.allclose(window[1:], window[:0:-1], atol=1e-7):
         raise ConfigError("MfccFrontEnd: the analysis window must be symmetric (w[n] == w[N-n])")
+
+
+def fft_factors(settings: MfccSettings = MFCC_SETTINGS) -> tuple[int, int] | None:
+    """``(N1, N2)`` with ``n_fft = N1 * N2``, ``N1`` dividing the hop (so every frame starts on
+    a block of ``N1`` samples) and ``N1 + N2`` smallest (the work is ~``2 n_fft (N1 + N2)``
+    multiply-adds per frame); None when there is none. ``(20, 20)`` for 400 / 160."""
+    n, hop = settings.n_fft, settings.hop_length
+    found = [(n1 + n // n1, -n1, n1) for n1 in range(2, n // 2 + 1) if n % n1 == 0 and hop % n1 == 0]
+    if not found:
+        return None
+    n1 = min(found)[2]
+    return n1, n // n1
+
+
+def fft_matrices(settings: MfccSettings = MFCC_SETTINGS) -> dict[str, np.ndarray]:
+    """The constants of the factored DFT (``method="fft"``), float32, for ``(N1, N2) =
+    fft_factors(settings)`` and ``K1 = n_fft // 2 // N2 + 1``:
+
+    - ``window [N1, 1, N2]``: ``w[n1 + N1 n2]``;
+    - ``first [N2, 2 N2]``: ``[cos, -sin](2 pi n2 k2 / N2)``, so ``frame_n1 @ first`` is
+      ``[Re, Im] Y[n1, k2]``;
+    - ``second [N2, 2 N1, 2 K1]``: per ``k2``, ``[Re Y, Im Y] (over n1) @ second[k2]`` is
+      ``[Re, Im] X[N2 k1 + k2]`` (``theta = -2 pi n1 (N2 k1 + k2) / n_fft``: rows ``Re Y`` ->
+      ``[cos, sin]``, rows ``Im Y`` -> ``[-sin, cos]``);
+    - ``bins [N2 * K1]``: the DFT bin ``N2 k1 + k2`` of column ``k2 K1 + k1`` of the power
+      spectrum (bins above ``n_fft // 2`` are computed and left out by the mel matrix).
+    """
+    n_fft = settings.n_fft
+    n1_count, n2_count = fft_factors(settings)
+    k1_count = n_fft // 2 // n2_count + 1
+    window = analysis_window(settings).astype(np.float64)
+    n1 = np.arange(n1_count)
+    n2 = np.arange(n2_count)
+    framed = window[n1[:, None] + n1_count * n2[None, :]][:, None, :]          # [N1, 1, N2]
+    angle = 2 * np.pi * ((n2[:, None] * n2[None, :]) % n2_count) / n2_count
+    first = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1)            # [N2, 2 N2]
+    k1 = np.arange(k1_count)
+    bins = n2_count * k1[None, :] + n2[:, None]                                  # [k2, k1]
+    theta = -2 * np.pi * ((n1[None, :, None] * bins[:, None, :]) % n_fft) / n_fft  # [k2, n1, k1]
+    cos, sin = np.cos(theta), np.sin(theta)
+    second = np.concatenate([np.concatenate([cos, sin], axis=2),
+                             np.concatenate([-sin, cos], axis=2)], axis=1)       # [N2, 2 N1, 2 K1]
+    return {"window": framed.astype(np.float32), "first": first.astype(np.float32),
+            "second": second.astype(np.float32), "bins": bins.reshape(-1)}
 
 
 def dft_matrices(settings: MfccSettings = MFCC_SETTINGS) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +142,17 @@ class MfccFrontEnd(keras.layers.Layer):
     ``[B, n_samples // hop, n_mfcc]`` (``[B, 64000] -> [B, 400, 40]``), equal to
     :func:`kfusion.data.features.mfcc` up to float32 rounding.
 
-    Builtin TFLite operations only: pad, reshape, strided slices, concatenation, reverse,
-    fully connected (matrix products with constant matrices), mul/add, maximum, log.
+    Builtin TFLite operations only: pad, reshape, transpose, strided slices, concatenation,
+    fully connected / batch matmul (products with constant matrices), mul/add, maximum, log.
+    ``method``: ``"fft"`` (default, a factored DFT) or ``"dft"`` (the DFT as one matrix, the
+    previous design); both give the same MFCCs up to float32 rounding (module docstring).
     Every setting is :data:`MFCC_SETTINGS`; ``settings`` (stored in the layer config) only
     guards a saved model: loading one built with other settings raises ConfigError.
     """
 
-    def __init__(self, settings: dict | None = None, **kwargs):
+    def __init__(self, settings: dict | None = None, method: str = "fft", **kwargs):
         super().__init__(**kwargs)
+        self.method = checks.choice("MfccFrontEnd: method", method, FRONT_END_METHODS)
         if settings is not None and dict(settings) != MFCC_SETTINGS.to_dict():
             changed = sorted(k for k in set(settings) | set(MFCC_SETTINGS.to_dict())
                              if dict(settings).get(k) != MFCC_SETTINGS.to_dict().get(k))
@@ -92,12 +160,19 @@ class MfccFrontEnd(keras.layers.Layer):
                               f"this kfusion's MFCC_SETTINGS (differing: {', '.join(changed)}); "
                               "its model expects other features")
         settings = MFCC_SETTINGS
-        _check_settings(settings)
+        _check_settings(settings, self.method)
         self.settings = settings
-        cos_part, sin_part = dft_matrices(settings)
-        self._cos = cos_part
-        self._sin = sin_part
-        self._mel = np.ascontiguousarray(mel_filterbank(settings).T)             # [bins, mels]
+        mel_t = mel_filterbank(settings).T                                       # [bins, mels]
+        if self.method == "dft":
+            self._cos, self._sin = dft_matrices(settings)
+            self._mel = np.ascontiguousarray(mel_t)
+        else:
+            self._fft = fft_matrices(settings)
+            bins = self._fft["bins"]
+            valid = bins <= settings.n_fft // 2
+            mel = np.zeros((bins.size, mel_t.shape[1]), dtype=np.float32)       # rows in FFT order
+            mel[valid] = mel_t[bins[valid]]
+            self._mel = mel
         # 10 log10(S / ref) = (10 / ln 10) (ln S - ln ref): the scale goes into the DCT.
         scale = settings.log_scale / math.log(10.0)
         dct_t = dct_matrix(settings.n_mfcc, settings.n_mels).T.astype(np.float64)  # [mels, mfcc]
@@ -118,16 +193,47 @@ class MfccFrontEnd(keras.layers.Layer):
             raise ConfigError(f"MfccFrontEnd: expected at least {self.settings.hop_length} samples "
                               f"per window, found {input_shape[-1]}")
 
-    def call(self, audio):
+    def _padded(self, audio):
+        """Centre padding with zeros (and zeros after it up to a whole number of hops):
+        ``[B, chunks * hop]``, frame ``k`` = samples ``[k hop, k hop + n_fft)``."""
         s = self.settings
         n_samples = audio.shape[-1]
-        n_frames, chunks, needed = self._frames_and_chunks(n_samples)
+        _, _, needed = self._frames_and_chunks(n_samples)
+        half = s.n_fft // 2
+        padded = ops.pad(ops.cast(audio, "float32"), [[0, 0], [half, max(needed - n_samples - half, half)]])
+        return padded[:, :needed]
+
+    def _power_fft(self, audio):
+        """Power spectrum ``[B, F, N2 * K1]`` (columns in FFT order) by the factored DFT."""
+        s = self.settings
+        n_frames, chunks, _ = self._frames_and_chunks(audio.shape[-1])
+        n1, n2 = fft_factors(s)
+        k1 = self._fft["second"].shape[-1] // 2
+        per_hop = s.hop_length // n1
+        # Blocks of N1 samples, transposed once: blocks[b, n1, m] = padded[b, N1 m + n1].
+        blocks = ops.reshape(self._padded(audio), (-1, chunks * per_hop, n1))
+        blocks = ops.reshape(ops.transpose(blocks, (0, 2, 1)), (-1, n1, chunks, per_hop))
+        # Frame k, row n1 = x_k[n1 + N1 n2], n2 = 0..N2-1: blocks k * per_hop ... (whole hops, then a part).
+        whole, rest = divmod(n2, per_hop)
+        parts = [blocks[:, :, j:j + n_frames, :] for j in range(whole)]
+        if rest:
+            parts.append(blocks[:, :, whole:whole + n_frames, :rest])
+        frames = ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]  # [B, N1, F, N2]
+        frames = frames * ops.convert_to_tensor(self._fft["window"])
+        first = ops.matmul(frames, ops.convert_to_tensor(self._fft["first"]))     # [B, N1, F, 2 N2]
+        first = ops.reshape(first, (-1, n1, n_frames, 2, n2))
+        first = ops.reshape(ops.transpose(first, (4, 0, 2, 3, 1)), (n2, -1, 2 * n1))  # [N2, B F, 2 N1]
+        spectrum = ops.matmul(first, ops.convert_to_tensor(self._fft["second"]))  # [N2, B F, 2 K1]
+        real, imag = spectrum[:, :, :k1], spectrum[:, :, k1:]
+        power = ops.transpose(real * real + imag * imag, (1, 0, 2))              # [B F, N2, K1]
+        return ops.reshape(power, (-1, n_frames, n2 * k1))
+
+    def _power_dft(self, audio):
+        """Power spectrum ``[B, F, 1 + n_fft // 2]`` by the DFT matrices."""
+        s = self.settings
+        n_frames, chunks, _ = self._frames_and_chunks(audio.shape[-1])
         half, hop = s.n_fft // 2, s.hop_length
-        audio = ops.cast(audio, "float32")
-        # Centre padding with zeros (and zeros after it up to a whole number of hops).
-        padded = ops.pad(audio, [[0, 0], [half, max(needed - n_samples - half, half)]])
-        padded = padded[:, :needed]
-        blocks = ops.reshape(padded, (-1, chunks, hop))
+        blocks = ops.reshape(self._padded(audio), (-1, chunks, hop))
         # Frame k = samples [k hop, k hop + n_fft) = whole chunks k, k+1, ... and part of one more.
         whole, rest = divmod(s.n_fft, hop)
         parts = [blocks[:, j:j + n_frames, :] for j in range(whole)]
@@ -140,7 +246,11 @@ class MfccFrontEnd(keras.layers.Layer):
         odd = head - tail
         real = ops.matmul(even, ops.convert_to_tensor(self._cos))
         imag = ops.matmul(odd, ops.convert_to_tensor(self._sin))
-        power = real * real + imag * imag
+        return real * real + imag * imag
+
+    def call(self, audio):
+        s = self.settings
+        power = self._power_fft(audio) if self.method == "fft" else self._power_dft(audio)
         if s.power != 2.0:
             power = ops.power(power, s.power / 2.0)
         mel = ops.matmul(power, ops.convert_to_tensor(self._mel))
@@ -155,7 +265,7 @@ class MfccFrontEnd(keras.layers.Layer):
         return (input_shape[0], self.settings.frames(n_samples), self.settings.n_mfcc)
 
     def get_config(self):
-        return {**super().get_config(), "settings": self.settings.to_dict()}
+        return {**super().get_config(), "settings": self.settings.to_dict(), "method": self.method}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
