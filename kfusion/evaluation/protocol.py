@@ -18,7 +18,7 @@ seed, the row, the target and the held-out participant.
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +34,9 @@ from kfusion.data.dataset import WindowedDataset
 from kfusion.data.labels import UNLABELLED
 from kfusion.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
-from kfusion.evaluation import baselines, metrics, report, stats
+from kfusion.evaluation import baselines, report, stats
 from kfusion.evaluation.folds import Fold, TargetView, labelled_view, loso_folds
+from kfusion.evaluation.parallel import FoldWork, check_workers, run_fold, run_units
 from kfusion.evaluation.frozen import (  # noqa: F401  (dataset_handcrafted_features: public here too)
     FrozenOutputs,
     backbone_inputs,
@@ -448,7 +449,8 @@ def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, ta
 def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequence[str] = ALL_ROWS,
              targets: Sequence[str] = TARGETS, out: str | Path = "runs/evaluation", seed: int = 0,
              config: EvaluationConfig | None = None, progress: bool = True, verbose: int = 0,
-             max_folds: int | None = None, on_fold: Callable[[FoldRun], None] | None = None) -> Results:
+             max_folds: int | None = None, on_fold: Callable[[FoldRun], None] | None = None,
+             workers: int | None = 1, scheduler: str | None = None) -> Results:
     """Leave-one-subject-out evaluation of ``rows`` (see :data:`ALL_ROWS`) for ``targets``.
 
     ``out``: the run folder (``config.json``, ``versions.json``, ``data.json``, ``folds.jsonl``,
@@ -458,10 +460,18 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     folds; ``verbose``: 1 prints a line per finished fold (no Keras progress bars either way).
     ``max_folds``: stop after that many newly finished folds (the reports then cover what is
     finished and ``Results.complete`` is False). ``on_fold``: called with a :class:`FoldRun`
-    after each newly finished fold.
+    after each newly finished fold, in this process.
+
+    ``workers``: folds run in that many worker processes of a local Dask cluster, one thread
+    each (1: in this process, one after the other; None: the cores available);
+    ``scheduler``: a Dask scheduler address (``tcp://HOST:PORT``) whose workers run the folds
+    instead (``workers`` then unused). Records are the same whatever the workers (``seconds``
+    aside), this process alone writes ``folds.jsonl``, and ``FoldRun.fitted`` is None for folds
+    run in a worker (see :mod:`kfusion.evaluation.parallel`).
     """
     config, seed = check_run_arguments("evaluate", dataset, config, seed)
     max_folds = checks.optional_whole("evaluate: max_folds", max_folds, 0)
+    workers, scheduler = check_workers("evaluate", workers, scheduler)
     rows = _check_rows(rows)
     targets = _check_targets(dataset, targets)
     check_pretrained(pretrained, rows, dataset)
@@ -489,39 +499,26 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
 
     bar = tqdm(total=total, initial=total - len(work), desc="LOSO folds", unit="fold",
                disable=not progress)
-    finished = 0
-    runner, runner_key = None, None
+    units = [(row, t, fold.held_out) for row, t, fold in work][:max_folds]
+    fold_work = FoldWork(views, dataset, pretrained, frozen, config, seed, _KerasRow, _HandcraftedRow)
+    if units and (workers > 1 or scheduler is not None):
+        fold_work = fold_work.for_workers(units)
     try:
-        for row, target, fold in work:
-            if max_folds is not None and finished >= max_folds:
-                break
-            if runner_key != (row, target):
+        # The main process is the only writer of folds.jsonl: a record is appended as its
+        # unit finishes, wherever it ran (so resume works as for a sequential run).
+        with contextlib.closing(run_units(run_fold, fold_work, units, workers, scheduler,
+                                          where="evaluate")) as outcomes:
+            for (row, target, pid), (record, fitted) in outcomes:
+                run.append_record(FOLDS_FILE, record)
+                done[(row, target, pid)] = record
                 bar.set_postfix_str(f"{row} / {target}")
-                view = views[target]
-                runner = (_HandcraftedRow(view, frozen, config) if not ROWS[row].learned
-                          else _KerasRow(row, view, dataset, pretrained, frozen, config, seed))
-                runner_key = (row, target)
-            # The fold's only randomness is its batch order (numpy, from this seed). No
-            # keras.utils.set_random_seed here: changing TF's global seed makes every traced
-            # function slow to run again (measured: 0.1 s -> 1 s per fold).
-            fold_seed = derive_seed(seed, "fold", row, target, fold.held_out)
-            started = time.perf_counter()
-            extra, probabilities, fitted = runner.run(fold, fold_seed)
-            view = views[target]
-            record = {"row": row, "target": target, "fold": fold.held_out, "fold_index": fold.index,
-                      **metrics.fold_metrics(view.y[fold.test], probabilities),
-                      "n_train": int(fold.train.size), "n_validation": int(fold.validation.size),
-                      "validation_participants": list(fold.validation_participants), **extra,
-                      "seconds": round(time.perf_counter() - started, 3)}
-            run.append_record(FOLDS_FILE, record)
-            done[(row, target, fold.held_out)] = record
-            finished += 1
-            bar.update(1)
-            if verbose:
-                bar.write(f"{row} {target} fold {fold.held_out}: accuracy {record['accuracy']:.4f} "
-                          f"F1 {record['f1']:.4f} (n={record['n_test']}, {record['seconds']:.1f} s)")
-            if on_fold is not None:
-                on_fold(FoldRun(row, target, fold, view.index, record, fitted))
+                bar.update(1)
+                if verbose:
+                    bar.write(f"{row} {target} fold {pid}: accuracy {record['accuracy']:.4f} "
+                              f"F1 {record['f1']:.4f} (n={record['n_test']}, {record['seconds']:.1f} s)")
+                if on_fold is not None:
+                    view = views[target]
+                    on_fold(FoldRun(row, target, fold_work.fold(target, pid), view.index, record, fitted))
     finally:
         bar.close()
 
