@@ -165,7 +165,11 @@ def test_intermediate_tensor_names_are_dropped_unless_asked(tmp_path, trained):
     named = [t["name"] for t in tensors if t["name"]]
     assert any("speech_mfcc" in n for n in named) and len(named) < 0.5 * len(tensors)
     assert read_sidecar(path)["bytes"] == path.stat().st_size
+    assert read_sidecar(path)["front_end"] == "fft"
+    assert read_sidecar(trained.variants[(False, "int8")])["front_end"] is None
     model = small_emotion_model("unweighted", seed=1)
+    with pytest.raises(ConfigError, match="front_end"):
+        export_model(model, tmp_path / "bad.tflite", "tflite", front_end="rfft")
     plain = export_model(model, tmp_path / "plain.tflite", "tflite")
     named_file = export_model(model, tmp_path / "named.tflite", "tflite", tensor_names=True)
     assert plain.stat().st_size < 0.9 * named_file.stat().st_size

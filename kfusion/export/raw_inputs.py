@@ -51,7 +51,7 @@ def raw_input_shapes(model: keras.Model) -> dict[str, tuple]:
 
 
 def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
-                    name: str | None = None) -> keras.Model:
+                    name: str | None = None, front_end: str = "fft") -> keras.Model:
     """``model`` (features in) behind the front end (raw buffers in), sharing its weights.
 
     Inputs, named as ``model``'s: ``speech [B, 64000]`` 16 kHz samples in [-1, 1] ->
@@ -63,6 +63,9 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
     person's mean and std per channel, MFCC coefficient for speech; ``kfusion calibrate``
     writes them) and computes the levels in the graph (:class:`CalibratedLevels`), zeroed for
     a modality marked absent in ``presence`` (as in the data sets). Outputs: ``model``'s.
+    ``front_end``: how :class:`MfccFrontEnd` computes the spectrum, ``"fft"`` (a factored
+    DFT, small and fast) or ``"dft"`` (one DFT matrix: fewer kinds of operations, for a
+    runtime or delegate without BATCH_MATMUL or 5-D TRANSPOSE); the same MFCCs either way.
     """
     features = features or FeatureConfig()
     if not isinstance(features, FeatureConfig):
@@ -74,7 +77,7 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
         inputs[input_name] = keras.Input(shape, name=input_name)
         x = inputs[input_name]
         if input_name == SPEECH:
-            x = MfccFrontEnd(name="speech_mfcc")(x)
+            x = MfccFrontEnd(name="speech_mfcc", method=front_end)(x)
             unnormalised[input_name] = x
             if features.speech_norm == "cmvn":
                 x = WindowNormalization(name="speech_cmvn")(x)

@@ -44,7 +44,7 @@ from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
 from kfusion.export.raw_inputs import CALIBRATION_INPUT, raw_input_model
-from kfusion.models.feature_layers import FRONT_END_LAYERS
+from kfusion.models.feature_layers import FRONT_END_LAYERS, FRONT_END_METHODS
 from kfusion.models.fusion import LEVELS, PRESENCE
 
 __all__ = ["export_model", "export_variants", "QUANTIZATIONS", "FORMATS", "UnsupportedOpsError",
@@ -727,7 +727,7 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
 
 def _sidecar(features_model, path: Path, fmt: str, quantize: str, raw_inputs: bool,
              features: FeatureConfig, classes: dict, window: WindowConfig, content: bytes | None,
-             ops: list[str] | None = None) -> dict:
+             ops: list[str] | None = None, front_end: str = "fft") -> dict:
     import tensorflow as tf
 
     info = {
@@ -744,6 +744,7 @@ def _sidecar(features_model, path: Path, fmt: str, quantize: str, raw_inputs: bo
         "window": {"seconds": _window_seconds(features_model), "hop_seconds": window.hop},
         "features": features.to_dict(),
         "mfcc": MFCC_SETTINGS.to_dict(),
+        "front_end": front_end if raw_inputs else None,
         "inputs": _describe_inputs(features_model, raw_inputs, features),
         "outputs": [{"name": t, "shape": [1, len(c)], "dtype": "float32",
                      "meaning": "class probabilities (softmax)", "classes": c}
@@ -776,7 +777,7 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
                  representative=None, raw_inputs: bool = False, *,
                  features: FeatureConfig | None = None, classes: Mapping | None = None,
                  window: WindowConfig | None = None, representative_size: int = REPRESENTATIVE_SIZE,
-                 seed: int = 0, tensor_names: bool = False) -> Path:
+                 seed: int = 0, tensor_names: bool = False, front_end: str = "fft") -> Path:
     """Export a features-input kfusion model (a ``keras.Model`` or ``.keras`` path) to ``out``.
 
     ``format``: ``"savedmodel"`` (a folder; ``model.export(..., "tf_saved_model")``) or
@@ -791,7 +792,8 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
     (``class_<i>`` for a target none of them names).
     ``tensor_names``: keep every tensor's name in a TFLite file (for debugging tools); by
     default only the inputs', outputs' and front end's are kept, which makes the file ~20 %
-    smaller and changes nothing it computes.
+    smaller and changes nothing it computes. ``front_end`` (raw inputs): ``"fft"`` or
+    ``"dft"``, see :func:`kfusion.export.raw_inputs.raw_input_model`.
     Writes ``<out>.json`` beside it (inputs, outputs, quantisation, versions). Returns ``out``.
     """
     where = "export_model"
@@ -799,6 +801,7 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
     model, features = _prepare(model, raw_inputs, features, where)
     checks.choice(f"{where}: format", format, FORMATS)
     checks.choice(f"{where}: quantize", quantize, QUANTIZATIONS)
+    checks.choice(f"{where}: front_end", front_end, FRONT_END_METHODS)
     if format == "savedmodel" and quantize != "none":
         raise ConfigError(f"{where}: quantize={quantize!r} applies to format='tflite' only")
     window = window or WindowConfig()
@@ -811,7 +814,7 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
                               "(a WindowedDataset, RecordingWindows or a dict of arrays)")
         rep = representative_inputs(representative, model, raw_inputs, representative_size, seed,
                                     features)
-    exported = raw_input_model(model, features) if raw_inputs else model
+    exported = raw_input_model(model, features, front_end=front_end) if raw_inputs else model
     out.parent.mkdir(parents=True, exist_ok=True)
     content = ops = None
     if format == "savedmodel":
@@ -827,7 +830,8 @@ def export_model(model, out, format: str = "savedmodel", quantize: str = "none",
         if not tensor_names:
             content = _drop_tensor_names(content, scopes)
         out.write_bytes(content)
-    info = _sidecar(model, out, format, quantize, raw_inputs, features, class_names, window, content, ops)
+    info = _sidecar(model, out, format, quantize, raw_inputs, features, class_names, window, content, ops,
+                    front_end)
     sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
     return out
 
@@ -836,19 +840,20 @@ def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(Fal
                     representative=None, *, features: FeatureConfig | None = None,
                     classes: Mapping | None = None, window: WindowConfig | None = None,
                     representative_size: int = REPRESENTATIVE_SIZE, seed: int = 0, name: str = "model",
-                    tensor_names: bool = False) -> dict:
+                    tensor_names: bool = False, front_end: str = "fft") -> dict:
     """Several TFLite variants of one model, exporting the SavedModel once per input kind.
 
     Files ``<out_dir>/<name>-<features|raw>-<quantization>.tflite`` (+ sidecars). Returns
     ``{(raw_inputs, quantization): path}``. ``representative`` is needed for ``int8`` (for a
-    raw-input model with speech: raw windows). ``classes``, ``tensor_names``: as in
-    :func:`export_model`.
+    raw-input model with speech: raw windows). ``classes``, ``tensor_names``, ``front_end``: as
+    in :func:`export_model`.
     """
     where = "export_variants"
     given_classes = _export_classes(model, classes, representative)
     model, features = _prepare(model, False, features, where)
     quantizations = [checks.choice(f"{where}: quantizations", q, QUANTIZATIONS) for q in quantizations]
     kinds = [bool(k) for k in raw_inputs]
+    checks.choice(f"{where}: front_end", front_end, FRONT_END_METHODS)
     window = window or WindowConfig()
     class_names = _class_names(model_targets(model), given_classes)
     out_dir = Path(out_dir)
@@ -860,7 +865,7 @@ def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(Fal
             if representative is None:
                 raise ConfigError(f"{where}: 'int8' needs representative windows")
             rep = representative_inputs(representative, model, raw, representative_size, seed, features)
-        exported = raw_input_model(model, features) if raw else model
+        exported = raw_input_model(model, features, front_end=front_end) if raw else model
         scopes = _front_end_scopes(exported) if raw else []
         with tempfile.TemporaryDirectory(prefix="kfusion-export-") as tmp:
             saved = Path(tmp) / "saved_model"
@@ -878,7 +883,8 @@ def export_variants(model, out_dir, quantizations=QUANTIZATIONS, raw_inputs=(Fal
                 if not tensor_names:
                     content = _drop_tensor_names(content, scopes)
                 path.write_bytes(content)
-                info = _sidecar(model, path, "tflite", quantize, raw, features, class_names, window, content, ops)
+                info = _sidecar(model, path, "tflite", quantize, raw, features, class_names, window, content,
+                                ops, front_end)
                 sidecar_path(path).write_text(json.dumps(info, indent=2) + "\n")
                 paths[(raw, quantize)] = path
     return paths

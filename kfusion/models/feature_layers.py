@@ -10,20 +10,21 @@ wearables. A model trained on raw buffers puts them in front of its encoders; an
 features-input model gets them from :func:`kfusion.export.raw_inputs.raw_input_model`.
 
 How the spectrum is computed (``MfccFrontEnd(method=...)``; sizes and speed in
-bench/RESULTS.md, "Front end: factored DFT"):
+bench/RESULTS.md, "Phones: factored-DFT front end"):
 
 - ``"fft"`` (default): one step of a mixed-radix (Cooley-Tukey) FFT written as two small
   constant matrix products. ``n_fft = N1 * N2`` (400 = 20 x 20, ``N1`` dividing the hop), the
   frame read as ``x[n1 + N1 n2]``; ``Y[n1, k2] = sum_n2 x[n1 + N1 n2] W_N2^(n2 k2)`` for every
   ``n1`` (one ``[N2, 2 N2]`` matrix), then ``X[N2 k1 + k2] = sum_n1 Y[n1, k2] W_N^(n1 (N2 k1 +
   k2))`` for every ``k2`` (a batched product with ``[N2, 2 N1, 2 K1]`` matrices, the twiddle
-  factors folded in). About 34 k multiply-adds per frame (13 M per 4 s window) and ~90 KB of
-  constants, against 80 k and ~320 KB for the DFT matrix.
+  factors folded in). About 34 k multiply-adds per frame (13 M per 4 s window) and ~120 KB of
+  constants (window, both products, mel, DCT), against 80 k and ~360 KB for the DFT matrix.
 - ``"dft"``: the previous design, the real DFT as two ``[N/2, N/2 + 1]`` matrices. A frame
   windowed by a symmetric window (``w[n] == w[N - n]``) splits into an even and an odd half,
   ``Re X[k] = sum_n w[n] (x[n] + x[N-n]) cos(2 pi k n / N)`` and
   ``Im X[k] = -sum_n w[n] (x[n] - x[N-n]) sin(2 pi k n / N)`` over ``n <= N/2`` (32 M
-  multiply-adds per 4 s window). Kept for comparison (``bench/export.py``).
+  multiply-adds per 4 s window). Kept for comparison (``bench/export.py``) and for a runtime
+  or delegate without BATCH_MATMUL or 5-D TRANSPOSE.
 
 Not ``tf.signal``: TFLite's builtin RFFT2D takes power-of-two lengths only (``n_fft`` is 400)
 and, measured with ``n_fft`` 512, takes ~1.4 ms per window on one x86 core (its kernel
