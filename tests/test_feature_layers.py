@@ -46,6 +46,9 @@ def test_fft_factors_and_matrices_give_the_power_spectrum():
     valid = bins <= MFCC_SETTINGS.n_fft // 2
     assert sorted(bins[valid]) == list(range(MFCC_SETTINGS.n_fft // 2 + 1))  # every bin once
     np.testing.assert_allclose(power[valid], expected[bins[valid]], rtol=1e-4, atol=1e-4 * expected.max())
+    # The layer computes only the bins its mel filterbank weighs: 0..199 (none to the Nyquist bin).
+    layer_bins = MfccFrontEnd()._fft["bins"]  # noqa: SLF001
+    assert sorted(layer_bins) == list(range(200))
 
 
 def test_fft_and_dft_methods_give_the_training_mfccs():

@@ -576,16 +576,20 @@ def _restore_float_front_end(quant_content: bytes, float_content: bytes, scopes:
 
 def _drop_tensor_names(content: bytes, scopes: list[str]) -> bytes:
     """The file without the names of its intermediate tensors (debugging labels only, ~20 %
-    of a small model's file: bench/RESULTS.md, "Phones: where the bytes go"). Kept: the
+    of a small model's file: bench/RESULTS.md, "Phones: factored-DFT front end"). Kept: the
     subgraphs' inputs and outputs (the signature keys are separate and always kept) and the
-    front end's tensors (``scopes``), so a reader can still tell the float32 front end apart.
-    Nothing the interpreter computes depends on a name."""
+    front end's tensors (``scopes``), from the layer's name on (``speech_mfcc_1/...``), so a
+    reader can still tell the float32 front end apart. Nothing the interpreter computes
+    depends on a name."""
     model = _read(content)
     for sub in model.subgraphs:
         kept = set(sub.inputs) | set(sub.outputs)
         for index, tensor in enumerate(sub.tensors):
-            if index not in kept and not any(_in_scope(_tensor_name(sub, index), s) for s in scopes):
-                tensor.name = None
+            if index in kept:
+                continue
+            name = _tensor_name(sub, index)
+            found = [m for m in (re.search(re.escape(s) + r"(_\d+)?/", name) for s in scopes) if m]
+            tensor.name = name[found[0].start() + 1:].encode() if found else None
     return bytes(_flatbuffers().convert_object_to_bytearray(model))
 
 

@@ -17,7 +17,7 @@ bench/RESULTS.md, "Phones: factored-DFT front end"):
   frame read as ``x[n1 + N1 n2]``; ``Y[n1, k2] = sum_n2 x[n1 + N1 n2] W_N2^(n2 k2)`` for every
   ``n1`` (one ``[N2, 2 N2]`` matrix), then ``X[N2 k1 + k2] = sum_n1 Y[n1, k2] W_N^(n1 (N2 k1 +
   k2))`` for every ``k2`` (a batched product with ``[N2, 2 N1, 2 K1]`` matrices, the twiddle
-  factors folded in). About 34 k multiply-adds per frame (13 M per 4 s window) and ~120 KB of
+  factors folded in). About 32 k multiply-adds per frame (13 M per 4 s window) and ~110 KB of
   constants (window, both products, mel, DCT), against 80 k and ~360 KB for the DFT matrix.
 - ``"dft"``: the previous design, the real DFT as two ``[N/2, N/2 + 1]`` matrices. A frame
   windowed by a symmetric window (``w[n] == w[N - n]``) splits into an even and an odd half,
@@ -87,9 +87,10 @@ def fft_factors(settings: MfccSettings = MFCC_SETTINGS) -> tuple[int, int] | Non
     return n1, n // n1
 
 
-def fft_matrices(settings: MfccSettings = MFCC_SETTINGS) -> dict[str, np.ndarray]:
+def fft_matrices(settings: MfccSettings = MFCC_SETTINGS, n_bins: int | None = None) -> dict[str, np.ndarray]:
     """The constants of the factored DFT (``method="fft"``), float32, for ``(N1, N2) =
-    fft_factors(settings)`` and ``K1 = n_fft // 2 // N2 + 1``:
+    fft_factors(settings)`` and ``K1 = ceil(n_bins / N2)``, enough for DFT bins
+    ``0 .. n_bins - 1`` (default ``n_fft // 2 + 1``, all of them):
 
     - ``window [N1, 1, N2]``: ``w[n1 + N1 n2]``;
     - ``first [N2, 2 N2]``: ``[cos, -sin](2 pi n2 k2 / N2)``, so ``frame_n1 @ first`` is
@@ -98,11 +99,12 @@ def fft_matrices(settings: MfccSettings = MFCC_SETTINGS) -> dict[str, np.ndarray
       ``[Re, Im] X[N2 k1 + k2]`` (``theta = -2 pi n1 (N2 k1 + k2) / n_fft``: rows ``Re Y`` ->
       ``[cos, sin]``, rows ``Im Y`` -> ``[-sin, cos]``);
     - ``bins [N2 * K1]``: the DFT bin ``N2 k1 + k2`` of column ``k2 K1 + k1`` of the power
-      spectrum (bins above ``n_fft // 2`` are computed and left out by the mel matrix).
+      spectrum (bins from ``n_bins`` on are computed and left out by the mel matrix).
     """
     n_fft = settings.n_fft
     n1_count, n2_count = fft_factors(settings)
-    k1_count = n_fft // 2 // n2_count + 1
+    n_bins = n_fft // 2 + 1 if n_bins is None else int(n_bins)
+    k1_count = -(-n_bins // n2_count)
     window = analysis_window(settings).astype(np.float64)
     n1 = np.arange(n1_count)
     n2 = np.arange(n2_count)
@@ -168,7 +170,10 @@ class MfccFrontEnd(keras.layers.Layer):
             self._cos, self._sin = dft_matrices(settings)
             self._mel = np.ascontiguousarray(mel_t)
         else:
-            self._fft = fft_matrices(settings)
+            # Only the bins the mel filterbank uses (for 0-8 kHz it gives the Nyquist bin no
+            # weight: 200 bins, K1 = 10, instead of 201 and 11).
+            used = np.flatnonzero(np.abs(mel_t).max(axis=1) > 0)
+            self._fft = fft_matrices(settings, n_bins=int(used.max()) + 1 if used.size else 1)
             bins = self._fft["bins"]
             valid = bins <= settings.n_fft // 2
             mel = np.zeros((bins.size, mel_t.shape[1]), dtype=np.float32)       # rows in FFT order
