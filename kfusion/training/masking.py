@@ -292,13 +292,15 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
     """Batches ``(masked_inputs, targets)`` for ``model.fit`` of a fusion-pretraining model.
 
     ``arrays``: ``{modality: [N, T, C]}`` windows plus optional pass-through entries with N rows
-    (e.g. ``"presence": [N, n_modalities]``). Targets are standardised by ``target_scaler`` when
+    (e.g. ``"presence": [N, n_modalities]``), NumPy arrays or tensors (tensors are used as they
+    are, so datasets of several epochs can share one copy). Targets are standardised by ``target_scaler`` when
     given. Every pass over the dataset (epoch) reshuffles and draws new spans; each batch's spans
     come from stateless ops keyed by ``(seed, k)``, with ``k`` drawn per batch from
     ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``. The whole sequence of
     epochs is therefore fixed by ``seed`` (and TensorFlow's global seed, when one is set, as
     ``keras.utils.set_random_seed`` does, since ``tf.data`` combines the two).
     """
+    given = dict(arrays) if isinstance(arrays, Mapping) else {}
     arrays, signals = _check_arrays(arrays, ratio_range)
     statistics = check_statistics(statistics)
     batch_size = _check_batch_size(batch_size)
@@ -308,20 +310,26 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
             raise ConfigError(f"target_scaler: expected a TargetScaler, found {type(target_scaler).__name__}")
         target_scaler.check_names(target_names(signals, statistics))
     size = len(next(iter(arrays.values())))
-    windows = tf.data.Dataset.from_tensor_slices(arrays)
+    # The windows stay whole tensors; the pipeline shuffles and batches row numbers only and each
+    # batch gathers its rows in one op (shuffling the numbers 0..N-1 with the seed gives the order
+    # shuffling the windows themselves gave, without copying every window through the buffer).
+    tensors = {name: given[name] if isinstance(given[name], tf.Tensor) and given[name].dtype == array.dtype
+               else tf.convert_to_tensor(array) for name, array in arrays.items()}
+    rows = tf.data.Dataset.range(size)
     if shuffle:
-        windows = windows.shuffle(size, seed=seed, reshuffle_each_iteration=True)
-    windows = windows.batch(batch_size, drop_remainder=drop_remainder)
+        rows = rows.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+    rows = rows.batch(batch_size, drop_remainder=drop_remainder)
     batch_keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
-    def mask_batch(batch, key):
+    def mask_batch(index, key):
+        batch = {name: tf.gather(tensor, index) for name, tensor in tensors.items()}
         masked, targets = masked_statistics(batch, ratio_range, tf.stack([tf.constant(seed, tf.int64), key]),
                                             statistics)
         if target_scaler is not None:
             targets = target_scaler.transform(targets)
         return masked, targets
 
-    return (tf.data.Dataset.zip((windows, batch_keys))
+    return (tf.data.Dataset.zip((rows, batch_keys))
             .map(mask_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 

@@ -237,22 +237,31 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     """Fit a compiled ``model`` for ``epochs`` epochs in one ``fit``, backed up after every epoch.
 
     ``epoch_data(epoch)``: a ``tf.data.Dataset`` of the training batches of that (0-based) epoch,
-    already in its order (it is not shuffled again; every epoch has as many batches). A
-    ``keras.callbacks.BackupAndRestore`` in ``stage_dir/backup`` saves the weights, the optimizer
-    and the random state of the augmentation layers (saved with their weights) after every epoch,
-    and ``progress.json`` records the epochs done and their logs. A new call after a crash
-    continues from the next epoch and, each epoch's data being a function of the epoch, ends with
-    the weights an uninterrupted run would have; a call after the fit ended only restores the
-    weights. ``callbacks`` work as in any ``fit`` (``EarlyStopping`` ends the run; their own
-    counters start again after a resume). Returns the per-epoch logs of every epoch, across resumes.
+    already in its order (it is not shuffled again; every epoch has as many batches). It is
+    called for every epoch still to run when the fit starts (the datasets are lazy: let them
+    share one copy of the windows) and the epochs are chained into one ``tf.data`` pipeline, so
+    no batch passes through Python. A ``keras.callbacks.BackupAndRestore`` in
+    ``stage_dir/backup`` saves the weights, the optimizer and the random state of the
+    augmentation layers (saved with their weights) after every epoch, and ``progress.json``
+    records the epochs done and their logs. A new call after a crash continues from the next
+    epoch and, each epoch's data being a function of the epoch, ends with the weights an
+    uninterrupted run would have; a call after the fit ended only restores the weights.
+    ``callbacks`` work as in any ``fit`` (``EarlyStopping`` ends the run; their own counters start
+    again after a resume). Returns the per-epoch logs of every epoch, across resumes.
     """
     import keras
+    import tensorflow as tf
 
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     backup = _backup(stage_dir, read_progress(stage_dir))
-    passes = _EpochPasses(epoch_data, backup.epochs_done)
+    total = backup.epochs_done if backup.trained else int(epochs)
+    if tf.distribute.has_strategy():
+        passes = _EpochPasses(epoch_data, backup.epochs_done)
+    else:
+        passes = _EpochChain(epoch_data, backup.epochs_done, total)
     _build_optimizer(model)  # so a restored optimizer state maps onto the variables train_step updates
+    _build_compiled_loss(model, passes.element_spec)  # so train_step is traced once, not twice
     fix_symbolic_build(model)  # under a multi-worker strategy only (keras-team/keras#20585)
     all_callbacks = [passes.callback(), *callbacks]
     if tensorboard:
@@ -260,9 +269,96 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     all_callbacks.append(backup)  # last: it saves what the other callbacks did at the epoch's end
     # Every epoch's data is already in its own seeded order; shuffle=True on a tf.data dataset
     # would only print a warning. A fit that ended (early stopping too) runs no more epochs.
-    model.fit(passes.dataset, epochs=backup.epochs_done if backup.trained else int(epochs), shuffle=False,
+    model.fit(passes.dataset, epochs=total, shuffle=False, steps_per_epoch=passes.steps_per_epoch,
               validation_data=shard_by_data(validation_data), callbacks=all_callbacks, verbose=verbose)
     return read_progress(stage_dir)["history"]
+
+
+def _build_compiled_loss(model, element_spec) -> None:
+    """Build the compiled loss (its per-output loss trackers) eagerly from zeros shaped like one
+    batch. Keras builds it lazily in the first trace of ``train_step`` when no ``tf.distribute``
+    strategy is set, and a function that creates variables while tracing is traced again: for a
+    fusion-pretraining model (40 heads) that second trace was the largest cost of a short run.
+    The trackers' values are reset when each epoch begins. Models without a compiled loss (their
+    own ``train_step``) and models whose outputs are not known are left as they are."""
+    import keras
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() or getattr(model, "loss", None) is None:
+        return
+    if not (isinstance(element_spec, tuple) and len(element_spec) == 2):
+        return
+    try:
+        outputs = model.output
+    except (AttributeError, ValueError):
+        return
+
+    def zeros(spec):
+        return tf.zeros([1, *spec.shape[1:]], spec.dtype)
+
+    try:
+        y_true = keras.tree.map_structure(zeros, element_spec[1])
+        y_pred = keras.tree.map_structure(zeros, outputs)
+        model.compute_loss(y=y_true, y_pred=y_pred)
+    except (TypeError, ValueError):  # structures Keras would match otherwise: let it build when tracing
+        return
+
+
+class _EpochChain:
+    """The epochs ``first .. total - 1`` of ``epoch_data`` as one ``tf.data`` pipeline, for ``fit``
+    with ``steps_per_epoch`` = the batches of one epoch (one iterator for the whole fit).
+
+    The pipeline starts at the epoch ``fit`` starts with, read by :meth:`callback` when that
+    epoch begins (before ``fit`` reads any batch): ``BackupAndRestore`` decides it from its own
+    record, which can be one epoch ahead of ``progress.json`` after a crash between the two
+    writes; the epochs in between are then skipped."""
+
+    def __init__(self, epoch_data: Callable[[int], object], first: int, total: int):
+        import tensorflow as tf
+
+        self.first, self.started = first, None
+        epochs = range(first, max(total, first + 1))
+        datasets = []
+        for epoch in epochs:
+            data = epoch_data(epoch)
+            if not isinstance(data, tf.data.Dataset):
+                raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
+                                  f"found {type(data).__name__}")
+            datasets.append(data)
+        self.element_spec = datasets[0].element_spec
+        batches = {int(d.cardinality()) for d in datasets}
+        if len(batches) != 1 or min(batches) <= 0:
+            raise ConfigError(f"train_resumable: epoch_data(epoch): expected datasets with a known number of "
+                              f"batches, the same every epoch; found {sorted(batches)} (tf.data cardinality, "
+                              "negative = unknown; tf.data.experimental.assert_cardinality sets it)")
+        self.steps_per_epoch = batches.pop()
+        chain = datasets[0]
+        for data in datasets[1:]:
+            chain = chain.concatenate(data)
+        steps = tf.constant(self.steps_per_epoch, tf.int64)
+        skipped = tf.data.Dataset.from_generator(lambda: iter([self._skipped_epochs()]),
+                                                 output_signature=tf.TensorSpec((), tf.int64))
+        self.dataset = skipped.flat_map(lambda count: chain.skip(count * steps))
+
+    def _skipped_epochs(self) -> int:
+        if self.started is None:
+            raise RuntimeError("train_resumable: fit read the training data before its first epoch began")
+        if self.started < self.first:
+            raise RuntimeError(f"train_resumable: fit restored epoch {self.started} from the backup, before the "
+                               f"{self.first} epochs progress.json records; delete the stage folder's backup")
+        return self.started - self.first
+
+    def callback(self):
+        import keras
+
+        chain = self
+
+        class FirstEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if chain.started is None:
+                    chain.started = epoch
+
+        return FirstEpoch()
 
 
 class _EpochPasses:
@@ -282,6 +378,7 @@ class _EpochPasses:
             raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
                               f"found {type(data).__name__}")
         self.first = (first, data)  # built once to read its structure; used for its own epoch
+        self.element_spec, self.steps_per_epoch = data.element_spec, None
         self.dataset = tf.data.Dataset.from_generator(self._batches, output_signature=data.element_spec)
         batches = int(data.cardinality())
         if batches >= 0:
@@ -446,7 +543,7 @@ def pretrain_encoders(sources, out: str | Path, config: EncoderPretrainConfig | 
         if index.size < config.batch_size:
             raise DataError(sources[0], modality, f"at least batch_size={config.batch_size} windows "
                             "with this modality present", f"{index.size}")
-        windows = data.inputs[modality][index]
+        windows = _shared(data.inputs[modality][index], strategy)
         keras.utils.set_random_seed(config.seed)
         encoder = sigrep_encoder(modality, input_shape(modality, config.window_seconds),
                                  embedding_dim=config.embedding_dim)
@@ -468,16 +565,33 @@ def pretrain_encoders(sources, out: str | Path, config: EncoderPretrainConfig | 
     return products
 
 
-def _shuffled_batches(windows, batch_size: int, seed: int, epoch: int, targets=None):
-    """Batches of one epoch in an order fixed by ``(seed, epoch)``; the last short batch is
-    dropped so every NT-Xent batch has the same number of negatives."""
+def _shared(windows: np.ndarray, strategy):
+    """``windows`` as one tensor every epoch's batches gather from, or (under a ``tf.distribute``
+    strategy, where train_resumable builds each epoch's data when it begins) the array itself: a
+    two-worker run on gathered batches ended 7e-3 away from one worker in tests/test_multiworker.py
+    where copied batches agree to 1e-7 (not understood yet)."""
     import tensorflow as tf
 
-    order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(len(windows))
-    x = windows[order]
-    data = (x, x) if targets == "self" else x
-    return tf.data.Dataset.from_tensor_slices(data).batch(batch_size, drop_remainder=targets is None) \
-        .prefetch(2)
+    return windows if strategy is not None else tf.convert_to_tensor(windows)
+
+
+def _shuffled_batches(windows, batch_size: int, seed: int, epoch: int, targets=None):
+    """Batches of one epoch in an order fixed by ``(seed, epoch)``; the last short batch is
+    dropped so every NT-Xent batch has the same number of negatives. ``windows``: an array (each
+    epoch copies it in its order) or a tensor (one copy shared by every epoch, each batch gathers
+    its rows: what train_resumable's single-process path wants, as it builds every epoch's
+    dataset when the fit starts)."""
+    import tensorflow as tf
+
+    order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(int(windows.shape[0]))
+    if not isinstance(windows, tf.Tensor):  # a copy of the windows in this epoch's order
+        x = np.asarray(windows)[order]
+        data = (x, x) if targets == "self" else x
+        return tf.data.Dataset.from_tensor_slices(data).batch(batch_size, drop_remainder=targets is None).prefetch(2)
+    rows = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=targets is None)
+    if targets == "self":
+        return rows.map(lambda index: (tf.gather(windows, index),) * 2).prefetch(2)
+    return rows.map(lambda index: tf.gather(windows, index)).prefetch(2)
 
 
 # --------------------------------------------------------------------------- stage 1b
@@ -562,8 +676,9 @@ def pretrain_speech(sources, out: str | Path, config: SpeechPretrainConfig | Non
     autoencoder.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     validation_data = (tf.data.Dataset.from_tensor_slices((validation, validation))
                        .batch(config.batch_size) if len(validation) else None)
+    train_tensor = _shared(train, strategy)
     history = train_resumable(
-        autoencoder, lambda epoch: _shuffled_batches(train, config.batch_size, config.seed, epoch, "self"),
+        autoencoder, lambda epoch: _shuffled_batches(train_tensor, config.batch_size, config.seed, epoch, "self"),
         config.epochs, stage_dir, validation_data, tensorboard, verbose, callbacks)
     code_std = speech_code_spread(encoder, train)
     if code_std < COLLAPSED_CODE_STD:
@@ -713,15 +828,18 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
         raise DataError(sources[0], "windows", f"at least batch_size={config.batch_size} training windows",
                         len(train_index))
     targets = statistic_targets(modalities, config.statistics)
-    results = {}
+    results, scaler, train_tensors = {}, None, None
     for mechanism in _progress_bar(mechanisms, "fusion", progress):
         paths = fusion_paths(out, mechanism)
         results[mechanism] = paths
         stage_dir = out / mechanism
         if _finished(stage_dir, paths.values()):
             continue
-        scaler = TargetScaler().fit(train, config.mask_ratio, config.statistics, config.seed,
-                                    draws=config.scaler_draws)
+        if scaler is None:  # the same for every mechanism: fitted once, its draws fixed by the seed alone
+            keras.utils.set_random_seed(config.seed)  # tf.data combines its seeds with the global one
+            scaler = TargetScaler().fit(train, config.mask_ratio, config.statistics, config.seed,
+                                        draws=config.scaler_draws)
+            train_tensors = {k: _shared(v, strategy) for k, v in train.items()}
         write_json_atomic(paths["scaler"], scaler.to_dict())
         keras.utils.set_random_seed(config.seed)
         models, origins = _resolve_encoders(modalities, encoders, speech_encoder, config)
@@ -735,8 +853,8 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
             validation, config.batch_size, config.mask_ratio, config.statistics, config.seed + 1,
             shuffle=False, target_scaler=scaler) if len(validation["presence"]) else None
 
-        def epoch_data(epoch, scaler=scaler):
-            return masked_statistics_dataset(train, config.batch_size, config.mask_ratio, config.statistics,
+        def epoch_data(epoch, scaler=scaler, train_tensors=train_tensors):
+            return masked_statistics_dataset(train_tensors, config.batch_size, config.mask_ratio, config.statistics,
                                              _epoch_seed(config.seed, epoch), shuffle=True,
                                              target_scaler=scaler)
 
