@@ -11,6 +11,7 @@ from kfusion.evaluation.folds import validation_participants
 from kfusion.models import sigrep_encoder
 from kfusion.training.emotion import (
     EmotionTrainer,
+    auto_batch_size,
     EmotionTraining,
     copy_trainable_weights,
     derive_seed,
@@ -53,7 +54,29 @@ def test_settings_validation():
         EmotionTraining(learning_rate=-1.0)
     with pytest.raises(ConfigError, match="batch_size"):
         EmotionTraining(batch_size=2.5)
+    with pytest.raises(ConfigError, match='batch_size: expected a whole number >= 1 or "auto"'):
+        EmotionTraining(batch_size="big")
+    assert EmotionTraining().batch_size == "auto"
+    assert EmotionTraining.from_dict(EmotionTraining().to_dict()) == EmotionTraining()
     assert EmotionTraining.from_dict(EmotionTraining(patience=3).to_dict()) == EmotionTraining(patience=3)
+
+
+def test_auto_batch_size_gives_enough_steps_per_epoch():
+    # large sets keep the usual 256; small ones get at least 32 steps per epoch, never below 16
+    assert [auto_batch_size(n) for n in (50_000, 8192, 8191, 1100, 450, 10, 0)] == [256, 256, 128, 32, 16, 16, 16]
+
+
+def test_auto_batch_size_is_resolved_per_fit_and_recorded(fusion_model):
+    x, y = _data()
+    # trainers made before any fit start from the same weights
+    trainer = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=1))
+    fixed = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=1, batch_size=8))
+    explicit = EmotionTrainer(fusion_model, "arousal", EmotionTraining(epochs=1, batch_size=16))
+    history = trainer.fit(x, y, np.arange(0, 80), np.arange(80, 120), seed=1)
+    assert history.batch_size == 16 == trainer.batch_size(80)
+    assert fixed.fit(x, y, np.arange(0, 80), np.arange(80, 120), seed=1).batch_size == 8
+    # the same data and seed with the batch size written out give the same training
+    assert explicit.fit(x, y, np.arange(0, 80), np.arange(80, 120), seed=1).loss == history.loss
 
 
 def test_fit_keeps_best_weights_and_freezes_encoders(fusion_model):

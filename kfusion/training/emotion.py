@@ -58,6 +58,29 @@ APP_UNITS = (16, 8)
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 #: What early stopping watches on the validation windows (see :class:`EmotionTraining`).
 MONITORS: tuple[str, ...] = ("f1", "loss")
+#: ``batch_size="auto"``: the largest power of two giving at least this many steps per epoch,
+#: within [AUTO_BATCH_MIN, AUTO_BATCH_MAX] (bench/RESULTS.md, "Batch size by data size").
+AUTO_BATCH_STEPS = 32
+AUTO_BATCH_MIN, AUTO_BATCH_MAX = 16, 256
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The ``"auto"`` batch size for ``n_train`` training windows: 256 from 8 192 windows on
+    (K-EmoCon, WESAD, Stress-Predict), 32 for ~1 000, 16 for a few hundred (acted-speech corpora)."""
+    n = checks.whole("auto_batch_size: n_train", n_train, 0)
+    size = AUTO_BATCH_MAX
+    while size > AUTO_BATCH_MIN and n < AUTO_BATCH_STEPS * size:
+        size //= 2
+    return size
+
+
+def check_batch_size(name: str, value) -> int | str:
+    """A whole number >= 1, or ``"auto"`` (:func:`auto_batch_size`)."""
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+        raise ConfigError(f'{name}: expected a whole number >= 1 or "auto", found {value!r}')
+    return checks.whole(name, value)
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,9 @@ class EmotionTraining(_Config):
     """How one emotion model is trained (paper §4.2): Adam at ``learning_rate``, categorical
     cross-entropy, at most ``epochs`` epochs of mini-batches of ``batch_size`` windows, stopped
     when the validation loss has not improved for ``patience`` epochs (best weights restored).
+    ``batch_size="auto"`` (default) picks it from the number of training windows
+    (:func:`auto_batch_size`): 256 on large sets, smaller on small ones so that an epoch has
+    enough steps (at 256, a few hundred windows gave ~2 steps per epoch and untrained heads).
 
     ``class_weight``: ``"none"`` (plain cross-entropy) or ``"balanced"`` (each class weighted by
     ``n / (k * n_class)`` of the *training* windows, for training and validation loss alike).
@@ -77,7 +103,7 @@ class EmotionTraining(_Config):
 
     epochs: int = 32
     patience: int = 5
-    batch_size: int = 256
+    batch_size: int | str = "auto"
     learning_rate: float = 1e-3
     class_weight: str = "none"
     monitor: str = "f1"
@@ -85,21 +111,24 @@ class EmotionTraining(_Config):
     def __post_init__(self):
         checks.choice("monitor", self.monitor, MONITORS)
         checks.choice("class_weight", self.class_weight, CLASS_WEIGHTS)
-        for name in ("epochs", "patience", "batch_size"):
+        for name in ("epochs", "patience"):
             object.__setattr__(self, name, checks.whole(name, getattr(self, name)))
+        object.__setattr__(self, "batch_size", check_batch_size("batch_size", self.batch_size))
         checks.positive("learning_rate", self.learning_rate)
 
 
 @dataclass
 class TrainingHistory:
     """What one training did: mean training loss, validation loss and validation macro F1 per
-    epoch run, the (0-based) epoch whose weights were kept, and whether early stopping ended it."""
+    epoch run, the (0-based) epoch whose weights were kept, whether early stopping ended it, and
+    the batch size used (``"auto"`` resolved)."""
 
     loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     val_f1: list = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
+    batch_size: int = 0
 
     @property
     def epochs_run(self) -> int:
@@ -389,10 +418,10 @@ class EmotionTrainer:
 
     def _make_epoch_fn(self):
         model, variables, optimizer, output = self.model, self.variables, self.optimizer, self.output
-        batch_size, loss_fn = self.settings.batch_size, self._loss
+        loss_fn = self._loss
 
         @tf.function(reduce_retracing=True)
-        def run_epoch(x, y, order, class_weights):
+        def run_epoch(x, y, order, class_weights, batch_size):
             count = tf.size(order)
             steps = (count + batch_size - 1) // batch_size
             total = tf.constant(0.0)
@@ -455,6 +484,11 @@ class EmotionTrainer:
         weights[present] = counts.sum() / (present.sum() * counts[present])
         return weights.astype(np.float32)
 
+    def batch_size(self, n_train: int) -> int:
+        """The batch size a fit on ``n_train`` training windows uses."""
+        size = self.settings.batch_size
+        return auto_batch_size(n_train) if size == "auto" else int(size)
+
     def fit(self, x: Mapping, y, train, validation, seed: int = 0) -> TrainingHistory:
         """Reset, then train on the rows ``train`` of ``x`` / ``y`` (int labels ``[N]``), early
         stopping on the rows ``validation``; the best epoch's weights are kept.
@@ -475,11 +509,13 @@ class EmotionTrainer:
         rng = np.random.default_rng(seed)
         weights = self.class_weights(y, train)
         weights_tensor = tf.constant(weights)
-        history = TrainingHistory()
+        batch_size = self.batch_size(train.size)
+        batch_tensor = tf.constant(batch_size, tf.int32)
+        history = TrainingHistory(batch_size=batch_size)
         best, waited = None, 0
         for epoch in range(self.settings.epochs):
             order = tf.constant(train[rng.permutation(train.size)])
-            history.loss.append(float(self._epoch_fn(x, y_tensor, order, weights_tensor)))
+            history.loss.append(float(self._epoch_fn(x, y_tensor, order, weights_tensor, batch_tensor)))
             val_loss, val_f1 = self._validation_scores(
                 x, y, validation, None if self.settings.class_weight == "none" else weights)
             history.val_loss.append(val_loss)
@@ -509,5 +545,5 @@ def train_emotion_model(model: keras.Model, output: str, x: Mapping, y, train, v
 __all__ = ["EmotionTraining", "TrainingHistory", "EmotionTrainer", "train_emotion_model",
            "identity_encoder", "projection_stub", "fusion_emotion_model", "pretrained_emotion_model",
            "wearable_only_model", "copy_trainable_weights", "derive_seed", "macro_f1_score",
-           "frozen_outputs", "fused_stub", "fine_tuned_emotion_model",
+           "frozen_outputs", "fused_stub", "fine_tuned_emotion_model", "auto_batch_size",
            "PROJECTION_FEATURES", "FUSED_FEATURES"]
