@@ -159,24 +159,29 @@ def span_statistics(series, span, statistics: Sequence[str] = STATISTICS) -> dic
         out["mean"] = mean
     if {"std", "skewness", "kurtosis"} & set(statistics):
         centred = tf.where(span, x - mean[:, None], zeros)
-        m2 = tf.reduce_sum(centred ** 2, axis=1) / count
+        squared = tf.square(centred)
+        m2 = tf.reduce_sum(squared, axis=1) / count
         largest = tf.reduce_max(tf.where(span, tf.abs(x), zeros), axis=1)
         constant = m2 <= (CONSTANT_TOLERANCE * largest) ** 2
         safe_m2 = tf.where(constant, tf.ones_like(m2), m2)
         if "std" in statistics:
             out["std"] = tf.sqrt(m2)
         if "skewness" in statistics:
-            m3 = tf.reduce_sum(centred ** 3, axis=1) / count
+            m3 = tf.reduce_sum(squared * centred, axis=1) / count
             out["skewness"] = tf.where(constant, tf.zeros_like(m2), m3 / safe_m2 ** 1.5)
         if "kurtosis" in statistics:
-            m4 = tf.reduce_sum(centred ** 4, axis=1) / count
+            m4 = tf.reduce_sum(tf.square(squared), axis=1) / count
             out["kurtosis"] = tf.where(constant, tf.zeros_like(m2), m4 / safe_m2 ** 2 - 3.0)
     if "min" in statistics:
         out["min"] = tf.reduce_min(tf.where(span, x, tf.fill(tf.shape(x), tf.constant(np.inf, tf.float64))), axis=1)
     if "max" in statistics:
         out["max"] = tf.reduce_max(tf.where(span, x, tf.fill(tf.shape(x), tf.constant(-np.inf, tf.float64))), axis=1)
     if "median" in statistics:
-        ordered = tf.sort(tf.where(span, x, tf.fill(tf.shape(x), tf.constant(np.inf, tf.float64))), axis=1)
+        if x.shape[1] is None:
+            ordered = tf.sort(tf.where(span, x, tf.constant(np.inf, tf.float64)), axis=1)
+        else:  # only the T // 2 + 1 smallest values (a span holds at most T), ascending: half a sort
+            ordered = -tf.math.top_k(tf.where(span, -x, tf.constant(-np.inf, tf.float64)),
+                                     k=x.shape[1] // 2 + 1, sorted=True).values
         n = tf.cast(count, tf.int32)
         lower = tf.gather(ordered, ((n - 1) // 2)[:, None], batch_dims=1)[:, 0]
         upper = tf.gather(ordered, (n // 2)[:, None], batch_dims=1)[:, 0]
@@ -240,7 +245,7 @@ def masked_statistics(inputs: Mapping, ratio_range=(0.1, 0.5), seed=0,
         modality_seed = tf.random.experimental.stateless_fold_in(seed, MODALITIES.index(name))
         start, length = draw_spans(tf.shape(windows)[0], time_steps, ratio_range, modality_seed)
         span = _span_mask(start, length, time_steps)
-        masked[name] = tf.where(span[:, :, None], tf.zeros_like(windows), windows)
+        masked[name] = tf.where(span[:, :, None], tf.constant(0, windows.dtype), windows)  # broadcast zero
         values = span_statistics(series, span, statistics)
         for stat in statistics:
             targets[f"{name}_{stat}"] = tf.cast(values[stat], tf.float32)[:, None]
