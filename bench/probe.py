@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     print(f"{index.size} windows, {len(set(groups))} participants, classes {counts.tolist()} "
           f"(majority macro F1 {majority['pooled_macro_f1']:.3f})")
-    print(f"| features | encoder | pooled macro F1 | per-fold macro F1 (mean ± SE) |")
+    print("| features | encoder | pooled macro F1 | per-fold macro F1 (mean ± SE) |")
     print("|---|---|---|---|")
     for row in rows:
         print(f"| {row['features']} | {row['encoder']} | {row['pooled_macro_f1']:.3f} | "
