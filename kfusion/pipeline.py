@@ -122,9 +122,11 @@ def pretrain_all(pretraining_sources, out: str | Path, config: PipelineConfig | 
 
 def run_pipeline(evaluation_sources, pretraining_sources, out: str | Path,
                  config: PipelineConfig | None = None, cache_dir=None, progress: bool = True,
-                 verbose="auto") -> Results:
+                 verbose="auto", workers: int | None = 1, scheduler: str | None = None) -> Results:
     """Pretrain on ``pretraining_sources`` (no labels used), then evaluate Table 1's rows
-    leave-one-subject-out on ``evaluation_sources``; everything under the run folder ``out``."""
+    leave-one-subject-out on ``evaluation_sources``; everything under the run folder ``out``.
+    ``workers`` / ``scheduler``: where the protocol's folds run (see :func:`evaluate`; the
+    numbers do not depend on it)."""
     from kfusion.data.dataset import build_dataset
 
     config = _seeded(config or PipelineConfig())
@@ -142,7 +144,7 @@ def run_pipeline(evaluation_sources, pretraining_sources, out: str | Path,
     dataset = build_dataset(evaluation_sources, config.data, cache_dir=cache_dir, progress=progress)
     return evaluate(dataset, pretrained, rows=config.rows, targets=config.targets,
                     out=out / "evaluation", seed=config.seed, config=config.evaluation,
-                    progress=progress)
+                    progress=progress, workers=workers, scheduler=scheduler)
 
 
 def shipped_pretrained(modalities=None) -> Pretrained:

@@ -32,8 +32,9 @@ def cmd_demo(args) -> int:
         sets[name] = f"kemocon:{folder}"
     print("[demo] pretraining on one synthetic set (no labels), then leave-one-subject-out "
           "evaluation on the other")
+    # Folds in worker processes when the cores allow (the numbers do not depend on it).
     results = run_pipeline(sets["data"], sets["pretraining-data"], out / "run",
-                           PipelineConfig.demo(), verbose=0)
+                           PipelineConfig.demo(), verbose=0, workers=getattr(args, "workers", None))
     _print_table(results)
     print(f"[demo] done in {time.perf_counter() - started:.0f} s")
     return 0
@@ -71,13 +72,30 @@ def _default_rows_and_targets(args, dataset, pretrained) -> tuple[list, list]:
     return rows, targets
 
 
+def add_parallel_arguments(parser) -> None:
+    """``--workers N`` and ``--scheduler ADDRESS`` of ``kfusion evaluate`` (see
+    :mod:`kfusion.evaluation.parallel` and docs/cluster.md)."""
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes running folds, one thread each (default: the cores "
+                             "available, at most one per 32 folds; 1: one fold after the other in "
+                             "this process)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="a Dask scheduler (tcp://HOST:PORT) whose workers run the folds instead "
+                             "(see docs/cluster.md)")
+
+
 def cmd_evaluate(args) -> int:
     from kfusion.evaluation import evaluate
 
+    # Checked before the data set is built, so a wrong flag fails at once.
+    from kfusion.evaluation.parallel import check_workers
+
+    workers, scheduler = check_workers("kfusion evaluate", getattr(args, "workers", None),
+                                       getattr(args, "scheduler", None))
     config, pretrained, dataset = _evaluation_inputs(args)
     rows, targets = _default_rows_and_targets(args, dataset, pretrained)
     results = evaluate(dataset, pretrained, rows=rows, targets=targets,
-                       out=args.out, seed=args.seed, config=config)
+                       out=args.out, seed=args.seed, config=config, workers=workers, scheduler=scheduler)
     _print_table(results)
     return 0
 
@@ -87,7 +105,8 @@ def cmd_reproduce(args) -> int:
 
     source = f"kemocon:{args.kemocon}"
     config = PipelineConfig.load(args.config) if args.config else PipelineConfig()
-    results = run_pipeline(source, args.pretraining or [source], args.out, config)
+    results = run_pipeline(source, args.pretraining or [source], args.out, config,
+                           workers=getattr(args, "workers", None), scheduler=getattr(args, "scheduler", None))
     _print_table(results)
     return 0
 

@@ -51,12 +51,17 @@ from kfusion.evaluation.frozen import FrozenOutputs
 from kfusion.evaluation.rows import ROWS
 from kfusion.training.emotion import derive_seed
 
-__all__ = ["run_units", "available_cores", "check_workers", "pin_threads", "FoldWork", "run_fold",
-           "PINNED_ENVIRONMENT"]
+__all__ = ["run_units", "available_cores", "default_workers", "check_workers", "pin_threads", "FoldWork",
+           "run_fold", "uses_workers", "PINNED_ENVIRONMENT", "MIN_UNITS_PER_WORKER"]
 
 #: Environment of a pinned worker process: one OpenMP / BLAS / TensorFlow thread.
 PINNED_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                       "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+#: Without an explicit number of workers, one worker process per this many units at most.
+MIN_UNITS_PER_WORKER = 32
+#: How long to wait for an existing scheduler to answer.
+CONNECT_TIMEOUT = "30s"
 
 _SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
 
@@ -70,16 +75,29 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def check_workers(where: str, workers, scheduler) -> tuple[int, str | None]:
-    """``(workers, scheduler)`` checked: ``workers`` a whole number ≥ 1 (None: the cores
-    available); ``scheduler`` None or a Dask scheduler address such as ``tcp://HOST:PORT``."""
-    workers = available_cores() if workers is None else checks.whole(f"{where}: workers", workers, 1)
+def default_workers(units: int) -> int:
+    """The worker processes for ``units`` units when none were asked for: the cores available,
+    at most one per :data:`MIN_UNITS_PER_WORKER` units (starting a worker costs seconds, a
+    small run is faster in one process)."""
+    return max(1, min(available_cores(), int(units) // MIN_UNITS_PER_WORKER))
+
+
+def check_workers(where: str, workers, scheduler) -> tuple[int | None, str | None]:
+    """``(workers, scheduler)`` checked: ``workers`` None (see :func:`default_workers`) or a
+    whole number ≥ 1; ``scheduler`` None or a Dask scheduler address such as ``tcp://HOST:PORT``."""
+    workers = None if workers is None else checks.whole(f"{where}: workers", workers, 1)
     if scheduler is not None:
         if not isinstance(scheduler, str) or not _SCHEDULER.match(scheduler.strip()):
             raise ConfigError(f"{where}: scheduler: expected a Dask scheduler address such as "
                               f"tcp://HOST:PORT, found {scheduler!r}")
         scheduler = scheduler.strip()
     return workers, scheduler
+
+
+def uses_workers(workers: int | None, scheduler: str | None, units: int) -> bool:
+    """True when :func:`run_units` would run ``units`` units in worker processes."""
+    return units > 0 and (scheduler is not None or
+                          (default_workers(units) if workers is None else workers) > 1)
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -137,10 +155,10 @@ def _isolate_random_module() -> None:
             setattr(random, name, routed(name, function))
 
 
-def _on_worker(task: Callable, token: str, shipped: bytes, unit) -> tuple[object, float]:
+def _on_worker(task: Callable, token: str, shipped: bytes, unit):
     """Run on a Dask worker: pin, unpickle the context once per run, run one unit at a time."""
-    pin_threads()
     with _UNIT_LOCK:
+        pin_threads()
         _UNIT_THREAD.random = _UNIT_RANDOM
         try:
             if _CONTEXT[0] != token:
@@ -153,40 +171,47 @@ def _on_worker(task: Callable, token: str, shipped: bytes, unit) -> tuple[object
 
 # --------------------------------------------------------------------------- the runner
 
-def run_units(task: Callable, context, units: Sequence, workers: int = 1,
-              scheduler: str | None = None, where: str = "run_units") -> Iterator[tuple[object, object]]:
+def run_units(task: Callable, context, units: Sequence, workers: int | None = 1,
+              scheduler: str | None = None, where: str = "run_units",
+              group: Callable | None = None) -> Iterator[tuple[object, object]]:
     """Yield ``(unit, task(context, unit))`` for every unit, in the order they finish.
 
     ``task``: a module-level function ``task(context, unit, shipped=False)`` (``shipped`` is
     True in a worker); ``context``: picklable (sent once per worker, unpickled once per
     worker and run); units: picklable. ``workers=1`` without ``scheduler``: in this process,
-    in order. Otherwise on Dask (see the module docstring). A unit's error is raised here,
-    the units not yet started are cancelled. Close the generator (``contextlib.closing``) to
-    stop early: the cluster it started is shut down.
+    in order (``workers=None``: :func:`default_workers`). Otherwise on Dask (see the module
+    docstring); ``group(unit)``: units of one group share costly state in a worker (the
+    protocol's model of a row and target), so they are sent to as few workers as keep every
+    worker busy. A unit's error is raised here and the units not yet finished are cancelled.
+    Close the generator (``contextlib.closing``) to stop early: the cluster it started is shut
+    down.
     """
     workers, scheduler = check_workers(where, workers, scheduler)
     units = list(units)
     if not units:
         return
+    workers = default_workers(len(units)) if workers is None else workers
     if workers == 1 and scheduler is None:
         for unit in units:
             yield unit, task(context, unit)
         return
-    yield from _on_dask(task, context, units, workers, scheduler, where)
+    yield from _on_dask(task, context, units, workers, scheduler, where, group)
 
 
-def _on_dask(task, context, units, workers, scheduler, where):
+def _on_dask(task, context, units, workers, scheduler, where, group):
     from distributed import Client, LocalCluster, as_completed
 
     with contextlib.ExitStack() as stack:
         if scheduler is None:
             cluster = stack.enter_context(LocalCluster(
                 n_workers=min(workers, len(units)), threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR, env=dict(PINNED_ENVIRONMENT)))
+                # Its HTTP server (dashboard) on a random local port: never clashes with 8787
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                env=dict(PINNED_ENVIRONMENT)))
             client = stack.enter_context(Client(cluster))
         else:
             try:
-                client = stack.enter_context(Client(scheduler, timeout="30s"))
+                client = stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT))
             except (OSError, TimeoutError) as err:
                 raise ConfigError(f"{where}: scheduler: could not connect to the Dask scheduler at "
                                   f"{scheduler} ({type(err).__name__}: {err})") from None
@@ -197,10 +222,13 @@ def _on_dask(task, context, units, workers, scheduler, where):
         except TimeoutError:
             raise ConfigError(f"{where}: scheduler: the Dask cluster at {scheduler} has no workers "
                               "(start some with 'dask worker ADDRESS --nthreads 1')") from None
-        # Submitted in order: Dask runs earlier submissions first, so a worker mostly stays on
-        # one row and target (one model built per row and target per worker).
+        # Units of a group (the protocol: a row and target, one model) go to as few workers as
+        # keep them all busy: a worker builds and traces a group's model once, a second worker
+        # on the same group would do it again. Loose: an idle worker steals the rest.
+        home = _homes(units, group, sorted(client.scheduler_info()["workers"]))
         futures = {client.submit(_on_worker, task, token, shipped, unit, pure=False,
-                                 key=f"kfusion-unit-{index}-{token}"): unit
+                                 key=f"kfusion-unit-{index}-{token}", workers=home[index],
+                                 allow_other_workers=True): unit
                    for index, unit in enumerate(units)}
         try:
             for future in as_completed(futures):
@@ -211,6 +239,24 @@ def _on_dask(task, context, units, workers, scheduler, where):
         finally:
             if futures:
                 client.cancel(list(futures))
+
+
+def _homes(units: Sequence, group: Callable | None, workers: Sequence[str]) -> list:
+    """The preferred worker of every unit (None: any): the units of each group (in order) cut
+    into ``ceil(workers / groups)`` contiguous chunks, the chunks dealt to the workers in turn."""
+    if group is None or not workers:
+        return [None] * len(units)
+    members: dict = {}
+    for index, unit in enumerate(units):
+        members.setdefault(group(unit), []).append(index)
+    chunks = -(-len(workers) // len(members))
+    home, dealt = [None] * len(units), 0
+    for indices in members.values():
+        for chunk in np.array_split(np.asarray(indices), min(chunks, len(indices))):
+            for index in chunk:
+                home[int(index)] = [workers[dealt % len(workers)]]
+            dealt += 1
+    return home
 
 
 # --------------------------------------------------------------------------- the protocol's units

@@ -36,7 +36,7 @@ from kfusion.modalities import MODALITIES
 from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import baselines, report, stats
 from kfusion.evaluation.folds import Fold, TargetView, labelled_view, loso_folds
-from kfusion.evaluation.parallel import FoldWork, check_workers, run_fold, run_units
+from kfusion.evaluation.parallel import FoldWork, check_workers, run_fold, run_units, uses_workers
 from kfusion.evaluation.frozen import (  # noqa: F401  (dataset_handcrafted_features: public here too)
     FrozenOutputs,
     backbone_inputs,
@@ -69,7 +69,8 @@ class EvaluationConfig(_Config):
 
     Training (paper §4.2): ``epochs`` (at most), ``patience`` (early stopping, best weights
     restored; ``monitor``: on the validation macro F1, ``"f1"``, or cross-entropy, ``"loss"``),
-    ``batch_size``, ``learning_rate`` (Adam). ``validation_fraction``
+    ``batch_size`` (a number, or ``"auto"``: from the fold's training windows,
+    :func:`~kfusion.training.emotion.auto_batch_size`), ``learning_rate`` (Adam). ``validation_fraction``
     of the training participants (at least one, at least one left to train on) form the
     validation set. ``head_units``: the emotion head's hidden Dense layers (paper Fig. 1(f));
     ``projection_units``, ``attention_tokens``, ``attention_heads``, ``use_presence``: the fresh
@@ -88,7 +89,7 @@ class EvaluationConfig(_Config):
 
     epochs: int = 32
     patience: int = 5
-    batch_size: int = 256
+    batch_size: int | str = "auto"
     learning_rate: float = 1e-3
     validation_fraction: float = 0.15
     head_units: tuple = (32, 16)
@@ -108,7 +109,7 @@ class EvaluationConfig(_Config):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         training = self.training()  # checks epochs, patience, batch size, learning rate, class weight, monitor
         for name in ("epochs", "patience", "batch_size"):
-            set_(name, getattr(training, name))
+            set_(name, getattr(training, name))  # "auto" batch size: per fit, from its windows
         checks.fraction("validation_fraction", self.validation_fraction, low_open=True, high_open=True)
         for name in ("head_units", "projection_units"):
             set_(name, checks.units(name, getattr(self, name)))
@@ -329,7 +330,8 @@ class _KerasRow:
     def run(self, fold: Fold, seed: int) -> tuple[dict, np.ndarray, object]:
         history = self.trainer.fit(self.x, self.view.y, fold.train, fold.validation, seed=seed)
         probabilities = self.trainer.predict(self.x, fold.test)
-        extra = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, **history.at_best()}
+        extra = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, **history.at_best(),
+                 "batch_size": history.batch_size}
         return extra, probabilities, self.trainer
 
 
@@ -463,7 +465,8 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     after each newly finished fold, in this process.
 
     ``workers``: folds run in that many worker processes of a local Dask cluster, one thread
-    each (1: in this process, one after the other; None: the cores available);
+    each (1: in this process, one after the other; None: the cores available, at most one per
+    32 folds to run);
     ``scheduler``: a Dask scheduler address (``tcp://HOST:PORT``) whose workers run the folds
     instead (``workers`` then unused). Records are the same whatever the workers (``seconds``
     aside), this process alone writes ``folds.jsonl``, and ``FoldRun.fitted`` is None for folds
@@ -501,13 +504,13 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
                disable=not progress)
     units = [(row, t, fold.held_out) for row, t, fold in work][:max_folds]
     fold_work = FoldWork(views, dataset, pretrained, frozen, config, seed, _KerasRow, _HandcraftedRow)
-    if units and (workers > 1 or scheduler is not None):
+    if uses_workers(workers, scheduler, len(units)):
         fold_work = fold_work.for_workers(units)
     try:
         # The main process is the only writer of folds.jsonl: a record is appended as its
         # unit finishes, wherever it ran (so resume works as for a sequential run).
-        with contextlib.closing(run_units(run_fold, fold_work, units, workers, scheduler,
-                                          where="evaluate")) as outcomes:
+        with contextlib.closing(run_units(run_fold, fold_work, units, workers, scheduler, where="evaluate",
+                                          group=lambda unit: unit[:2])) as outcomes:
             for (row, target, pid), (record, fitted) in outcomes:
                 run.append_record(FOLDS_FILE, record)
                 done[(row, target, pid)] = record
