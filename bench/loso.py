@@ -39,6 +39,15 @@ from kfusion.runs import package_versions  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (the local
+    cluster's workers once it has shut down)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+
+
 def random_pretrained(seed: int = 0) -> Pretrained:
     """Encoders and fusion backbones of the real architectures with random weights."""
     keras.utils.set_random_seed(seed)
@@ -75,10 +84,12 @@ def main() -> None:
 
     pretrained = random_pretrained()
     config = EvaluationConfig()
-    started = time.perf_counter()
+    started, cpu, load = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
     cached = evaluate(dataset, pretrained, rows=ALL_ROWS, out=work / "run_cached", config=config,
                       progress=True)
     cached_seconds = time.perf_counter() - started
+    sequential_cpu = {"cpu_seconds": round(cpu_seconds() - cpu, 1),
+                      "load_average": [round(load, 2), round(os.getloadavg()[0], 2)]}
     folds = cached.folds
     per_row = {row: {"fold_seconds": round(float(part["seconds"].sum()), 1),
                      "mean_epochs": (round(float(part["epochs_run"].mean()), 1)
@@ -89,6 +100,13 @@ def main() -> None:
     parallel = None
     if args.workers > 1:
         parallel = compare_workers(dataset, pretrained, config, work, args.workers, cached_seconds, folds)
+        parallel["sequential_cpu_seconds"] = sequential_cpu["cpu_seconds"]
+        parallel["sequential_load_average"] = sequential_cpu["load_average"]
+        parallel["cpu_ratio"] = round(parallel["cpu_seconds"] / sequential_cpu["cpu_seconds"], 2)
+        print(f"CPU time (this process and its workers): sequential {sequential_cpu['cpu_seconds']:.0f} s, "
+              f"--workers {args.workers} {parallel['cpu_seconds']:.0f} s ({parallel['cpu_ratio']:.2f}x); "
+              f"load average {sequential_cpu['load_average']} and {parallel['load_average']} "
+              "(start, end; other processes share these cores)")
 
     # Uncached: the same rows on a few arousal folds, time per epoch compared with the cache.
     # Both paths run the same computation, but a frozen model's float32 outputs depend (in
@@ -165,10 +183,11 @@ def compare_workers(dataset, pretrained, config, work: Path, workers: int, seque
     same process: times, their ratio, and how many records differ (every field but seconds)."""
     import subprocess
 
-    started = time.perf_counter()
+    started, cpu, load = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
     result = evaluate(dataset, pretrained, rows=ALL_ROWS, out=work / f"run_workers_{workers}", config=config,
                       progress=True, workers=workers)
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu
     key = ["row", "target", "fold"]
 
     def comparable(frame):
@@ -184,7 +203,8 @@ def compare_workers(dataset, pretrained, config, work: Path, workers: int, seque
     return {"workers": workers, "seconds": round(seconds, 1), "sequential_seconds": round(sequential_seconds, 1),
             "ratio": round(sequential_seconds / seconds, 2), "folds": int(len(ours)),
             "records_differing": differing, "records_identical": differing == 0, "commit": commit,
-            "fold_seconds": round(float(result.folds["seconds"].sum()), 1),
+            "fold_seconds": round(float(result.folds["seconds"].sum()), 1), "cpu_seconds": round(cpu, 1),
+            "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],
             "within_goal_300s": seconds <= 300}
 
 
