@@ -278,3 +278,50 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(t
     assert seen.epochs == []
     for a, b in zip(_weights(again), _weights(reference)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_backup_one_epoch_ahead_of_progress_resumes_to_the_same_weights(tmp_path):
+    """A crash between the epoch's backup and its progress.json: Keras restores the later epoch
+    and the chained pipeline skips the epoch progress.json did not record, so the run still ends
+    with the weights of an uninterrupted one."""
+    from kfusion.training.pretrain import train_resumable
+
+    reference = _noisy_model(4)
+    train_resumable(reference, _epoch_batches, 4, tmp_path / "full", verbose=0)
+    killed = _noisy_model(4)
+    with pytest.raises(Interrupt):
+        train_resumable(killed, _epoch_batches, 4, tmp_path / "killed", verbose=0, callbacks=[KillAtEpoch(2)])
+    progress = tmp_path / "killed" / "progress.json"
+    state = json.loads(progress.read_text())
+    assert state["epochs_done"] == 2
+    state.update(epochs_done=1, history=state["history"][:1])  # the second epoch's record was lost
+    progress.write_text(json.dumps(state))
+    resumed, seen = _noisy_model(4), EpochsSeen()
+    train_resumable(resumed, _epoch_batches, 4, tmp_path / "killed", verbose=0, callbacks=[seen])
+    assert seen.epochs == [2, 3]
+    for a, b in zip(_weights(resumed), _weights(reference)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_multi_output_model_traces_its_train_step_once(tmp_path):
+    """The compiled loss (one tracker per output) is built before fit, so the train step is not
+    traced a second time because the first trace created variables."""
+    import tensorflow as tf
+
+    from kfusion.training.pretrain import train_resumable
+
+    inputs = keras.Input((3,))
+    outputs = {name: keras.layers.Dense(1, name=name)(inputs) for name in ("a", "b")}
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss={"a": "mae", "b": "mae"})
+    traces, step = [], model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+    data = tf.data.Dataset.from_tensor_slices((x, {"a": y, "b": y})).batch(4)
+    history = train_resumable(model, lambda epoch: data, 2, tmp_path / "stage", verbose=0)
+    assert len(traces) == 1 and len(history) == 2 and {"a_loss", "b_loss"} <= set(history[0])

@@ -256,10 +256,9 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     stage_dir.mkdir(parents=True, exist_ok=True)
     backup = _backup(stage_dir, read_progress(stage_dir))
     total = backup.epochs_done if backup.trained else int(epochs)
-    if tf.distribute.has_strategy():
+    passes = None if tf.distribute.has_strategy() else _EpochChain.of(epoch_data, backup.epochs_done, total)
+    if passes is None:  # one epoch per pass through a generator: under a strategy, or epochs of unknown length
         passes = _EpochPasses(epoch_data, backup.epochs_done)
-    else:
-        passes = _EpochChain(epoch_data, backup.epochs_done, total)
     _build_optimizer(model)  # so a restored optimizer state maps onto the variables train_step updates
     _build_compiled_loss(model, passes.element_spec)  # so train_step is traced once, not twice
     fix_symbolic_build(model)  # under a multi-worker strategy only (keras-team/keras#20585)
@@ -313,25 +312,28 @@ class _EpochChain:
     record, which can be one epoch ahead of ``progress.json`` after a crash between the two
     writes; the epochs in between are then skipped."""
 
-    def __init__(self, epoch_data: Callable[[int], object], first: int, total: int):
+    @classmethod
+    def of(cls, epoch_data: Callable[[int], object], first: int, total: int):
+        """The chain, or None when the epochs' datasets do not all have one known number of
+        batches (``fit`` then needs a pass per epoch)."""
         import tensorflow as tf
 
-        self.first, self.started = first, None
-        epochs = range(first, max(total, first + 1))
         datasets = []
-        for epoch in epochs:
+        for epoch in range(first, max(total, first + 1)):
             data = epoch_data(epoch)
             if not isinstance(data, tf.data.Dataset):
                 raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
                                   f"found {type(data).__name__}")
             datasets.append(data)
+        batches = {int(data.cardinality()) for data in datasets}
+        return cls(datasets, first) if len(batches) == 1 and min(batches) > 0 else None
+
+    def __init__(self, datasets: list, first: int):
+        import tensorflow as tf
+
+        self.first, self.started = first, None
         self.element_spec = datasets[0].element_spec
-        batches = {int(d.cardinality()) for d in datasets}
-        if len(batches) != 1 or min(batches) <= 0:
-            raise ConfigError(f"train_resumable: epoch_data(epoch): expected datasets with a known number of "
-                              f"batches, the same every epoch; found {sorted(batches)} (tf.data cardinality, "
-                              "negative = unknown; tf.data.experimental.assert_cardinality sets it)")
-        self.steps_per_epoch = batches.pop()
+        self.steps_per_epoch = int(datasets[0].cardinality())
         chain = datasets[0]
         for data in datasets[1:]:
             chain = chain.concatenate(data)
