@@ -125,16 +125,21 @@ class CalibrationConfig(_Config):
     Statistics come from the signals before windowing (speech: non-silent frames only). The
     per-window normalisation (:class:`FeatureConfig`) applies on top; each window's calibrated
     level (mean and log-std per channel) is kept beside it as ``WindowedDataset.levels``.
+    ``standardize_levels``: those levels are further standardised by the mean and standard
+    deviation of the person's window levels over the same calibration signal (per-speaker
+    feature normalisation; bench/RESULTS.md, "Standardised levels").
     """
 
     wearable: str = "participant"
     speech: str = "participant"
     head_minutes: float = 10.0
+    standardize_levels: bool = True
 
     def __post_init__(self):
         for family in ("wearable", "speech"):
             checks.choice(f"calibration.{family}", getattr(self, family), CALIBRATIONS)
         checks.positive("calibration.head_minutes", self.head_minutes, "a positive number of minutes")
+        checks.flag("calibration.standardize_levels", self.standardize_levels)
 
     def method(self, modality: str) -> str:
         """The calibration of ``modality`` (``"none"``, ``"participant"`` or ``"head"``)."""

@@ -10,8 +10,10 @@ import pytest
 
 from kfusion.config import CalibrationConfig, DataConfig
 from kfusion.data.calibration import (
+    ChannelStats,
     calibrate,
     recording_calibration,
+    standardize_levels,
     signal_statistics,
     speech_statistics,
     window_levels,
@@ -127,6 +129,49 @@ def test_dataset_levels_calibration_and_cache_key():
     # The choice is part of the cache key.
     keys = {dataset_fingerprint(SOURCE, _config(c)) for c in ("none", "participant", "head:2", "head:3")}
     assert len(keys) == 4
+
+
+def test_level_statistics_of_the_calibration_windows_only():
+    rate = 4.0
+    rng = np.random.default_rng(3)
+    values = (5.0 + rng.normal(0, 1.0, (int(900 * rate), 2))).astype(np.float32)
+    values[100:110] = np.nan  # windows touching the gap are left out
+    whole = signal_statistics(values, rate, "participant", 5.0, window=(4.0, 3.0))
+    # the level statistics are those of the gap-free 4 s windows (hop 3 s) of the calibrated signal
+    starts = [s for s in range(0, values.shape[0] - 16 + 1, 12) if np.isfinite(values[s:s + 16]).all()]
+    levels = window_levels(calibrate(np.stack([values[s:s + 16] for s in starts]), whole))
+    np.testing.assert_allclose(whole.level_mean, levels.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(whole.level_std, levels.std(0), rtol=1e-6)
+    assert whole.windows == len(starts) and whole.level_mean.shape == (4,)
+    np.testing.assert_allclose(standardize_levels(levels, whole).mean(0), 0.0, atol=1e-5)
+    # head: only the windows of the first minutes (39, two touching the gap); none without a
+    # window; none when too few
+    head = signal_statistics(values, rate, "head", 2.0, window=(4.0, 3.0))
+    assert head.windows == 39 - 2 and signal_statistics(values, rate, "participant", 5.0).level_mean is None
+    assert signal_statistics(values[:50], rate, "participant", 5.0, window=(8.0, 8.0)).level_mean is None
+    # the model input: six rows, identity level rows without level statistics
+    rows = whole.rows()
+    assert rows.shape == (6, 2) and np.allclose(rows[2:4].reshape(-1), whole.level_mean.reshape(2, 2).reshape(-1))
+    plain = ChannelStats(whole.mean, whole.std, "participant", 1.0).rows()
+    np.testing.assert_array_equal(plain[2:4], 0.0)
+    np.testing.assert_array_equal(plain[4:], 1.0)
+    assert ChannelStats.from_dict(whole.to_dict()).to_dict() == whole.to_dict()
+
+
+def test_dataset_levels_are_standardised_per_participant():
+    levelled = build_dataset(SOURCE, _config("participant"), cache_dir=False)
+    plain = build_dataset(SOURCE, DataConfig(modalities=WEARABLES, calibration=CalibrationConfig(
+        standardize_levels=False)), cache_dir=False)
+    for pid in levelled.participant_ids():
+        rows = levelled.participants == pid
+        # the data set's windows are the calibration windows here (one gap-free recording)
+        np.testing.assert_allclose(levelled.levels["eda"][rows].mean(0), 0.0, atol=0.2)
+        stats = levelled.calibration[pid]["eda"]
+        np.testing.assert_allclose(levelled.levels["eda"][rows],
+                                   standardize_levels(plain.levels["eda"][rows], ChannelStats.from_dict(stats)),
+                                   atol=1e-5)
+    assert dataset_fingerprint(SOURCE, _config("participant")) != dataset_fingerprint(
+        SOURCE, DataConfig(modalities=WEARABLES, calibration=CalibrationConfig(standardize_levels=False)))
 
 
 def test_dataset_save_load_and_select_keep_levels(tmp_path):

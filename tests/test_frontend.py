@@ -228,15 +228,20 @@ def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path):
     raw = {"speech": np.stack([speechlike_audio(rng), speechlike_audio(rng)]),
            "acc": rng.normal(0, 20, (2, 128, 3)).astype(np.float32),
            "eda": (2 + 0.1 * rng.standard_normal((2, 16, 1))).astype(np.float32)}
-    stats = {"speech": ChannelStats(rng.normal(0, 50, 40), rng.uniform(5, 20, 40), "participant", 60.0),
-             "acc": ChannelStats(np.array([-10.0, 5.0, 60.0]), np.array([20.0, 15.0, 18.0]), "participant", 60.0),
+    stats = {"speech": ChannelStats(rng.normal(0, 50, 40), rng.uniform(5, 20, 40), "participant", 60.0,
+                                    rng.normal(0, 0.5, 80), rng.uniform(0.2, 2.0, 80), 10),
+             "acc": ChannelStats(np.array([-10.0, 5.0, 60.0]), np.array([20.0, 15.0, 18.0]), "participant", 60.0,
+                                 rng.normal(0, 0.5, 6), rng.uniform(0.2, 2.0, 6), 10),
+             # no level statistics (too few windows): identity rows, levels used as they are
              "eda": ChannelStats(np.array([1.5]), np.array([0.4]), "participant", 60.0)}
     presence = {m: np.ones(2, bool) for m in modalities}
     inputs, levels = featurize(raw, presence, FeatureConfig(), stats)
+    plain = featurize(raw, presence, FeatureConfig(), {m: s.without_levels() for m, s in stats.items()})[1]
+    assert not np.allclose(levels["acc"], plain["acc"]) and np.array_equal(levels["eda"], plain["eda"])
     expected = model({**inputs, "presence": np.ones((2, 3), np.float32),
                       "levels": np.concatenate([levels[m] for m in modalities], axis=1)})
-    calibration = {f"calibration_{m}": np.repeat(np.stack([stats[m].mean, stats[m].std])[None], 2, 0)
-                   .astype(np.float32) for m in modalities}
+    calibration = {f"calibration_{m}": np.repeat(stats[m].rows()[None], 2, 0) for m in modalities}
+    assert calibration["calibration_acc"].shape == (2, 6, 3)
     got = raw_model({**raw, "presence": np.ones((2, 3), np.float32), **calibration})
     assert sorted(t.name for t in raw_model.inputs) == sorted([*raw, "presence", *calibration])
     for target in expected:

@@ -173,7 +173,7 @@ def test_calibrate_json_round_trips_into_the_statistics_training_uses(source, da
     assert main(["calibrate", "--data", source, "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     document = json.loads(out.read_text())
-    assert document["kind"] == "kfusion-calibration" and document["format"] == 1
+    assert document["kind"] == "kfusion-calibration" and document["format"] == 2
     assert DataConfig.from_dict(document["data"]).calibration == CalibrationConfig()
     assert set(document["channels"]) == {"speech", *WEARABLES}
     stats = read_calibration(out)
@@ -188,6 +188,10 @@ def test_calibrate_json_round_trips_into_the_statistics_training_uses(source, da
             np.testing.assert_allclose(got.mean, want.mean, rtol=1e-12)
             np.testing.assert_allclose(got.std, want.std, rtol=1e-12)
             assert got.seconds == pytest.approx(want.seconds, abs=1e-3)
+            # the level statistics the levels are standardised by travel in the file too
+            assert got.windows == want.windows >= 3
+            np.testing.assert_allclose(got.level_mean, want.level_mean, rtol=1e-12)
+            np.testing.assert_allclose(got.level_std, want.level_std, rtol=1e-12)
         # the same numbers the data set was built with
         for m in WEARABLES:
             assert dataset.calibration[recording.participant][m] == stats[recording.participant][m].to_dict()
@@ -212,6 +216,7 @@ def test_calibration_file_errors_name_the_file_and_field(source, tmp_path, capsy
     path = tmp_path / "cal.json"
     path.write_text(json.dumps(good))
     assert read_calibration(path)["u"]["eda"].std.tolist() == [0.5]
+    assert read_calibration(path)["u"]["eda"].level_mean is None  # format 1: no level statistics
     cases = [({"kind": "other"}, "kind"),
              ({"participants": {"u": {"eda": {**good["participants"]["u"]["eda"], "std": [0.0]}}}},
               r"participants\.u\.eda\.std: expected positive"),
@@ -219,10 +224,17 @@ def test_calibration_file_errors_name_the_file_and_field(source, tmp_path, capsy
               r"participants\.u\.acc\.mean: expected 3 values"),
              ({"participants": {"u": {"eda": {"method": "head", "mean": [1.0], "std": [1.0]}}}},
               r"participants\.u\.eda\.seconds"),
-             ({"participants": {"u": {"gsr": {}}}}, r"participants\.u: expected modalities among")]
+             ({"participants": {"u": {"gsr": {}}}}, r"participants\.u: expected modalities among"),
+             ({"participants": {"u": {"eda": {**good["participants"]["u"]["eda"], "level_mean": [0.0],
+                                              "level_std": [1.0, 1.0]}}}},
+              r"participants\.u\.eda\.level_mean: expected 2 values"),
+             ({"participants": {"u": {"eda": {**good["participants"]["u"]["eda"], "level_mean": [0.0, 0.1],
+                                              "level_std": [1.0, -1.0]}}}},
+              r"participants\.u\.eda\.level_std: expected positive"),
+             ({"format": 3}, "format")]
     for change, message in cases:
         path.write_text(json.dumps({**good, **change}))
-        with pytest.raises(DataError, match=f"{path}: {message}" if message != "kind" else f"{path}: kind"):
+        with pytest.raises(DataError, match=f"{path}: {message}"):
             read_calibration(path)
 
 
@@ -272,7 +284,7 @@ def test_raw_input_tflite_takes_calibration_inputs(trained, source, tmp_path):
     assert main(["calibrate", "--data", source, "--modalities", ",".join(WEARABLES), "--out", str(calibration)]) == 0
     exported = export_model(trained.path, tmp_path / "model-raw.tflite", format="tflite", raw_inputs=True)
     inputs = {i["name"]: i for i in read_sidecar(exported)["inputs"]}
-    assert inputs["calibration_acc"]["shape"] == [1, 2, 3] and "row 0 mean" in inputs["calibration_acc"]["units"]
+    assert inputs["calibration_acc"]["shape"] == [1, 6, 3] and "row 0 mean" in inputs["calibration_acc"]["units"]
     predictor = load_predictor(exported)
     assert predictor.raw_inputs and predictor.uses_levels
     keras_frame = predict(trained.path, source, tmp_path / "keras.csv", calibration=calibration)
@@ -288,7 +300,10 @@ def test_raw_input_tflite_takes_calibration_inputs(trained, source, tmp_path):
     int8 = export_model(trained.path, tmp_path / "model-raw-int8.tflite", format="tflite", quantize="int8",
                         raw_inputs=True, representative=windows)
     int8_frame = predict(int8, source, tmp_path / "int8.csv", calibration=calibration)
-    np.testing.assert_allclose(int8_frame[columns].to_numpy(), keras_frame[columns].to_numpy(), atol=0.1)
+    # int8 probabilities of this two-person model with standardised levels: 94 % within 0.1 of
+    # the Keras ones, at most 0.19 off (0.03 before level standardisation; bench/RESULTS.md)
+    error = np.abs(int8_frame[columns].to_numpy() - keras_frame[columns].to_numpy())
+    assert error.max() <= 0.25 and (error <= 0.1).mean() >= 0.9
     assert (int8_frame["arousal"] == keras_frame["arousal"]).mean() >= 0.9
 
 

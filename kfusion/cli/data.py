@@ -65,8 +65,9 @@ def cmd_calibrate(args) -> int:
 
     config = _data_config(args)
     if args.head is not None:
-        config = config.replace(calibration=CalibrationConfig(wearable="head", speech="head",
-                                                              head_minutes=args.head))
+        config = config.replace(calibration=CalibrationConfig(
+            wearable="head", speech="head", head_minutes=args.head,
+            standardize_levels=config.calibration.standardize_levels))
     participants = [args.participant] if args.participant else None
     document = write_calibration(args.out, args.sources[0], config, participants)
     for pid, found in document["participants"].items():

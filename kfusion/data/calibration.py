@@ -12,6 +12,11 @@ over the recording's non-silent frames), from all of the participant's recording
 (``"participant"``) or from its first ``head_minutes`` (``"head"``). Labels never enter.
 :func:`calibrate` standardises values by them, and :func:`window_levels` gives each window's
 level: the mean and ``log(std + LEVEL_EPS)`` of every (calibrated) channel over the window.
+With ``CalibrationConfig.standardize_levels`` the same stretch of signal is also cut into
+windows and the mean and standard deviation of their levels are kept
+(``ChannelStats.level_mean/level_std``); :func:`standardize_levels` then standardises every
+window level by them: the per-speaker feature normalisation of speech emotion recognition, from
+the person's own unlabelled signal like the rest of calibration.
 """
 
 from __future__ import annotations
@@ -34,26 +39,67 @@ SILENCE_DB = 35.0
 SEGMENT_SECONDS = 60
 #: Fewer usable samples than this (seconds of signal) make calibration impossible.
 MIN_SECONDS = 10.0
+#: Fewer complete windows than this leave the window levels unstandardised (identity rows).
+MIN_LEVEL_WINDOWS = 3
+#: Rows of a calibration array (:meth:`ChannelStats.rows`): channel mean, channel std, level
+#: mean (means part, log-std part), level std (means part, log-std part).
+CALIBRATION_ROWS = 6
 
 
 @dataclass(frozen=True)
 class ChannelStats:
     """Calibration of one modality of one participant: ``mean``/``std`` per channel ``[C]``
-    (speech: per MFCC coefficient), the ``method`` and the ``seconds`` of signal they came from."""
+    (speech: per MFCC coefficient), the ``method`` and the ``seconds`` of signal they came from;
+    optionally ``level_mean``/``level_std`` ``[2C]``: of the window levels of the same signal,
+    from ``windows`` windows (None: window levels are used as they are)."""
 
     mean: np.ndarray
     std: np.ndarray
     method: str
     seconds: float
+    level_mean: np.ndarray | None = None
+    level_std: np.ndarray | None = None
+    windows: int = 0
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "seconds": round(float(self.seconds), 3),
-                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        out = {"method": self.method, "seconds": round(float(self.seconds), 3),
+               "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        if self.level_mean is not None:
+            out.update(windows=int(self.windows), level_mean=[float(v) for v in self.level_mean],
+                       level_std=[float(v) for v in self.level_std])
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "ChannelStats":
+        levels = {}
+        if data.get("level_mean") is not None:
+            levels = {"level_mean": np.asarray(data["level_mean"], dtype=np.float64),
+                      "level_std": np.asarray(data["level_std"], dtype=np.float64),
+                      "windows": int(data.get("windows", 0))}
         return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64),
-                   str(data["method"]), float(data["seconds"]))
+                   str(data["method"]), float(data["seconds"]), **levels)
+
+    def without_levels(self) -> "ChannelStats":
+        return ChannelStats(self.mean, self.std, self.method, self.seconds)
+
+    def rows(self, n_rows: int = CALIBRATION_ROWS) -> np.ndarray:
+        """The calibration as a model input ``[n_rows, C]`` float32: mean, std and (6 rows) the
+        level mean and std split into their means and log-std halves; identity level rows
+        (0, 1) without level statistics."""
+        channels = int(np.shape(self.mean)[0])
+        out = [self.mean, self.std]
+        if n_rows == CALIBRATION_ROWS:
+            level_mean = np.zeros(2 * channels) if self.level_mean is None else self.level_mean
+            level_std = np.ones(2 * channels) if self.level_std is None else self.level_std
+            out += [level_mean[:channels], level_mean[channels:], level_std[:channels], level_std[channels:]]
+        elif n_rows != 2:
+            raise ValueError(f"ChannelStats.rows: n_rows must be 2 or {CALIBRATION_ROWS}, found {n_rows}")
+        return np.stack([np.asarray(r, dtype=np.float64) for r in out]).astype(np.float32)
+
+
+def identity_rows(channels: int, n_rows: int = CALIBRATION_ROWS) -> np.ndarray:
+    """Calibration rows that change nothing (uncalibrated input)."""
+    return ChannelStats(np.zeros(channels), np.ones(channels), "none", 0.0).rows(n_rows)
 
 
 def _stats(values: np.ndarray, method: str, seconds: float) -> ChannelStats:
@@ -66,21 +112,58 @@ def _stats(values: np.ndarray, method: str, seconds: float) -> ChannelStats:
     return ChannelStats(mean, std, method, seconds)
 
 
+def with_level_statistics(stats: ChannelStats, levels: np.ndarray) -> ChannelStats:
+    """``stats`` plus the mean/std of window ``levels`` ``[n, 2C]`` (unchanged if too few)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    if levels.shape[0] < MIN_LEVEL_WINDOWS:
+        return stats
+    found = _stats(levels, stats.method, 0.0)
+    return ChannelStats(stats.mean, stats.std, stats.method, stats.seconds, found.mean, found.std,
+                        int(levels.shape[0]))
+
+
+def _window_starts(n: int, length: int, hop: int) -> np.ndarray:
+    return np.arange(0, n - length + 1, hop) if n >= length and length > 0 and hop > 0 else np.zeros(0, int)
+
+
+def standardize_levels(levels: np.ndarray, stats: ChannelStats | None) -> np.ndarray:
+    """Window levels ``[N, 2C]`` standardised by the person's level statistics (unchanged
+    without them)."""
+    if stats is None or stats.level_mean is None:
+        return np.asarray(levels, dtype=np.float32)
+    return ((np.asarray(levels, dtype=np.float64) - stats.level_mean) / stats.level_std).astype(np.float32)
+
+
 def signal_statistics(values: np.ndarray, rate: float, method: str, head_minutes: float,
-                      offset: int = 0) -> ChannelStats | None:
+                      offset: int = 0, window: tuple[float, float] | None = None) -> ChannelStats | None:
     """Statistics of ``values [n, C]`` sampled at ``rate`` Hz (NaN = gap): all finite samples
     from ``offset`` on (``"participant"``) or those of the ``head_minutes`` after ``offset``
-    (``"head"``). None when fewer than :data:`MIN_SECONDS` of finite samples are left."""
+    (``"head"``). None when fewer than :data:`MIN_SECONDS` of finite samples are left.
+    ``window``: ``(seconds, hop seconds)``: also the level statistics of the gap-free windows
+    of that stretch, cut from its start."""
     values = np.asarray(values)
     if values.ndim == 1:
         values = values[:, None]
     values = values[max(int(offset), 0):]
     if method == "head":
         values = values[:int(round(head_minutes * 60.0 * rate))]
-    finite = values[np.isfinite(values).all(axis=1)]
+    good = np.isfinite(values).all(axis=1)
+    finite = values[good]
     if finite.shape[0] < MIN_SECONDS * rate:
         return None
-    return _stats(finite, method, finite.shape[0] / rate)
+    stats = _stats(finite, method, finite.shape[0] / rate)
+    if window is None:
+        return stats
+    length, hop = int(round(window[0] * rate)), int(round(window[1] * rate))
+    starts = _window_starts(values.shape[0], length, hop)
+    if not starts.size:
+        return stats
+    bad = np.concatenate([[0], np.cumsum(~good)])
+    starts = starts[bad[starts + length] == bad[starts]]  # gap-free windows only
+    if not starts.size:
+        return stats
+    windows = np.stack([values[s:s + length] for s in starts])
+    return with_level_statistics(stats, window_levels(calibrate(windows, stats)))
 
 
 def speech_frames(samples: np.ndarray) -> np.ndarray:
@@ -122,18 +205,30 @@ def voiced_frames(energy_db: np.ndarray) -> np.ndarray:
 
 
 def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
-                      offset: int = 0) -> ChannelStats | None:
+                      offset: int = 0, window: tuple[float, float] | None = None) -> ChannelStats | None:
     """Statistics of each MFCC coefficient over the non-silent frames of 16 kHz ``samples``
-    from sample ``offset`` on (all, or the first ``head_minutes``)."""
+    from sample ``offset`` on (all, or the first ``head_minutes``). ``window``: ``(seconds, hop
+    seconds)``: also the level statistics of the windows of frames cut from the start that hold
+    some non-silent frame."""
     samples = np.asarray(samples).reshape(-1)[max(int(offset), 0):]
     if method == "head":
         samples = samples[:int(round(head_minutes * 60.0 * AUDIO_RATE))]
     frames = speech_frames(samples)
-    frames = frames[voiced_frames(frame_energy_db(samples, frames.shape[0]))]
+    voiced = voiced_frames(frame_energy_db(samples, frames.shape[0]))
     frame_rate = AUDIO_RATE / 160.0
-    if frames.shape[0] < MIN_SECONDS * frame_rate * 0.1:  # at least 1 s of speech
+    if voiced.sum() < MIN_SECONDS * frame_rate * 0.1:  # at least 1 s of speech
         return None
-    return _stats(frames, method, frames.shape[0] / frame_rate)
+    stats = _stats(frames[voiced], method, voiced.sum() / frame_rate)
+    if window is None:
+        return stats
+    length, hop = int(round(window[0] * frame_rate)), int(round(window[1] * frame_rate))
+    starts = _window_starts(frames.shape[0], length, hop)
+    count = np.concatenate([[0], np.cumsum(voiced)])
+    starts = starts[count[starts + length] > count[starts]] if starts.size else starts
+    if not starts.size:
+        return stats
+    calibrated = calibrate(frames, stats)
+    return with_level_statistics(stats, window_levels(np.stack([calibrated[s:s + length] for s in starts])))
 
 
 def recording_calibration(recording: Recording, config: DataConfig | None = None,
@@ -152,13 +247,15 @@ def recording_calibration(recording: Recording, config: DataConfig | None = None
     out = {}
     span_start = None if recording.span is None else float(recording.span[0])
     minutes = config.calibration.head_minutes
+    window = ((config.window.seconds, config.window.seconds - config.window.overlap)
+              if config.calibration.standardize_levels else None)
     for modality in wanted:
         if modality not in series:
             continue
         method, found = config.calibration.method(modality), series[modality]
         offset = 0 if span_start is None else int(round((span_start - found.start) * found.rate))
-        stats = (speech_statistics(found.values, method, minutes, offset) if modality == SPEECH
-                 else signal_statistics(found.values, found.rate, method, minutes, offset))
+        stats = (speech_statistics(found.values, method, minutes, offset, window) if modality == SPEECH
+                 else signal_statistics(found.values, found.rate, method, minutes, offset, window))
         if stats is not None:
             out[modality] = stats
     return out
@@ -192,4 +289,6 @@ def level_names(modality: str, channels: int) -> list[str]:
 def calibration_settings() -> dict:
     """Everything about calibration that changes the numbers (for cache keys)."""
     return {"level_eps": LEVEL_EPS, "silence_db": SILENCE_DB, "segment_seconds": SEGMENT_SECONDS,
-            "min_seconds": MIN_SECONDS, "levels": "mean, log(std + eps) per channel"}
+            "min_seconds": MIN_SECONDS, "levels": "mean, log(std + eps) per channel",
+            "level_statistics": f"windows cut from the calibration signal's start, >= {MIN_LEVEL_WINDOWS}; "
+                                "speech windows with a non-silent frame"}

@@ -3,11 +3,12 @@
 
 ``kfusion calibrate`` writes (:func:`write_calibration`)::
 
-    {"kind": "kfusion-calibration", "format": 1,
+    {"kind": "kfusion-calibration", "format": 2,
      "source": "stresspredict:PATH", "data": {DataConfig}, "calibration": {CalibrationConfig},
      "channels": {"acc": "x, y, z in 1/64 g at 32 Hz", ..., "speech": "MFCC c0..c39 ..."},
      "participants": {"S02": {"acc": {"method": "participant", "seconds": 420.0,
-                                      "mean": [x, y, z], "std": [x, y, z]}, ...}, ...},
+                                      "mean": [x, y, z], "std": [x, y, z], "windows": 139,
+                                      "level_mean": [6 values], "level_std": [6 values]}, ...}, ...},
      "notes": {"S01": ["eda: too little signal to calibrate (head)"]},
      "kfusion_version": "...", "created": "2025-01-01T00:00:00+00:00"}
 
@@ -15,8 +16,11 @@
 for speech per MFCC coefficient over the non-silent frames
 (:func:`kfusion.data.calibration.recording_calibration`; ``method``: ``participant`` = the
 whole recording, ``head`` = its first ``head_minutes``; ``seconds``: how much signal they came
-from). A modality missing from a participant had too little signal; the model then sees it
-uncalibrated, as in training. :func:`read_calibration` checks a file and returns
+from). ``level_mean``/``level_std`` (with ``calibration.standardize_levels``): of the window
+levels (mean then log-std of each calibrated channel) of ``windows`` windows of the same
+signal; the model's levels are standardised by them (format 1 files have none: levels are
+used as they are). A modality missing from a participant had too little signal; the model then
+sees it uncalibrated, as in training. :func:`read_calibration` checks a file and returns
 ``{participant: {modality: ChannelStats}}``.
 """
 
@@ -36,7 +40,9 @@ from kfusion.data.tables import read_json_file
 from kfusion.errors import ConfigError, DataError
 
 CALIBRATION_KIND = "kfusion-calibration"
-CALIBRATION_FORMAT = 1
+CALIBRATION_FORMAT = 2
+#: Formats read: 1 (channel statistics only), 2 (+ the window levels' mean and std).
+READ_FORMATS = (1, 2)
 METHODS = ("participant", "head")
 
 __all__ = ["CALIBRATION_KIND", "CALIBRATION_FORMAT", "channel_descriptions", "participant_calibrations",
@@ -126,6 +132,14 @@ def _stats(path, where: str, entry) -> ChannelStats:
     seconds = entry["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
         raise DataError(path, f"{where}.seconds", "a number of seconds >= 0", repr(seconds))
+    if "level_mean" in entry or "level_std" in entry:
+        for key in ("level_mean", "level_std"):
+            values = _numbers(path, f"{where}.{key}", entry.get(key))
+            if len(values) != 2 * len(mean):
+                raise DataError(path, f"{where}.{key}", f"{2 * len(mean)} values (mean then log-std level "
+                                "of each channel)", len(values))
+        if min(entry["level_std"]) <= 0:
+            raise DataError(path, f"{where}.level_std", "positive standard deviations", min(entry["level_std"]))
     return ChannelStats.from_dict(entry)
 
 
@@ -137,8 +151,8 @@ def read_calibration(path) -> dict[str, dict[str, ChannelStats]]:
     if not isinstance(document, dict) or document.get("kind") != CALIBRATION_KIND:
         raise DataError(path, "kind", f"'{CALIBRATION_KIND}' (a file written by kfusion calibrate)",
                         repr(document.get("kind")) if isinstance(document, dict) else type(document).__name__)
-    if document.get("format") != CALIBRATION_FORMAT:
-        raise DataError(path, "format", str(CALIBRATION_FORMAT), repr(document.get("format")))
+    if document.get("format") not in READ_FORMATS:
+        raise DataError(path, "format", " or ".join(map(str, READ_FORMATS)), repr(document.get("format")))
     participants = document.get("participants")
     if not isinstance(participants, dict) or not participants:
         raise DataError(path, "participants", "an object {participant: {modality: statistics}} with "

@@ -223,14 +223,15 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     recorded. Inputs: with per-window normalisation on, the normalised window (of the raw
     values: normalisation removes any calibration); with it off, the calibrated window. Levels:
     ``[N, 2C]`` mean and log-std per channel of the calibrated window (speech: of its MFCC
-    coefficients, ``2 * 40``). Windows where a modality is absent are zeros in both.
+    coefficients, ``2 * 40``), standardised by the statistics' level mean/std when they hold
+    them. Windows where a modality is absent are zeros in both.
 
     ``lengths``: ``[N]`` seconds of real signal per window
     (:attr:`~kfusion.data.windows.RecordingWindows.lengths`, for zero-padded windows of short
     utterances): normalisation and levels then use the real time steps only
     (:func:`real_steps`) and the padded steps of the input are zeros; None = all real.
     """
-    from kfusion.data.calibration import calibrate, window_levels
+    from kfusion.data.calibration import calibrate, standardize_levels, window_levels
 
     features = features or FeatureConfig()
     calibration = calibration or {}
@@ -263,6 +264,7 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
                     level[rows[i]] = window_levels(real)[0]
                     values[rows[i]] = 0.0
                     values[rows[i], :k] = (zscore(windows[i:i + 1, :k], axis=1) if normalise else real)[0]
+            level[present] = standardize_levels(level[present], stats)
         inputs[modality], levels[modality] = values, level
     return inputs, levels
 

@@ -254,8 +254,9 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
                               hop_seconds=float(window.get("hop_seconds", WindowConfig().hop)),
                               features=features)
     if isinstance(side.get("calibration"), dict):
-        predictor.trained_calibration = CalibrationConfig.from_dict(side["calibration"],
-                                                                    where=f"{side_file}: calibration")
+        # sidecars written before level standardisation existed: trained without it
+        trained = {"standardize_levels": False, **side["calibration"]}
+        predictor.trained_calibration = CalibrationConfig.from_dict(trained, where=f"{side_file}: calibration")
     for key, value in extra.items():
         setattr(predictor, key, value)
     return predictor
@@ -313,12 +314,14 @@ def resolve_calibration(calibration) -> "CalibrationConfig | GivenCalibration | 
     return GivenCalibration(read_calibration(text), text)
 
 
-def _participant_stats(calibration, participant: str, recording=None, modalities=(), series=None) -> dict:
+def _participant_stats(calibration, participant: str, recording=None, modalities=(), series=None,
+                       window: WindowConfig | None = None) -> dict:
     """``{modality: ChannelStats}`` for one participant (missing modalities: uncalibrated);
-    ``series``: the recording's model-rate series when already computed."""
+    ``series``: the recording's model-rate series when already computed; ``window``: how the
+    model's windows are cut (the level statistics use the same windows)."""
     if isinstance(calibration, CalibrationConfig):
-        return recording_calibration(recording, DataConfig(modalities=modalities, calibration=calibration),
-                                     series)
+        config = DataConfig(modalities=modalities, calibration=calibration, window=window or WindowConfig())
+        return recording_calibration(recording, config, series)
     return calibration.of(participant)
 
 
@@ -370,6 +373,9 @@ def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapp
     stats = {}
     if predictor.uses_levels:
         stats = {m: calibration[m] for m in modalities if m in calibration}
+        trained = predictor.trained_calibration
+        if trained is not None and not trained.standardize_levels:  # as the model was trained
+            stats = {m: s.without_levels() for m, s in stats.items()}
         for m, s in stats.items():
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else raw[m].shape[-1]
             if np.shape(s.mean) != (channels,) or np.shape(s.std) != (channels,):
@@ -384,8 +390,7 @@ def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapp
             name = CALIBRATION_INPUT.format(m)
             if name in predictor.input_shapes:
                 s = stats.get(m) or _identity(predictor.input_shapes[name][-1])
-                rows = np.stack([s.mean, s.std]).astype(np.float32)
-                inputs[name] = np.repeat(rows[None], n, axis=0)
+                inputs[name] = np.repeat(s.rows(int(predictor.input_shapes[name][0]))[None], n, axis=0)
     elif LEVELS in predictor.input_shapes:
         inputs, levels = featurize(raw, presence, predictor.features, stats)
         inputs[LEVELS] = np.concatenate([levels[m] for m in modalities], axis=1).astype(np.float32)
@@ -505,7 +510,7 @@ def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = 
             series = model_rate_series(recording, config.modalities, config.quality_checks)
             windows.append(cut_windows(recording, config, series))
             stats[recording.participant] = _participant_stats(wanted, recording.participant, recording,
-                                                              predictor.modalities, series)
+                                                              predictor.modalities, series, config.window)
     else:
         windows = recording_windows(source, config, participants)
     frame = timeline(predictor, windows, stats)
@@ -641,13 +646,15 @@ class StreamingPredictor:
         if not finished and any(self._offset[m] + self._buffered[m] < need[m] for m in calibrated):
             return False
         stats = {}
+        window = ((self.window.seconds, self.window.seconds - self.window.overlap)
+                  if self._head.standardize_levels else None)
         for m in calibrated:
             data = np.concatenate(self._buffers[m]) if self._buffers[m] else np.zeros((0,) + self._shape(m))
             self._buffers[m] = [data] if data.shape[0] else []
             if m == SPEECH:
-                found = speech_statistics(data, "head", minutes)
+                found = speech_statistics(data, "head", minutes, window=window)
             else:
-                found = signal_statistics(data, self.rates[m], "head", minutes)
+                found = signal_statistics(data, self.rates[m], "head", minutes, window=window)
             if found is not None:
                 stats[m] = found
         self.calibration = stats

@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 
 from kfusion.config import FeatureConfig
+from kfusion.data.calibration import CALIBRATION_ROWS
 from kfusion.data.features import MFCC_SETTINGS
 from kfusion.modalities import MODALITIES, SPEECH
 from kfusion.errors import ConfigError
@@ -59,9 +60,10 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
     "cmvn"``); ``acc [B, 128, 3]`` (1/64 g), ``bvp [B, 256, 1]``, ``eda [B, 16, 1]`` (µS),
     ``temp [B, 16, 1]`` (°C) at the nominal rates -> :class:`WindowNormalization` when
     ``features.wearable_norm == "zscore"``; ``presence`` passed through. A model with a
-    ``levels`` input gets one ``calibration_<modality> [B, 2, C]`` input per modality (the
-    person's mean and std per channel, MFCC coefficient for speech; ``kfusion calibrate``
-    writes them) and computes the levels in the graph (:class:`CalibratedLevels`), zeroed for
+    ``levels`` input gets one ``calibration_<modality> [B, 6, C]`` input per modality (the
+    person's mean and std per channel, MFCC coefficient for speech, then the mean and std of
+    the person's window levels: ``ChannelStats.rows()``; ``kfusion calibrate`` writes them) and
+    computes the levels in the graph (:class:`CalibratedLevels`), zeroed for
     a modality marked absent in ``presence`` (as in the data sets). Outputs: ``model``'s.
     ``front_end``: how :class:`MfccFrontEnd` computes the spectrum, ``"fft"`` (a factored
     DFT, small and fast) or ``"dft"`` (one DFT matrix: fewer kinds of operations, for a
@@ -90,7 +92,8 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
         for column, m in enumerate(ordered):
             raw = unnormalised.get(m, inputs[m])
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else shapes[m][-1]
-            inputs[CALIBRATION_INPUT.format(m)] = keras.Input((2, channels), name=CALIBRATION_INPUT.format(m))
+            inputs[CALIBRATION_INPUT.format(m)] = keras.Input((CALIBRATION_ROWS, channels),
+                                                              name=CALIBRATION_INPUT.format(m))
             level = CalibratedLevels(name=f"{m}_levels")(raw, inputs[CALIBRATION_INPUT.format(m)])
             if PRESENCE in inputs:  # an absent modality's level is zeros in training
                 n = len(ordered)

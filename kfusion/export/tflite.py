@@ -40,6 +40,7 @@ import numpy as np
 import kfusion
 from kfusion import checks
 from kfusion.config import FeatureConfig, WindowConfig
+from kfusion.data.calibration import CALIBRATION_ROWS, identity_rows
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
@@ -262,8 +263,9 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     levels = LEVELS in _input_specs(model)
     wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
     if raw_inputs and levels:
-        wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (2, MFCC_SETTINGS.n_mfcc if m == SPEECH else
-                                                                wanted[m][-1]) for m in modalities}}
+        wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (CALIBRATION_ROWS, MFCC_SETTINGS.n_mfcc if m == SPEECH
+                                                                               else wanted[m][-1])
+                               for m in modalities}}
     windows = _as_windows_list(data)
     if isinstance(data, WindowedDataset):
         if raw_inputs and (SPEECH in modalities or levels):
@@ -297,9 +299,8 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
                 block = dict(raw)
                 for m in (modalities if levels else ()):
                     name = CALIBRATION_INPUT.format(m)
-                    mean, std = ((stats[m].mean, stats[m].std) if m in stats
-                                 else (np.zeros(wanted[name][-1]), np.ones(wanted[name][-1])))
-                    block[name] = np.repeat(np.stack([mean, std])[None].astype(np.float32), len(w.starts), 0)
+                    rows = stats[m].rows() if m in stats else identity_rows(wanted[name][-1])
+                    block[name] = np.repeat(rows[None], len(w.starts), 0)
             elif levels:
                 block, found = featurize(raw, presence, features, stats)
                 block[LEVELS] = np.concatenate([found[m] for m in modalities], axis=1)
@@ -342,15 +343,27 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
 
 def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray):
     """Calibration statistics of one participant from its own raw windows (overlaps counted
-    twice; speech without the silence rule's exact framing): a stand-in for int8 ranges."""
-    from kfusion.data.calibration import signal_statistics, speech_statistics
+    twice; speech without the silence rule's exact framing), with the level statistics of
+    those windows: a stand-in for int8 ranges."""
+    from kfusion.data.calibration import (
+        calibrate,
+        signal_statistics,
+        speech_statistics,
+        window_levels,
+        with_level_statistics,
+    )
+    from kfusion.data.features import mfcc
 
     kept = np.asarray(windows)[np.asarray(present, dtype=bool)]
     if not kept.shape[0]:
         return None
     if modality == SPEECH:
-        return speech_statistics(kept.reshape(-1), "participant", 0.0)
-    return signal_statistics(kept.reshape(-1, kept.shape[-1]), NOMINAL_RATES[modality], "participant", 0.0)
+        stats = speech_statistics(kept.reshape(-1), "participant", 0.0)
+        frames = mfcc(kept.astype(np.float32)) if stats is not None else None
+    else:
+        stats = signal_statistics(kept.reshape(-1, kept.shape[-1]), NOMINAL_RATES[modality], "participant", 0.0)
+        frames = kept
+    return None if stats is None else with_level_statistics(stats, window_levels(calibrate(frames, stats)))
 
 
 def _raw_specs(model) -> dict[str, tuple]:
@@ -721,10 +734,13 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
     if raw_inputs and LEVELS in _input_specs(features_model):
         for m in modalities:
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else specs[m][-1]
-            out.append({"name": CALIBRATION_INPUT.format(m), "shape": [1, 2, int(channels)], "dtype": "float32",
+            out.append({"name": CALIBRATION_INPUT.format(m), "shape": [1, CALIBRATION_ROWS, int(channels)],
+                        "dtype": "float32",
                         "units": f"the person's calibration of {m}: row 0 mean, row 1 standard deviation "
                                  + ("per MFCC coefficient over non-silent frames" if m == SPEECH
                                     else "per channel, in the units of the raw input")
+                                 + "; rows 2-3 the mean of the person's window levels (means, then log-stds), "
+                                   "rows 4-5 their standard deviation (0 and 1 when unknown)"
                                  + " (kfusion calibrate; the same for every window of a person)"})
     return out
 

@@ -313,12 +313,15 @@ class WindowNormalization(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CalibratedLevels(keras.layers.Layer):
-    """A window's calibrated level: ``(x [B, T, C], calibration [B, 2, C])`` -> ``[B, 2C]``.
+    """A window's calibrated level: ``(x [B, T, C], calibration [B, R, C])`` -> ``[B, 2C]``.
 
-    ``calibration`` rows are the person's mean and standard deviation per channel
-    (:func:`kfusion.data.calibration.recording_calibration`); the window is standardised by
-    them, then its mean and ``log(std + eps)`` over time are returned per channel — the same
-    numbers as :func:`kfusion.data.calibration.window_levels` of the calibrated window.
+    ``calibration`` rows (:meth:`kfusion.data.calibration.ChannelStats.rows`) are the person's
+    mean and standard deviation per channel; the window is standardised by them, then its mean
+    and ``log(std + eps)`` over time are returned per channel — the same numbers as
+    :func:`kfusion.data.calibration.window_levels` of the calibrated window. With ``R = 6`` the
+    level is then standardised by rows 2-3 (level mean: means half, log-std half) and 4-5
+    (level std), as :func:`kfusion.data.calibration.standardize_levels`; ``R = 2``: files
+    exported before level standardisation.
     """
 
     def __init__(self, eps: float = LEVEL_EPS, **kwargs):
@@ -332,7 +335,12 @@ class CalibratedLevels(keras.layers.Layer):
         mean = ops.mean(y, axis=1)
         centred = y - ops.expand_dims(mean, 1)
         std = ops.sqrt(ops.mean(centred * centred, axis=1))
-        return ops.concatenate([mean, ops.log(std + self.eps)], axis=-1)
+        level = ops.concatenate([mean, ops.log(std + self.eps)], axis=-1)
+        if calibration.shape[1] is not None and calibration.shape[1] >= 6:
+            level_mean = ops.concatenate([calibration[:, 2, :], calibration[:, 3, :]], axis=-1)
+            level_std = ops.concatenate([calibration[:, 4, :], calibration[:, 5, :]], axis=-1)
+            level = (level - level_mean) / level_std
+        return level
 
     def compute_output_shape(self, x_shape, calibration_shape):
         return (x_shape[0], 2 * x_shape[-1])
