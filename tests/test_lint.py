@@ -1,4 +1,4 @@
-"""ruff (rules in pyproject.toml) finds nothing in kfusion/ and tests/."""
+"""ruff (rules in pyproject.toml) finds nothing in kfusion/, tests/ and bench/."""
 
 from __future__ import annotations
 
@@ -15,5 +15,5 @@ def test_ruff_finds_nothing():
         "ruff is not installed in this environment: `make venv` (or .venv/bin/pip install -e '.[dev]') "
         "installs the dev extras")
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
-                           "kfusion", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "kfusion", "tests", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -170,6 +170,12 @@ def test_the_command_checks_workers_before_reading_data():
         cmd_evaluate(parser.parse_args(["--workers", "0"]))
     with pytest.raises(ConfigError, match="kfusion evaluate: scheduler: expected"):
         cmd_evaluate(parser.parse_args(["--scheduler", "HOST:8786"]))
+    # the kfusion parser itself takes them on evaluate, reproduce and demo
+    from kfusion.cli import build_parser
+
+    for argv in (["evaluate", "--data", "x:y", "--out", "o"], ["reproduce", "--kemocon", "k"], ["demo"]):
+        args = build_parser().parse_args([*argv, "--workers", "3", "--scheduler", "tcp://h:1"])
+        assert (args.workers, args.scheduler) == (3, "tcp://h:1")
 
 
 def test_default_workers_leave_small_runs_in_one_process(monkeypatch):

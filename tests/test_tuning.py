@@ -114,6 +114,7 @@ def test_tuning_config_round_trips_through_json(tmp_path):
     assert loaded == config
     assert loaded.head_units == ((8,), (4,)) and loaded.pretraining_head_units == ((16,), (), (8, 4))
     assert loaded.pretraining.statistics == ("mean",)
+    assert TuningConfig().batch_size == "auto" == TuningConfig.from_dict(TuningConfig().to_dict()).batch_size
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -133,6 +134,8 @@ def test_tuning_config_round_trips_through_json(tmp_path):
     ({"validation_fraction": 1.0}, "validation_fraction"),
     ({"backbone_head_units": 16}, "backbone_head_units"),
     ({"hyperband_factor": 1}, "hyperband_factor"),
+    ({"batch_size": "large"}, 'TuningConfig.batch_size: expected a whole number >= 1 or "auto"'),
+    ({"batch_size": 0}, "TuningConfig.batch_size"),
     ({"pretraining": {"epochs": 1}}, "pretraining"),
 ])
 def test_bad_tuning_config_values_are_config_errors(changes, message):

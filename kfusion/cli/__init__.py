@@ -13,7 +13,14 @@ import os
 import sys
 
 from kfusion.cli.data import DEMO_SETS, cmd_calibrate, cmd_data_inspect, cmd_data_sources, cmd_data_synth
-from kfusion.cli.evaluate import cmd_demo, cmd_evaluate, cmd_reproduce, cmd_train, cmd_tune
+from kfusion.cli.evaluate import (
+    add_parallel_arguments,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_reproduce,
+    cmd_train,
+    cmd_tune,
+)
 from kfusion.errors import KfusionError
 
 __all__ = ["DEMO_SETS", "build_parser", "main"]
@@ -29,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole pipeline on the embedded synthetic data set")
     demo.add_argument("--out", default="runs/demo", help="folder for data, runs and results")
+    add_parallel_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
     data = commands.add_parser("data", help="read, window and inspect data sets")
@@ -59,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--config", help="EvaluationConfig JSON file")
     _add_data_options(evaluate)
+    add_parallel_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     reproduce = commands.add_parser(
@@ -68,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="unlabelled sources for pretraining (default: K-EmoCon itself)")
     reproduce.add_argument("--out", default="runs/reproduce")
     reproduce.add_argument("--config", help="PipelineConfig JSON file")
+    add_parallel_arguments(reproduce)
     reproduce.set_defaults(func=cmd_reproduce)
 
     _add_synth(data_commands)

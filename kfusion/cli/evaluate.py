@@ -34,7 +34,8 @@ def cmd_demo(args) -> int:
           "evaluation on the other")
     # Folds in worker processes when the cores allow (the numbers do not depend on it).
     results = run_pipeline(sets["data"], sets["pretraining-data"], out / "run",
-                           PipelineConfig.demo(), verbose=0, workers=getattr(args, "workers", None))
+                           PipelineConfig.demo(), verbose=0, workers=getattr(args, "workers", None),
+                           scheduler=getattr(args, "scheduler", None))
     _print_table(results)
     print(f"[demo] done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -55,7 +55,7 @@ from kfusion.evaluation.stats import mean_se
 from kfusion.models import backbone_modalities
 from kfusion.models.fusion import backbone_settings
 from kfusion.runs import RunFolder, write_json_atomic
-from kfusion.training.emotion import EmotionTrainer, EmotionTraining, derive_seed
+from kfusion.training.emotion import EmotionTrainer, EmotionTraining, check_batch_size, derive_seed
 from kfusion.training.pretrain import FusionPretrainConfig, pretrain_fusion
 
 ALGORITHMS: tuple[str, ...] = ("random", "bayesian", "hyperband")
@@ -103,7 +103,8 @@ class TuningConfig(_Config):
     ``algorithm``: ``random`` | ``bayesian`` | ``hyperband``; ``trials``: how many trials at
     most (Hyperband: its brackets, cut at ``trials``); ``inner_folds``: participant-wise inner
     folds (fewer when there are fewer participants); ``epochs``, ``patience``, ``batch_size``,
-    ``validation_fraction``: emotion training in every inner fold, as in the evaluation (Hyperband
+    ``validation_fraction``: emotion training in every inner fold, as in the evaluation (batch size
+    ``"auto"`` by default, from each inner fold's training windows; Hyperband
     uses ``epochs`` as its largest budget); ``seed`` fixes the inner folds, the oracle, initial
     weights and batch order.
 
@@ -124,7 +125,7 @@ class TuningConfig(_Config):
     inner_folds: int = 3
     epochs: int = 32
     patience: int = 5
-    batch_size: int = 256
+    batch_size: int | str = "auto"
     validation_fraction: float = 0.15
     seed: int = 0
     learning_rate: tuple = (1e-4, 1e-2)
@@ -139,8 +140,9 @@ class TuningConfig(_Config):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         checks.choice("TuningConfig.algorithm", self.algorithm, ALGORITHMS)
         for name, low in (("trials", 1), ("inner_folds", 2), ("epochs", 1), ("patience", 1),
-                          ("batch_size", 1), ("seed", 0), ("hyperband_factor", 2)):
+                          ("seed", 0), ("hyperband_factor", 2)):
             set_(name, checks.whole(f"TuningConfig.{name}", getattr(self, name), low))
+        set_("batch_size", check_batch_size("TuningConfig.batch_size", self.batch_size))
         checks.fraction("TuningConfig.validation_fraction", self.validation_fraction,
                         low_open=True, high_open=True)
         low, high = checks.pair("TuningConfig.learning_rate", self.learning_rate, 0.0, math.inf, low_open=True)
