@@ -306,6 +306,9 @@ def test_learned_rows_see_window_levels_and_reports_name_the_calibration(tmp_pat
     table = (tmp_path / "True" / "table.md").read_text()
     assert f"Calibration: {dataset.config.calibration.describe()}" in table
     assert "Window levels fed to the learned rows: yes" in table
+    assert saved["data"]["calibration"]["standardize_levels"] is True
+    assert ("standardised by each person's own level statistics" in table) == (
+        dataset.config.calibration.method("acc") != "none")
 
 
 def test_adding_a_target_keeps_the_earlier_ones_in_the_report(tmp_path, dataset):

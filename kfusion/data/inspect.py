@@ -152,7 +152,8 @@ def format_inspection(info: dict) -> str:
 
     calibrated = [p for p in participants if p.get("calibration")]
     if calibrated:
-        lines.append("Calibration statistics (mean / std per channel; speech: MFCC 0 only; seconds used)")
+        lines.append("Calibration statistics (mean / std per channel; speech: MFCC 0 only; seconds used; "
+                     "windows whose levels standardise the window levels)")
         rows = []
         for p in calibrated:
             for m, stats in p["calibration"].items():
@@ -160,8 +161,8 @@ def format_inspection(info: dict) -> str:
                 std = ", ".join(f"{v:.4g}" for v in stats["std"][:3])
                 if m == "speech":
                     mean, std = f"{stats['mean'][0]:.4g}", f"{stats['std'][0]:.4g}"
-                rows.append([p["id"], m, stats["method"], mean, std, stats["seconds"]])
-        lines.extend(_table(["participant", "modality", "method", "mean", "std", "seconds"], rows))
+                rows.append([p["id"], m, stats["method"], mean, std, stats["seconds"], stats.get("windows", "-")])
+        lines.extend(_table(["participant", "modality", "method", "mean", "std", "seconds", "level windows"], rows))
         lines.append("")
 
     problems = info.get("problems", {})

@@ -442,7 +442,9 @@ def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, ta
              f"Calibration: {calibration.describe()}" + (
                  " — per-person statistics from each participant's own unlabelled signals "
                  "(the held-out participant's included, as an app calibrates on its user)" if used else ""),
-             f"Window levels fed to the learned rows: {'yes' if config.use_levels else 'no'}; "
+             f"Window levels fed to the learned rows: {'yes' if config.use_levels else 'no'}"
+             + (", standardised by each person's own level statistics" if used and calibration.standardize_levels
+                else "") + "; "
              f"hand-crafted classifier: {config.handcrafted_classifier}",
              f"Seed: {seed}"]
     return lines
