@@ -111,3 +111,57 @@ def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path):
         np.testing.assert_allclose(multi, one, atol=WEIGHT_ATOL)
     record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
     assert record["windows"] == 12 and record["validation_windows"] == 4
+
+
+#: One worker (no TF_CONFIG) of ``--strategy multiworker`` in its own process (the strategy must
+#: come before TensorFlow's first operation): prints the epochs it begins; with ``kill``, exits
+#: when epoch 1 begins, as a killed run would.
+_RESUMABLE_RUN = """
+import sys
+import keras
+from kfusion.training.pretrain import SpeechPretrainConfig, pretrain_speech
+
+audio, out, config, kill = sys.argv[1:5]
+
+class Epochs(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        print("EPOCH", epoch, flush=True)
+        if kill == "kill" and epoch == 1:
+            sys.exit(3)
+
+pretrain_speech([f"audio:{audio}"], out, SpeechPretrainConfig.load(config), verbose=0, strategy="multiworker",
+                callbacks=[Epochs()])
+"""
+
+
+def test_a_killed_multiworker_run_resumes_from_its_checkpoint(tmp_path):
+    _write_tones(tmp_path / "audio")
+    CONFIG.save(tmp_path / "speech.json")
+    out = tmp_path / "multi"
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
+
+    def run(kill: str):
+        return subprocess.run([sys.executable, "-c", _RESUMABLE_RUN, str(tmp_path / "audio"), str(out),
+                               str(tmp_path / "speech.json"), kill], env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT, cwd=Path(__file__).resolve().parent.parent)
+
+    killed = run("kill")
+    assert killed.returncode == 3, killed.stdout + killed.stderr[-4000:]
+    progress = read_progress(out / "speech")
+    assert progress["epochs_done"] == 1 and not progress["trained"] and len(progress["history"]) == 1
+    assert list((out / "speech" / "backup").glob("ckpt-1.index"))
+    resumed = run("resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-4000:]
+    assert [line for line in resumed.stdout.splitlines() if line.startswith("EPOCH")] == ["EPOCH 1"]
+
+    # The same numbers as one uninterrupted process without a strategy.
+    single = pretrain_speech([f"audio:{tmp_path / 'audio'}"], tmp_path / "single", CONFIG, verbose=0)
+    history = read_progress(out / "speech")["history"]
+    assert history[0] == progress["history"][0]
+    for multi, one in zip(history, read_progress(tmp_path / "single" / "speech")["history"], strict=True):
+        np.testing.assert_allclose([multi["loss"], multi["val_loss"]], [one["loss"], one["val_loss"]],
+                                   rtol=LOSS_RTOL)
+    for multi, one in zip(_weights(out / "speech_autoencoder.keras"), _weights(single["autoencoder"])):
+        np.testing.assert_allclose(multi, one, atol=WEIGHT_ATOL)
+    assert not (out / "speech" / "backup").exists()

@@ -19,7 +19,9 @@ epoch and skips finished models. Each epoch's data order (and masking draws) is 
 
 Every stage takes ``strategy``: ``"default"`` (one process) or ``"multiworker"``
 (``tf.distribute.MultiWorkerMirroredStrategy`` over the workers ``TF_CONFIG`` names; the batch
-size is the global batch and only the chief writes ``out``; see :mod:`kfusion.training.distributed`).
+size is the global batch and only the chief writes ``out``; the models train in a loop of
+``strategy.run(model.train_step)`` instead of ``fit``, backed up by a ``tf.train.Checkpoint`` per
+epoch; see :mod:`kfusion.training.distributed`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from kfusion.config import DataConfig, FeatureConfig, WindowConfig, _Config
 from kfusion.modalities import MODALITIES, SPEECH, STATISTICS, WEARABLES, check_modalities, input_shape
 from kfusion.errors import ConfigError, DataError
 from kfusion.runs import RunFolder, write_json_atomic
-from kfusion.training.distributed import distributable, fix_symbolic_build, shard_by_data
+from kfusion.training.distributed import EpochCheckpoint, distributable, fit_distributed, shard_by_data
 
 __all__ = [
     "EncoderPretrainConfig", "SpeechPretrainConfig", "FusionPretrainConfig",
@@ -248,20 +250,27 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     uninterrupted run would have; a call after the fit ended only restores the weights.
     ``callbacks`` work as in any ``fit`` (``EarlyStopping`` ends the run; their own counters start
     again after a resume). Returns the per-epoch logs of every epoch, across resumes.
+
+    Under a ``tf.distribute`` strategy the model trains in :func:`kfusion.training.distributed.fit_distributed`
+    (a loop of ``strategy.run(model.train_step)``, one distributed dataset per epoch) and the
+    backup is a ``tf.train.Checkpoint`` per epoch (:class:`~kfusion.training.distributed.EpochCheckpoint`),
+    with the same ``progress.json``.
     """
     import keras
     import tensorflow as tf
 
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    if tf.distribute.has_strategy():
+        return _train_distributed(model, epoch_data, epochs, stage_dir, validation_data, tensorboard, verbose,
+                                  callbacks)
     backup = _backup(stage_dir, read_progress(stage_dir))
     total = backup.epochs_done if backup.trained else int(epochs)
-    passes = None if tf.distribute.has_strategy() else _EpochChain.of(epoch_data, backup.epochs_done, total)
-    if passes is None:  # one epoch per pass through a generator: under a strategy, or epochs of unknown length
+    passes = _EpochChain.of(epoch_data, backup.epochs_done, total)
+    if passes is None:  # one epoch per pass through a generator: epochs of unknown length
         passes = _EpochPasses(epoch_data, backup.epochs_done)
     _build_optimizer(model)  # so a restored optimizer state maps onto the variables train_step updates
     _build_compiled_loss(model, passes.element_spec)  # so train_step is traced once, not twice
-    fix_symbolic_build(model)  # under a multi-worker strategy only (keras-team/keras#20585)
     all_callbacks = [passes.callback(), *callbacks]
     if tensorboard:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "logs")))
@@ -301,6 +310,45 @@ def _build_compiled_loss(model, element_spec) -> None:
         model.compute_loss(y=y_true, y_pred=y_pred)
     except (TypeError, ValueError):  # structures Keras would match otherwise: let it build when tracing
         return
+
+
+def _train_distributed(model, epoch_data, epochs: int, stage_dir: Path, validation_data, tensorboard: bool,
+                       verbose, callbacks) -> list[dict]:
+    """:func:`train_resumable` under a ``tf.distribute`` strategy: the epochs still to run in
+    :func:`~kfusion.training.distributed.fit_distributed`, a checkpoint of the weights, the
+    optimizer and the layers' random state after every epoch (``stage_dir/backup``), then
+    ``progress.json``. A re-run restores the checkpoint of the epochs ``progress.json`` records
+    (kept with the one before, so a crash between the two writes redoes one epoch and keeps the
+    logs in step); progress without its checkpoint starts again."""
+    import keras
+
+    state = read_progress(stage_dir)
+    _build_optimizer(model)  # so a restored optimizer state maps onto the variables train_step updates
+    checkpoint = EpochCheckpoint(model, stage_dir / BACKUP_FOLDER)
+    done = checkpoint.restore(int(state.get("epochs_done", 0)))
+    history = list(state.get("history", []))[:done]
+    total = done if (state.get("trained") and done) else int(epochs)
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            checkpoint.save(epoch + 1)
+            history.append({key: float(value) for key, value in (logs or {}).items()})
+            self.write(epoch + 1, trained=False)
+
+        def on_train_end(self, logs=None):
+            self.write(len(history), trained=True)
+
+        def write(self, epochs_done: int, trained: bool):
+            write_json_atomic(stage_dir / PROGRESS_FILE, {"epochs_done": epochs_done, "history": history,
+                                                          "trained": trained, "finished": False})
+
+    all_callbacks = [*callbacks]
+    if tensorboard:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "logs")))
+    all_callbacks.append(Progress())  # last: it saves what the other callbacks did at the epoch's end
+    fit_distributed(model, epoch_data, total, initial_epoch=done, validation_data=validation_data,
+                    callbacks=all_callbacks, verbose=verbose)
+    return read_progress(stage_dir)["history"]
 
 
 class _EpochChain:
@@ -366,15 +414,12 @@ class _EpochChain:
 class _EpochPasses:
     """One ``tf.data`` dataset for a whole ``fit`` whose k-th pass is ``epoch_data(first + k)``:
     Keras starts a new pass for every epoch (sometimes at the end of the one before), so passes
-    are counted from the epoch ``fit`` starts with, which :meth:`callback` reads. Under a
-    ``tf.distribute`` strategy ``fit`` first reads a batch of a pass it then drops, to build the
-    model: that pass (the first epoch's data again) counts for no epoch."""
+    are counted from the epoch ``fit`` starts with, which :meth:`callback` reads."""
 
     def __init__(self, epoch_data: Callable[[int], object], first: int):
         import tensorflow as tf
 
         self.epoch_data, self.next_epoch = epoch_data, None
-        self.probes = 1 if tf.distribute.has_strategy() else 0
         data = epoch_data(first)
         if not isinstance(data, tf.data.Dataset):
             raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
@@ -388,10 +433,6 @@ class _EpochPasses:
         self.dataset = shard_by_data(self.dataset)  # under a multi-worker strategy: its part of each batch
 
     def _batches(self):
-        if self.next_epoch is None and self.probes and self.first is not None:
-            self.probes -= 1
-            yield from self.first[1]
-            return
         if self.next_epoch is None:
             raise RuntimeError("train_resumable: fit read the training data before its first epoch began")
         epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
