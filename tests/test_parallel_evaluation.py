@@ -183,3 +183,22 @@ def test_default_workers_leave_small_runs_in_one_process(monkeypatch):
     assert [parallel.default_workers(n) for n in (0, 31, 64, 100, 10_000)] == [1, 1, 2, 3, 8]
     assert not parallel.uses_workers(None, None, 31) and parallel.uses_workers(None, None, 64)
     assert parallel.uses_workers(1, "tcp://127.0.0.1:8786", 1) and not parallel.uses_workers(2, None, 0)
+
+
+def test_a_local_cluster_that_cannot_start(monkeypatch, capsys):
+    """By default the units then run in this process (same results, a note on stderr); asked for
+    explicitly, the workers' failure is an error naming the argument."""
+    def broken(**options):
+        raise OSError("no free ports in this sandbox")
+
+    monkeypatch.setattr(parallel, "_local_cluster", broken)
+    monkeypatch.setattr(parallel, "default_workers", lambda units: 2)
+    results = list(parallel.run_units(_square, None, [1, 2, 3], workers=None, where="evaluate"))
+    assert results == [(1, 1), (2, 4), (3, 9)]
+    assert "could not start local worker processes (OSError: no free ports" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="evaluate: workers: could not start 2 local worker processes"):
+        list(parallel.run_units(_square, None, [1, 2, 3], workers=2, where="evaluate"))
+
+
+def _square(context, unit, shipped=False):
+    return unit * unit

@@ -35,6 +35,7 @@ import pickle
 import random
 import re
 import threading
+import sys
 import time
 import types
 import uuid
@@ -190,25 +191,41 @@ def run_units(task: Callable, context, units: Sequence, workers: int | None = 1,
     units = list(units)
     if not units:
         return
+    chosen = workers is None
     workers = default_workers(len(units)) if workers is None else workers
-    if workers == 1 and scheduler is None:
-        for unit in units:
-            yield unit, task(context, unit)
-        return
-    yield from _on_dask(task, context, units, workers, scheduler, where, group)
+    if workers > 1 or scheduler is not None:
+        try:
+            yield from _on_dask(task, context, units, workers, scheduler, where, group)
+            return
+        except _NoLocalCluster as err:
+            if not chosen:  # asked for explicitly: say so rather than run otherwise
+                raise ConfigError(f"{where}: workers: could not start {workers} local worker processes "
+                                  f"({err})") from None
+            # The default only: the same records come from one process.
+            print(f"[kfusion] {where}: could not start local worker processes ({err}); "
+                  "running the folds in this process", file=sys.stderr)
+    for unit in units:
+        yield unit, task(context, unit)
+
+
+class _NoLocalCluster(Exception):
+    """The local Dask cluster did not start (raised before any unit ran)."""
 
 
 def _on_dask(task, context, units, workers, scheduler, where, group):
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=min(workers, len(units)), threads_per_worker=1, processes=True,
-                # Its HTTP server (dashboard) on a random local port: never clashes with 8787
-                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                env=dict(PINNED_ENVIRONMENT)))
-            client = stack.enter_context(Client(cluster))
+            try:
+                cluster = stack.enter_context(_local_cluster(
+                    n_workers=min(workers, len(units)), threads_per_worker=1, processes=True,
+                    # Its HTTP server (dashboard) on a random local port: never clashes with 8787
+                    dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                    env=dict(PINNED_ENVIRONMENT)))
+                client = stack.enter_context(Client(cluster))
+            except Exception as err:  # noqa: BLE001 (ports, processes, sandboxes: any start failure)
+                raise _NoLocalCluster(f"{type(err).__name__}: {err}") from err
         else:
             try:
                 client = stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT))
@@ -239,6 +256,12 @@ def _on_dask(task, context, units, workers, scheduler, where, group):
         finally:
             if futures:
                 client.cancel(list(futures))
+
+
+def _local_cluster(**options):
+    from distributed import LocalCluster
+
+    return LocalCluster(**options)
 
 
 def _homes(units: Sequence, group: Callable | None, workers: Sequence[str]) -> list:
