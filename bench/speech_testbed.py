@@ -107,14 +107,6 @@ def write_testbed(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def _per_person(x: np.ndarray, participants: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    for p in np.unique(participants):
-        rows = participants == p
-        out[rows] = (x[rows] - x[rows].mean(0)) / (x[rows].std(0) + 1e-6)
-    return out
-
-
 def probes(dataset) -> dict:
     """Leave-one-speaker-out macro F1 of logistic regressions on fixed feature sets."""
     import warnings
@@ -124,13 +116,14 @@ def probes(dataset) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from kfusion.evaluation.baselines import calibrate_features
     from kfusion.evaluation.frozen import dataset_handcrafted_features
 
     parts = np.asarray(dataset.participants)
     levels = np.asarray(dataset.levels["speech"], np.float64)
     hand, _ = dataset_handcrafted_features(dataset)
     sets = {"LR on window levels": levels, "LR on window levels, per-speaker standardised":
-            _per_person(levels, parts), "LR on hand-crafted features": hand}
+            calibrate_features(levels, parts, dataset.starts), "LR on hand-crafted features": hand}
     out = {}
     for target, y in dataset.labels.items():
         labelled = y >= 0

@@ -27,3 +27,17 @@ def pooled_encoder(modality: str, dim: int, shapes=SMALL_SHAPES) -> keras.Model:
     inputs = keras.Input(shapes[modality], name=f"{modality}_in")
     x = keras.layers.GlobalAveragePooling1D()(inputs)
     return keras.Model(inputs, keras.layers.Dense(dim, activation="tanh")(x), name=f"{modality}_encoder")
+
+
+def pooled_pretrained(seed: int, dim: int, mechanisms, shapes=SMALL_SHAPES):
+    """``Pretrained`` of :func:`pooled_encoder` encoders (``dim``-d) and one fusion backbone per
+    mechanism (projection 8) on its own such encoders, built after ``set_random_seed(seed)``."""
+    from kfusion.evaluation import Pretrained
+    from kfusion.models import fusion_backbone
+
+    keras.utils.set_random_seed(seed)
+    encoders = {m: pooled_encoder(m, dim, shapes) for m in shapes}
+    backbones = {mechanism: fusion_backbone({m: pooled_encoder(m, dim, shapes) for m in shapes}, mechanism,
+                                            projection_units=(8,))
+                 for mechanism in mechanisms}
+    return Pretrained(encoders, backbones)

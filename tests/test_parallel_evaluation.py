@@ -10,14 +10,12 @@ import socket
 import subprocess
 import sys
 
-import keras
 import pytest
 
 from kfusion.errors import ConfigError
-from kfusion.evaluation import Pretrained, evaluate
+from kfusion.evaluation import evaluate
 from kfusion.evaluation import parallel
-from kfusion.models import fusion_backbone
-from model_helpers import SMALL_SHAPES, pooled_encoder
+from model_helpers import pooled_pretrained
 from test_protocol import CONFIG, tiny_dataset
 
 #: Rows on encoders, on a pretrained backbone and the hand-crafted one; valence has unlabelled
@@ -35,12 +33,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def pretrained():
-    keras.utils.set_random_seed(11)
-    encoders = {m: pooled_encoder(m, 10) for m in SMALL_SHAPES}
-    backbones = {mechanism: fusion_backbone({m: pooled_encoder(m, 10) for m in SMALL_SHAPES}, mechanism,
-                                            projection_units=(8,))
-                 for mechanism in ("weighted", "attention")}
-    return Pretrained(encoders, backbones)
+    return pooled_pretrained(11, 10, ("weighted", "attention"))
 
 
 def records(folder) -> dict:

@@ -16,8 +16,7 @@ from kfusion.errors import ConfigError, DataError
 from kfusion.evaluation import EvaluationConfig, Pretrained, evaluate, loso_folds
 from kfusion.evaluation.baselines import fit_handcrafted
 from kfusion.evaluation.protocol import dataset_handcrafted_features
-from kfusion.models import fusion_backbone
-from model_helpers import SMALL_SHAPES, pooled_encoder
+from model_helpers import SMALL_SHAPES, pooled_pretrained
 
 SHAPES = SMALL_SHAPES
 CONFIG = EvaluationConfig(epochs=2, patience=2, batch_size=16, projection_units=(8,), head_units=(8,))
@@ -48,12 +47,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def pretrained():
-    keras.utils.set_random_seed(11)
-    encoders = {m: pooled_encoder(m, 10) for m in SHAPES}
-    backbones = {mechanism: fusion_backbone({m: pooled_encoder(m, 10) for m in SHAPES}, mechanism,
-                                            projection_units=(8,))
-                 for mechanism in ("unweighted", "weighted", "attention")}
-    return Pretrained(encoders, backbones)
+    return pooled_pretrained(11, 10, ("unweighted", "weighted", "attention"))
 
 
 # --------------------------------------------------------------------------- splits

@@ -21,7 +21,7 @@ from kfusion.pipeline import PipelineConfig
 from kfusion.training.pretrain import FusionPretrainConfig
 from kfusion.evaluation.folds import inner_folds
 from kfusion.evaluation.tuning import TuningConfig, tune
-from model_helpers import SMALL_SHAPES, pooled_encoder
+from model_helpers import SMALL_SHAPES, pooled_pretrained
 
 SHAPES = SMALL_SHAPES
 TINY = TuningConfig(trials=2, epochs=3, patience=2, batch_size=16, head_units=[[8], [4]],
@@ -56,11 +56,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def pretrained():
-    keras.utils.set_random_seed(7)
-    encoders = {m: pooled_encoder(m, 6) for m in SHAPES}
-    backbones = {m: fusion_backbone({k: pooled_encoder(k, 6) for k in SHAPES}, m, projection_units=(8,))
-                 for m in ("weighted",)}
-    return Pretrained(encoders, backbones)
+    return pooled_pretrained(7, 6, ("weighted",))
 
 
 def _search_columns(table: pd.DataFrame) -> pd.DataFrame:

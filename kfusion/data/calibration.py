@@ -79,6 +79,11 @@ class ChannelStats:
         return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64),
                    str(data["method"]), float(data["seconds"]), **levels)
 
+    @classmethod
+    def identity(cls, channels: int) -> "ChannelStats":
+        """Statistics that change nothing (an uncalibrated modality)."""
+        return cls(np.zeros(channels), np.ones(channels), "none", 0.0)
+
     def without_levels(self) -> "ChannelStats":
         return ChannelStats(self.mean, self.std, self.method, self.seconds)
 
@@ -95,11 +100,6 @@ class ChannelStats:
         elif n_rows != 2:
             raise ValueError(f"ChannelStats.rows: n_rows must be 2 or {CALIBRATION_ROWS}, found {n_rows}")
         return np.stack([np.asarray(r, dtype=np.float64) for r in out]).astype(np.float32)
-
-
-def identity_rows(channels: int, n_rows: int = CALIBRATION_ROWS) -> np.ndarray:
-    """Calibration rows that change nothing (uncalibrated input)."""
-    return ChannelStats(np.zeros(channels), np.ones(channels), "none", 0.0).rows(n_rows)
 
 
 def _stats(values: np.ndarray, method: str, seconds: float) -> ChannelStats:
@@ -247,8 +247,7 @@ def recording_calibration(recording: Recording, config: DataConfig | None = None
     out = {}
     span_start = None if recording.span is None else float(recording.span[0])
     minutes = config.calibration.head_minutes
-    window = ((config.window.seconds, config.window.seconds - config.window.overlap)
-              if config.calibration.standardize_levels else None)
+    window = (config.window.seconds, config.window.hop) if config.calibration.standardize_levels else None
     for modality in wanted:
         if modality not in series:
             continue

@@ -276,10 +276,6 @@ def _sidecar_of(path: Path, kind: str) -> tuple[dict, Path]:
 
 # --------------------------------------------------------------------------- calibration
 
-def _identity(channels: int) -> ChannelStats:
-    return ChannelStats(np.zeros(channels), np.ones(channels), "none", 0.0)
-
-
 @dataclass
 class GivenCalibration:
     """Statistics given up front: ``stats`` = ``{participant: {modality: ChannelStats}}`` from a
@@ -389,7 +385,7 @@ def model_inputs_from_windows(predictor: Predictor, raw: Mapping, presence: Mapp
         for m in modalities:
             name = CALIBRATION_INPUT.format(m)
             if name in predictor.input_shapes:
-                s = stats.get(m) or _identity(predictor.input_shapes[name][-1])
+                s = stats.get(m) or ChannelStats.identity(predictor.input_shapes[name][-1])
                 inputs[name] = np.repeat(s.rows(int(predictor.input_shapes[name][0]))[None], n, axis=0)
     elif LEVELS in predictor.input_shapes:
         inputs, levels = featurize(raw, presence, predictor.features, stats)
@@ -646,8 +642,7 @@ class StreamingPredictor:
         if not finished and any(self._offset[m] + self._buffered[m] < need[m] for m in calibrated):
             return False
         stats = {}
-        window = ((self.window.seconds, self.window.seconds - self.window.overlap)
-                  if self._head.standardize_levels else None)
+        window = (self.window.seconds, self.window.hop) if self._head.standardize_levels else None
         for m in calibrated:
             data = np.concatenate(self._buffers[m]) if self._buffers[m] else np.zeros((0,) + self._shape(m))
             self._buffers[m] = [data] if data.shape[0] else []

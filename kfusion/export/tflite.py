@@ -40,7 +40,7 @@ import numpy as np
 import kfusion
 from kfusion import checks
 from kfusion.config import FeatureConfig, WindowConfig
-from kfusion.data.calibration import CALIBRATION_ROWS, identity_rows
+from kfusion.data.calibration import CALIBRATION_ROWS, ChannelStats
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
@@ -299,7 +299,7 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
                 block = dict(raw)
                 for m in (modalities if levels else ()):
                     name = CALIBRATION_INPUT.format(m)
-                    rows = stats[m].rows() if m in stats else identity_rows(wanted[name][-1])
+                    rows = (stats[m] if m in stats else ChannelStats.identity(wanted[name][-1])).rows()
                     block[name] = np.repeat(rows[None], len(w.starts), 0)
             elif levels:
                 block, found = featurize(raw, presence, features, stats)

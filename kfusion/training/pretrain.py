@@ -399,16 +399,19 @@ class _EpochChain:
         return self.started - self.first
 
     def callback(self):
-        import keras
+        return _first_epoch_callback(self, "started")
 
-        chain = self
 
-        class FirstEpoch(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if chain.started is None:
-                    chain.started = epoch
+def _first_epoch_callback(owner, attribute: str):
+    """A callback setting ``owner.<attribute>`` (while None) to the epoch ``fit`` starts with."""
+    import keras
 
-        return FirstEpoch()
+    class FirstEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if getattr(owner, attribute) is None:
+                setattr(owner, attribute, epoch)
+
+    return FirstEpoch()
 
 
 class _EpochPasses:
@@ -443,16 +446,7 @@ class _EpochPasses:
         yield from data
 
     def callback(self):
-        import keras
-
-        passes = self
-
-        class FirstEpoch(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if passes.next_epoch is None:
-                    passes.next_epoch = epoch
-
-        return FirstEpoch()
+        return _first_epoch_callback(self, "next_epoch")
 
 
 BACKUP_FOLDER = "backup"
