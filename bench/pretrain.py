@@ -15,11 +15,13 @@ checkout, in separate processes one after the other on the same machine:
    (synthetic, 8 participants x 3 min, seed 1), in one process in that order, each from a fresh
    folder; wall-clock and process CPU seconds per stage, and the per-epoch losses of both runs
    compared (same results), plus the largest difference between the two runs' fusion backbones'
-   projections on every pretraining window.
+   projections on every pretraining window. The seconds each stage spends in ``build_dataset``
+   (its windowed data set, built from a fresh cache) are reported apart (``build_seconds``; the
+   inputs-only builds of the stages, issue 15).
 
 The machine is shared and noisy: compare the ratios of one run, not numbers across runs.
 
-    python bench/pretrain.py [--baseline 0c4dc2c] [--repeats 1] [--skip-demo]
+    python bench/pretrain.py [--baseline 0c4dc2c] [--repeats 1] [--skip-demo] [--skip-pipeline]
 """
 
 from __future__ import annotations
@@ -138,6 +140,23 @@ def _seeded_config():
                                speech=config.speech.replace(seed=seed), fusion=config.fusion.replace(seed=seed))
 
 
+def _timed_builds(spent: list):
+    """Wrap ``kfusion.data.dataset.build_dataset`` (the stages look it up when they run) so the
+    wall seconds of every call are appended to ``spent``."""
+    from kfusion.data import dataset
+
+    real = dataset.build_dataset
+
+    def build(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    dataset.build_dataset = build
+
+
 def _stages(data: Path, out: Path) -> dict:
     from kfusion.training.pretrain import pretrain_encoders, pretrain_fusion, pretrain_speech
 
@@ -155,11 +174,14 @@ def _stages(data: Path, out: Path) -> dict:
                                           mechanisms=["unweighted", "weighted", "attention"], cache_dir=cache,
                                           progress=False, verbose=0),
     }
-    result = {}
+    result, spent = {}, []
+    _timed_builds(spent)
     for stage in STAGES:
+        spent.clear()
         wall, cpu = time.perf_counter(), time.process_time()
         runs[stage]()
-        result[stage] = {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
+        result[stage] = {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+                         "build_seconds": sum(spent)}
     histories = {}
     for folder in sorted(out.glob("pretrain-*/*/progress.json")):
         key = f"{folder.parent.parent.name}/{folder.parent.name}"
@@ -171,7 +193,8 @@ def child(args) -> None:
     import kfusion
 
     result = {"code": str(Path(kfusion.__file__).resolve().parent.parent)}
-    result["pipeline"] = _pipeline_and_step(args.windows, args.batch_size, args.epochs)
+    if not args.skip_pipeline:
+        result["pipeline"] = _pipeline_and_step(args.windows, args.batch_size, args.epochs)
     if args.demo_data:
         result.update(_stages(Path(args.demo_data), Path(args.out)))
     Path(args.result).write_text(json.dumps(result))
@@ -191,6 +214,8 @@ def _run_child(code: Path, label: str, args, demo_data: Path | None, work: Path)
                "--windows", str(args.windows), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
     if demo_data is not None:
         command += ["--demo-data", str(demo_data)]
+    if args.skip_pipeline:
+        command += ["--skip-pipeline"]
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2"}
     print(f"[bench] {label}: {code}", flush=True)
     subprocess.run(command, env=env, check=True, cwd=str(code), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -210,7 +235,7 @@ def _backbone_difference(old_out: Path, new_out: Path, data: Path) -> dict:
 
     config = _seeded_config()
     dataset = build_dataset([f"kemocon:{data}"], config.fusion.replace(modalities=config.data.modalities)
-                            .data_config(config.data.modalities))
+                            .data_config(config.data.modalities), cache_dir=False, contents="inputs")
     result = {}
     for mechanism in ("unweighted", "weighted", "attention"):
         name = f"pretrain-fusion/fusion_{mechanism}_backbone.keras"
@@ -264,24 +289,26 @@ def parent(args) -> dict:
         result = {"benchmark": "pretrain", "previous_commit": baseline, "commit": head,
                   "repeats": args.repeats, "machine": f"{os.cpu_count()} vCPU shared, {platform.machine()}",
                   "note": "previous and new run one after the other on the same machine; medians over repeats"}
-        pipe = {}
-        for label in runs:
-            pipe[label] = {key: _median([r["pipeline"][key] for r in runs[label]])
-                           for key in ("pipeline_windows_per_s", "step_windows_per_s", "pipeline_over_step")}
-        result["pipeline"] = {**pipe, "windows": args.windows, "batch_size": args.batch_size, "epochs": args.epochs,
-                              "pipeline_speedup": pipe["new"]["pipeline_windows_per_s"]
-                              / pipe["previous"]["pipeline_windows_per_s"]}
+        if not args.skip_pipeline:
+            pipe = {}
+            for label in runs:
+                pipe[label] = {key: _median([r["pipeline"][key] for r in runs[label]])
+                               for key in ("pipeline_windows_per_s", "step_windows_per_s", "pipeline_over_step")}
+            result["pipeline"] = {**pipe, "windows": args.windows, "batch_size": args.batch_size,
+                                  "epochs": args.epochs, "pipeline_speedup": pipe["new"]["pipeline_windows_per_s"]
+                                  / pipe["previous"]["pipeline_windows_per_s"]}
         if demo_data is not None:
             stages = {}
             for stage in (*STAGES, "total"):
                 row = {}
                 for label in runs:
-                    for measure in ("seconds", "cpu_seconds"):
+                    for measure in ("seconds", "cpu_seconds", "build_seconds"):
                         row[f"{label}_{measure}"] = _median([
                             sum(r["stages"][s][measure] for s in STAGES) if stage == "total" else
                             r["stages"][stage][measure] for r in runs[label]])
                 row["speedup"] = row["previous_seconds"] / row["new_seconds"]
                 row["cpu_speedup"] = row["previous_cpu_seconds"] / row["new_cpu_seconds"]
+                row["build_speedup"] = row["previous_build_seconds"] / row["new_build_seconds"]
                 stages[stage] = row
             result["demo_stages"] = stages
             result["same_results"] = {
@@ -300,13 +327,14 @@ def parent(args) -> dict:
 
 
 def _print(result: dict) -> None:
-    pipe = result["pipeline"]
-    print(f"\nfusion pretraining, {pipe['windows']} windows, batch {pipe['batch_size']}: windows/s "
-          f"(previous {result['previous_commit']} | new {result['commit']})")
-    print(f"{'':28} {'previous':>10} {'new':>10}")
-    for key, label in (("pipeline_windows_per_s", "input pipeline alone"), ("step_windows_per_s", "training step"),
-                       ("pipeline_over_step", "pipeline / step")):
-        print(f"{label:28} {pipe['previous'][key]:>10.1f} {pipe['new'][key]:>10.1f}")
+    pipe = result.get("pipeline")
+    if pipe is not None:
+        print(f"\nfusion pretraining, {pipe['windows']} windows, batch {pipe['batch_size']}: windows/s "
+              f"(previous {result['previous_commit']} | new {result['commit']})")
+        print(f"{'':28} {'previous':>10} {'new':>10}")
+        for key, label in (("pipeline_windows_per_s", "input pipeline alone"), ("step_windows_per_s", "training step"),
+                           ("pipeline_over_step", "pipeline / step")):
+            print(f"{label:28} {pipe['previous'][key]:>10.1f} {pipe['new'][key]:>10.1f}")
     if "demo_stages" in result:
         print("\ndemo pretraining stages, seconds (wall | process CPU)")
         print(f"{'stage':10} {'previous':>10} {'new':>10} {'speed-up':>9} {'CPU prev':>9} {'CPU new':>9} "
@@ -314,6 +342,12 @@ def _print(result: dict) -> None:
         for stage, row in result["demo_stages"].items():
             print(f"{stage:10} {row['previous_seconds']:>10.1f} {row['new_seconds']:>10.1f} {row['speedup']:>8.2f}x "
                   f"{row['previous_cpu_seconds']:>9.1f} {row['new_cpu_seconds']:>9.1f} {row['cpu_speedup']:>5.2f}x")
+        print("\nof which building the data set, seconds (wall)")
+        print(f"{'stage':10} {'previous':>10} {'new':>10} {'speed-up':>9} {'rest prev':>10} {'rest new':>9}")
+        for stage, row in result["demo_stages"].items():
+            print(f"{stage:10} {row['previous_build_seconds']:>10.1f} {row['new_build_seconds']:>10.1f} "
+                  f"{row['build_speedup']:>8.2f}x {row['previous_seconds'] - row['previous_build_seconds']:>10.1f} "
+                  f"{row['new_seconds'] - row['new_build_seconds']:>9.1f}")
         same = result["same_results"]
         print("\nlargest relative loss difference per model (previous vs new):")
         for key, value in same["largest_relative_loss_difference"].items():
@@ -331,6 +365,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--skip-demo", action="store_true", help="only the pipeline and step measurement")
+    parser.add_argument("--skip-pipeline", action="store_true", help="only the demo stages")
     parser.add_argument("--output", type=Path, default=RESULT)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

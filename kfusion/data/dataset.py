@@ -5,6 +5,11 @@
 labels (:mod:`~kfusion.data.labels`), and caches the result on disk keyed by a fingerprint of
 the source files' contents, the :class:`~kfusion.config.DataConfig` and the feature settings.
 
+``contents="inputs"`` builds only what the self-supervised pretraining stages read (inputs,
+presence, participants, starts, lengths): no labels, window levels, calibration statistics
+beyond what the inputs need, or whole-recording physiology/prosody. Such a set says so
+(``WindowedDataset.contents``) and reading what it does not hold raises :class:`ConfigError`.
+
 Participant ids from several sources are made unique: an id found in more than one source is
 prefixed with its source's scheme (``"e4-S01"``, ``"stresspredict-S01"``), or with the scheme
 and the source's 1-based position when the schemes are the same too (``"e41-S01"``,
@@ -44,6 +49,48 @@ DATA_FORMAT_VERSION = 2
 ARRAYS_FILE = "arrays.npz"
 META_FILE = "meta.json"
 HASH_MEMO_FILE = "file-hashes.json"
+#: What :func:`build_dataset` computes: everything, or only what pretraining reads.
+CONTENTS: tuple[str, ...] = ("all", "inputs")
+#: The fields an inputs-only data set does not hold.
+NOT_IN_INPUTS_ONLY: tuple[str, ...] = ("labels", "classes", "levels", "calibration", "physio", "physio_names")
+
+
+def check_contents(name: str, value) -> str:
+    """``value`` if it is one of :data:`CONTENTS`, else :class:`ConfigError` naming ``name``."""
+    from kfusion import checks
+
+    return checks.choice(name, value, CONTENTS)
+
+
+class NotBuilt:
+    """Stands for a field of a data set built with ``contents="inputs"``: any use of it (an item,
+    a key test, iteration, its length or truth, an array of it, an attribute) raises
+    :class:`ConfigError` naming the field, so nothing takes zeros or "none" for levels, labels
+    or physiology that were never computed. ``x is None`` is False."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def _fail(self, *args, **kwargs):
+        raise ConfigError(f"WindowedDataset.{self._field}: not computed, the data set was built with "
+                          "contents='inputs' (inputs, presence, participants, starts only, for "
+                          "pretraining); build it with build_dataset(..., contents='all')")
+
+    __getitem__ = __contains__ = __iter__ = __len__ = __bool__ = __array__ = _fail
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # copy / pickle protocol lookups (and _field before it is set): absence
+            raise AttributeError(name)
+        self._fail()
+
+    def __repr__(self) -> str:
+        return f"<{self._field}: not built (contents='inputs')>"
+
+    def __eq__(self, other):
+        return isinstance(other, NotBuilt) and other._field == self._field
+
+    def __hash__(self):
+        return hash(("NotBuilt", self._field))
 
 
 # --------------------------------------------------------------------------- the data set
@@ -67,6 +114,9 @@ class WindowedDataset:
     ``lengths``: float32 ``[N]`` seconds of real signal per window, recorded when some source
     has segments (clip corpora: a window of an utterance shorter than the window is zero-padded
     after its real length); None when every window is real throughout.
+    ``contents``: ``"all"`` or ``"inputs"`` (built for pretraining: ``labels``, ``classes``,
+    ``levels``, ``calibration``, ``physio`` and ``physio_names`` are then :class:`NotBuilt`,
+    whatever was passed, and reading them raises :class:`ConfigError`).
     """
 
     inputs: dict
@@ -83,8 +133,14 @@ class WindowedDataset:
     physio: np.ndarray | None = None
     physio_names: tuple = ()
     lengths: np.ndarray | None = None
+    contents: str = "all"
 
     def __post_init__(self):
+        self.contents = check_contents("WindowedDataset: contents", self.contents)
+        if self.contents == "inputs":  # never the fallback below: levels of the inputs are not the set's levels
+            for name in NOT_IN_INPUTS_ONLY:
+                setattr(self, name, NotBuilt(name))
+            return
         if not self.levels:  # built by hand without levels: raw levels of the inputs
             from kfusion.data.calibration import window_levels
 
@@ -102,6 +158,22 @@ class WindowedDataset:
     def targets(self) -> tuple[str, ...]:
         return tuple(self.labels)
 
+    @property
+    def inputs_only(self) -> bool:
+        """True for a set built with ``contents="inputs"`` (no labels, levels, calibration, physio)."""
+        return self.contents == "inputs"
+
+    def without_extras(self, fingerprint: str | None = None) -> "WindowedDataset":
+        """This set as ``build_dataset(..., contents="inputs")`` builds it: the same arrays
+        (shared, not copied) without labels, levels, calibration and physio; ``fingerprint``:
+        the inputs-only set's (default: this one's)."""
+        report = {**self.report, "contents": "inputs"}
+        for key in ("labels", "calibration"):
+            report.pop(key, None)
+        return WindowedDataset(dict(self.inputs), dict(self.presence), {}, {}, self.participants, self.starts,
+                               self.config, self.fingerprint if fingerprint is None else fingerprint, report,
+                               lengths=self.lengths, contents="inputs")
+
     def select(self, mask_or_indices) -> "WindowedDataset":
         """The windows picked by a bool mask ``[N]`` or an array of indices (order kept)."""
         picked = np.asarray(mask_or_indices)
@@ -117,6 +189,13 @@ class WindowedDataset:
             if index.size and (index.min() < -len(self) or index.max() >= len(self)):
                 raise ConfigError(f"select: indices must lie in 0..{len(self) - 1}")
         digest = hashlib.sha256(self.fingerprint.encode() + index.tobytes()).hexdigest()[:32]
+        if self.inputs_only:
+            return WindowedDataset(
+                inputs={m: v[index] for m, v in self.inputs.items()},
+                presence={m: v[index] for m, v in self.presence.items()}, labels={}, classes={},
+                participants=self.participants[index], starts=self.starts[index], config=self.config,
+                fingerprint=digest, report=self.report,
+                lengths=None if self.lengths is None else self.lengths[index], contents="inputs")
         kept = set(np.asarray(self.participants)[index].astype(str).tolist())
         return WindowedDataset(
             inputs={m: v[index] for m, v in self.inputs.items()},
@@ -141,7 +220,7 @@ class WindowedDataset:
 
     def labelled(self, target: str) -> "WindowedDataset":
         """Only the windows that have a label for ``target``."""
-        if target not in self.labels:
+        if target not in self.labels:  # inputs-only: NotBuilt raises here
             raise ConfigError(f"unknown target {target!r}: expected one of "
                               f"{', '.join(self.labels) or '(no labels in this data set)'}")
         return self.select(self.labels[target] != UNLABELLED)
@@ -164,22 +243,25 @@ class WindowedDataset:
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {"starts": self.starts.astype(np.float64),
                   "participants": np.asarray(self.participants, dtype=str)}
+        full = not self.inputs_only
         for m in self.inputs:
             arrays[f"inputs__{m}"] = self.inputs[m]
             arrays[f"presence__{m}"] = self.presence[m]
-            arrays[f"levels__{m}"] = self.levels[m]
-        for t in self.labels:
+            if full:
+                arrays[f"levels__{m}"] = self.levels[m]
+        for t in (self.labels if full else ()):
             arrays[f"labels__{t}"] = self.labels[t]
-        if self.physio is not None:
+        if full and self.physio is not None:
             arrays["physio"] = self.physio
         if self.lengths is not None:
             arrays["lengths"] = self.lengths
         np.savez(directory / ARRAYS_FILE, **arrays)
         meta = {"format_version": DATA_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_dict(), "modalities": list(self.inputs),
-                "targets": list(self.labels), "classes": {t: list(c) for t, c in self.classes.items()},
-                "windows": len(self), "report": self.report, "calibration": self.calibration,
-                "physio_names": list(self.physio_names)}
+                "targets": list(self.labels) if full else [],
+                "classes": {t: list(c) for t, c in self.classes.items()} if full else {},
+                "windows": len(self), "report": self.report, "calibration": self.calibration if full else {},
+                "physio_names": list(self.physio_names) if full else [], "contents": self.contents}
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
         return directory
 
@@ -199,7 +281,18 @@ class WindowedDataset:
                 arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError) as err:
             raise DataError(arrays_path, "contents", "a numpy .npz archive", f"unreadable ({err})") from None
+        contents = meta.get("contents", "all")  # written before the key existed: everything
+        if contents not in CONTENTS:
+            raise DataError(meta_path, "contents", " or ".join(CONTENTS), contents)
         try:
+            if contents == "inputs":
+                return cls(
+                    inputs={m: arrays[f"inputs__{m}"] for m in meta["modalities"]},
+                    presence={m: arrays[f"presence__{m}"] for m in meta["modalities"]}, labels={}, classes={},
+                    participants=arrays["participants"], starts=arrays["starts"],
+                    config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
+                    fingerprint=meta["fingerprint"], report=meta["report"], lengths=arrays.get("lengths"),
+                    contents="inputs")
             return cls(
                 inputs={m: arrays[f"inputs__{m}"] for m in meta["modalities"]},
                 presence={m: arrays[f"presence__{m}"] for m in meta["modalities"]},
@@ -336,11 +429,15 @@ class FileHashes:
 
 
 def dataset_fingerprint(sources, config: DataConfig | None = None, participants=None,
-                        hashes: FileHashes | None = None, ignored: list | None = None) -> str:
+                        hashes: FileHashes | None = None, ignored: list | None = None,
+                        contents: str = "all") -> str:
     """Hex key of a data set: each source's participant ids and files (relative path, size,
-    content hash), the DataConfig JSON, the participant selection, the data-format version
-    and the feature and resampling settings. ``ignored``: a list to which the entries that
-    are not regular files (and so are left out) are added (see :func:`source_files`)."""
+    content hash), the DataConfig JSON, the participant selection, the data-format version,
+    the feature and resampling settings and, for ``contents="inputs"``, that (a full set's key
+    is the one it had before the option existed, so existing caches stay valid). ``ignored``: a
+    list to which the entries that are not regular files (and so are left out) are added (see
+    :func:`source_files`)."""
+    contents = check_contents("dataset_fingerprint: contents", contents)
     config = config or default_config(sources)
     hashes = hashes or FileHashes()
     described = []
@@ -354,6 +451,8 @@ def dataset_fingerprint(sources, config: DataConfig | None = None, participants=
            "features": feature_settings(), "resampling": RESAMPLING, "config": config.to_dict(),
            "participants": None if participants is None else sorted(str(p) for p in participants),
            "sources": described}
+    if contents != "all":
+        key["contents"] = contents
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -567,8 +666,32 @@ def _physio(series: dict, windows: RecordingWindows, config: DataConfig) -> tupl
     return np.concatenate(blocks, axis=1).astype(np.float32), names
 
 
-def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) -> _Part | None:
-    """Windows, features and labels of one recording; fills the report ``entry``."""
+def _input_calibration(recording: Recording, config: DataConfig, series: dict) -> dict:
+    """The calibration statistics the model inputs themselves use: only those of modalities
+    without per-window normalisation (:func:`featurize` feeds the calibrated window there; a
+    normalised window ignores them), computed as for the whole set."""
+    features = config.features
+    needed = tuple(m for m in config.modalities
+                   if (features.speech_norm == "none" if m == SPEECH else features.wearable_norm == "none"))
+    if not needed:
+        return {}
+    return recording_calibration(recording, config.replace(modalities=needed), series)
+
+
+def _input_features(features):
+    """``features`` without the options that only change window levels (the pitch tracker of
+    ``speech_prosody``, where the FeatureConfig has it): :func:`featurize` computes levels
+    whatever is asked, and an inputs-only build drops them."""
+    if getattr(features, "speech_prosody", False):
+        return features.replace(speech_prosody=False)
+    return features
+
+
+def _process(recording: Recording, pid: str, config: DataConfig, entry: dict,
+             contents: str = "all") -> _Part | None:
+    """Windows, features and labels of one recording; fills the report ``entry``.
+    ``contents="inputs"``: inputs and presence only (no labels, levels, physio; calibration
+    only where the inputs use it)."""
     modalities = config.modalities
     have = recording.modalities
     entry["durations"] = _durations(recording, modalities)
@@ -604,7 +727,13 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
             entry["notes"].append((f"all {windows.total} windows dropped ({dropped}): " if windows.total
                                    else "no windows: ") + hint)
         return None
-    _check_labels_inside(recording, windows.span)
+    _check_labels_inside(recording, windows.span)  # also inputs-only: the same participants kept
+    if contents == "inputs":
+        inputs, _ = featurize(windows.raw, windows.presence, _input_features(config.features),
+                              _input_calibration(recording, config, series), windows.lengths)
+        _check_input_shapes(inputs, windows, recording, config)
+        entry["status"] = "ok"
+        return _Part(pid, inputs, windows.presence, {}, {}, windows.starts, lengths=windows.lengths)
     labels, classes = window_labels(windows.starts, config.window.seconds if windows.lengths is None
                                     else windows.lengths, recording.labels,
                                     config.window.min_label_coverage)
@@ -616,12 +745,7 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
     entry["calibration"] = {m: {"method": c.method, "seconds": round(c.seconds, 1)}
                             for m, c in calibration.items()}
     inputs, levels = featurize(windows.raw, windows.presence, config.features, calibration, windows.lengths)
-    for m, block in inputs.items():
-        want = input_shape(m, config.window.seconds)
-        if block.shape[1:] != want:
-            raise DataError(windows.files.get(m) or recording.source or None, f"{m} channels",
-                            f"windows of shape {list(want)}", list(block.shape[1:]),
-                            participant=recording.participant)
+    _check_input_shapes(inputs, windows, recording, config)
     entry["status"] = "ok"
     entry["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
     physio, physio_names = _physio(series, windows, config)
@@ -630,13 +754,24 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict) ->
                  windows.lengths)
 
 
-def _assemble(parts: list[_Part], config: DataConfig) -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray, dict]:
+def _check_input_shapes(inputs: dict, windows: RecordingWindows, recording: Recording, config: DataConfig) -> None:
+    for m, block in inputs.items():
+        want = input_shape(m, config.window.seconds)
+        if block.shape[1:] != want:
+            raise DataError(windows.files.get(m) or recording.source or None, f"{m} channels",
+                            f"windows of shape {list(want)}", list(block.shape[1:]),
+                            participant=recording.participant)
+
+
+def _assemble(parts: list[_Part], config: DataConfig,
+              contents: str = "all") -> tuple[dict, dict, dict, dict, np.ndarray, np.ndarray, dict]:
     seconds = config.window.seconds
     inputs, presence, levels = {}, {}, {}
     for m in config.modalities:
         width = 2 * input_shape(m, seconds)[1]
-        levels[m] = (np.concatenate([p.levels[m] for p in parts]) if parts
-                     else np.zeros((0, width), dtype=np.float32))
+        if contents == "all":
+            levels[m] = (np.concatenate([p.levels[m] for p in parts]) if parts
+                         else np.zeros((0, width), dtype=np.float32))
         blocks = [p.inputs[m] for p in parts]
         inputs[m] = (np.concatenate(blocks) if blocks
                      else np.zeros((0, *input_shape(m, seconds)), dtype=np.float32))
@@ -676,9 +811,10 @@ def _assemble_physio(parts: list[_Part]) -> tuple[np.ndarray | None, tuple]:
 
 
 def _build(sources: list[Source], config: DataConfig, participants, progress: bool,
-           fingerprint: str) -> WindowedDataset:
+           fingerprint: str, contents: str = "all") -> WindowedDataset:
     plan = plan_participants(sources, participants)
-    report: dict = {"format_version": DATA_FORMAT_VERSION, "sources": [str(s) for s in sources],
+    report: dict = {"format_version": DATA_FORMAT_VERSION, "contents": contents,
+                    "sources": [str(s) for s in sources],
                     "modalities": list(config.modalities), "window": config.window.to_dict(),
                     "features": config.features.to_dict(), "participants": {}, "problems": {},
                     "skipped": {}}
@@ -696,7 +832,7 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
             loaded = load_recordings(source, config, participants=[rid])
             if loaded.problems:  # config.skip_bad
                 raise next(iter(loaded.problems.values()))
-            part = _process(loaded.recordings[0], pid, config, entry)
+            part = _process(loaded.recordings[0], pid, config, entry, contents)
         except BadParticipantsError as err:
             if err.problems:  # this participant's (last) problem
                 reader_problems[pid] = list(err.problems.values())[-1]
@@ -716,7 +852,7 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
     if reader_problems and not config.skip_bad:
         raise BadParticipantsError(reader_problems)
 
-    inputs, presence, labels, classes, ids, starts, levels = _assemble(parts, config)
+    inputs, presence, labels, classes, ids, starts, levels = _assemble(parts, config, contents)
     total = Counter()
     dropped: Counter = Counter()
     for entry in report["participants"].values():
@@ -728,6 +864,9 @@ def _build(sources: list[Source], config: DataConfig, participants, progress: bo
     report["windows"] = {"total": total["total"], "kept": total["kept"], "dropped": dict(dropped)}
     if any("padded" in entry.get("windows", {}) for entry in report["participants"].values()):
         report["windows"]["padded"] = total["padded"]
+    if contents == "inputs":
+        return WindowedDataset(inputs, presence, {}, {}, ids, starts, config, fingerprint, report,
+                               lengths=_assemble_lengths(parts, config.window.seconds), contents="inputs")
     report["labels"] = {t: _label_counts(v, classes[t]) for t, v in labels.items()}
     # Recount per participant on the assembled arrays: a participant without annotations
     # then shows all its windows as unlabelled for every target.
@@ -762,7 +901,7 @@ def _write_cache(dataset: WindowedDataset, final: Path) -> None:
 
 
 def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, participants=None,
-                  progress: bool = False) -> WindowedDataset:
+                  progress: bool = False, contents: str = "all") -> WindowedDataset:
     """Window, featurise and label every participant of ``sources``.
 
     ``sources``: a ``"scheme:PATH"`` string, a :class:`Source`, or a list of them.
@@ -770,7 +909,13 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
     ``~/.cache/kfusion``; ``False`` disables it). A cached data set is returned without
     reading the sources again; the key changes when any source file's bytes, the config, the
     selection or the feature settings change. ``participants``: only these data-set ids.
-    ``progress``: show a tqdm bar over participants. ``config=None``: the defaults with the
+    ``progress``: show a tqdm bar over participants. ``contents``: ``"all"`` (default) or
+    ``"inputs"``: only what the pretraining stages read (inputs, presence, participants, starts,
+    lengths), skipping labels, window levels, the calibration statistics the inputs do not use
+    and whole-recording physiology/prosody; the set's ``contents`` says so, its other fields
+    raise :class:`ConfigError` when read, and it has its own cache key (an inputs-only cache is
+    never returned for ``"all"``; a cached full set serves an inputs-only request, stripped, under
+    the inputs-only fingerprint). ``config=None``: the defaults with the
     modalities found in the sources' files (:func:`default_config`: an audio-only set is
     speech-only); a DataConfig given, even a plain ``DataConfig()`` (all five), is used as is.
 
@@ -786,6 +931,7 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
     participant goes to ``report["problems"]``), and :class:`BadParticipantsError` for
     participants the readers reject (same rule).
     """
+    contents = check_contents("build_dataset: contents", contents)
     parsed = _parse_sources(sources)
     config = default_config(parsed) if config is None else config
     if not isinstance(config, DataConfig):
@@ -793,22 +939,32 @@ def build_dataset(sources, config: DataConfig | None = None, cache_dir=None, par
     root = resolve_cache_dir(cache_dir)
     hashes = FileHashes(root / HASH_MEMO_FILE if root is not None else None)
     ignored: list[str] = []
-    fingerprint = dataset_fingerprint(parsed, config, participants, hashes, ignored)
+    fingerprint = dataset_fingerprint(parsed, config, participants, hashes, ignored, contents)
+    full_print = (dataset_fingerprint(parsed, config, participants, hashes) if contents == "inputs"
+                  and root is not None else None)  # file hashes memoised above: cheap
     hashes.flush()
     if ignored:
         warnings.warn("kfusion: not regular files, left out of the data set: " + "; ".join(ignored),
                       stacklevel=2)
     cached = root / "datasets" / fingerprint if root is not None else None
-    if cached is not None and (cached / META_FILE).is_file():
+    candidates = [] if cached is None else [cached] + ([root / "datasets" / full_print] if full_print else [])
+    for folder in candidates:  # this request's own cache first, then (inputs-only) a full set's
+        if not (folder / META_FILE).is_file():
+            continue
         try:
-            dataset = WindowedDataset.load(cached)
-            dataset.report["cache"] = {"path": str(cached), "hit": True}
-            dataset.report["ignored_files"] = ignored
-            return dataset
+            dataset = WindowedDataset.load(folder)
         except (KfusionError, OSError, ValueError) as err:
-            warnings.warn(f"kfusion: ignoring an unreadable data-set cache {cached} ({err}); rebuilding",
+            warnings.warn(f"kfusion: ignoring an unreadable data-set cache {folder} ({err}); rebuilding",
                           stacklevel=2)
-    dataset = _build(parsed, config, participants, progress, fingerprint)
+            continue
+        if dataset.contents != contents:
+            if contents == "all":  # cannot happen (its own key differs): rebuild rather than serve it
+                continue
+            dataset = dataset.without_extras(fingerprint)
+        dataset.report["cache"] = {"path": str(folder), "hit": True}
+        dataset.report["ignored_files"] = ignored
+        return dataset
+    dataset = _build(parsed, config, participants, progress, fingerprint, contents)
     dataset.report["ignored_files"] = ignored
     if cached is not None:
         _write_cache(dataset, cached)

@@ -17,6 +17,10 @@ state) after every epoch. Each model trains in one ``fit``, so callbacks (``Earl
 epoch and skips finished models. Each epoch's data order (and masking draws) is a function of
 ``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
 
+The stages read only the windows' inputs, presence and participants: their data sets are built
+with ``build_dataset(..., contents="inputs")`` (no labels, window levels, calibration the inputs
+do not use, or whole-recording physiology; the same inputs, so the same results, issue 15).
+
 Every stage takes ``strategy``: ``"default"`` (one process) or ``"multiworker"``
 (``tf.distribute.MultiWorkerMirroredStrategy`` over the workers ``TF_CONFIG`` names; the batch
 size is the global batch and only the chief writes ``out``; the models train in a loop of
@@ -568,7 +572,7 @@ def pretrain_encoders(sources, out: str | Path, config: EncoderPretrainConfig | 
                           f"expected some of {', '.join(WEARABLES)}")
     out = Path(out)
     products = {m: encoder_path(out, m) for m in modalities}
-    data = build_dataset(sources, config.data_config(modalities), cache_dir=cache_dir)
+    data = build_dataset(sources, config.data_config(modalities), cache_dir=cache_dir, contents="inputs")
     run = RunFolder(out).start({"stage": "encoders", "sources": sources, "modalities": list(modalities),
                                 "config": config.to_dict()}, data.fingerprint, _command_line())
     for modality in _progress_bar(modalities, "encoders", progress):
@@ -663,7 +667,7 @@ def _speech_windows(sources: list[str], config: SpeechPretrainConfig, cache_dir)
             prints.append(corpus.fingerprint)
             reports.append(corpus.report)
         else:
-            data = build_dataset([source], config.data_config([SPEECH]), cache_dir=cache_dir)
+            data = build_dataset([source], config.data_config([SPEECH]), cache_dir=cache_dir, contents="inputs")
             present = np.asarray(data.presence[SPEECH], dtype=bool)
             blocks.append(data.inputs[SPEECH][present])
             groups.append(np.char.add(f"{position}-", data.participants[present].astype(str)))
@@ -848,7 +852,7 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
         raise ConfigError(f"mechanisms: expected some of {', '.join(MECHANISMS)}, found {mechanisms!r}")
     modalities = config.modalities
     out = Path(out)
-    data = build_dataset(sources, config.data_config(modalities), cache_dir=cache_dir)
+    data = build_dataset(sources, config.data_config(modalities), cache_dir=cache_dir, contents="inputs")
     run = RunFolder(out).start({"stage": "fusion", "sources": sources, "mechanisms": mechanisms,
                                 "encoders": _describe(encoders), "speech_encoder": _describe(speech_encoder),
                                 "config": config.to_dict()}, data.fingerprint, _command_line())
