@@ -94,14 +94,18 @@ class WindowConfig(_Config):
 class FeatureConfig(_Config):
     """Per-window normalisation. ``wearable_norm``: ``"zscore"`` (each window and channel on
     its own, as the authors' app does) or ``"none"``. ``speech_norm``: ``"cmvn"`` (each MFCC
-    coefficient z-scored over the window's frames) or ``"none"``."""
+    coefficient z-scored over the window's frames) or ``"none"``. ``speech_prosody``: speech
+    window levels also hold pitch and voicing (``kfusion.data.prosody``: f0 mean, f0 std, voiced
+    fraction, periodicity, f0 change), standardised per person like the other levels."""
 
     wearable_norm: str = "zscore"
     speech_norm: str = "cmvn"
+    speech_prosody: bool = True
 
     def __post_init__(self):
         checks.choice("features.wearable_norm", self.wearable_norm, ("zscore", "none"))
         checks.choice("features.speech_norm", self.speech_norm, ("cmvn", "none"))
+        checks.flag("features.speech_prosody", self.speech_prosody)
 
 
 #: Which K-EmoCon perspective labels the windows (see :class:`DataConfig`).

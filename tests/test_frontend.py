@@ -212,16 +212,19 @@ def test_front_end_bad_input():
         raw_input_model(small_emotion_model("unweighted", modalities=("eda",)), features="zscore")
 
 
-def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path):
+@pytest.mark.parametrize("prosody", [True, False])
+def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path, prosody):
     """A level-aware model behind the front end takes each modality's calibration as an input
-    and gives what the training path (calibrate, window levels, z-score) gives."""
+    and gives what the training path (calibrate, window levels, z-score; speech prosody when
+    the model's levels hold it) gives."""
     from export_helpers import small_emotion_model
 
     from kfusion.data.calibration import ChannelStats
     from kfusion.data.features import featurize
 
     modalities = ("speech", "acc", "eda")
-    width = 2 * 40 + 2 * 3 + 2 * 1
+    extra = 5 if prosody else 0
+    width = 2 * 40 + extra + 2 * 3 + 2 * 1
     model = small_emotion_model("unweighted", modalities=modalities, levels=width)
     raw_model = raw_input_model(model)
     rng = np.random.default_rng(5)
@@ -229,24 +232,28 @@ def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path):
            "acc": rng.normal(0, 20, (2, 128, 3)).astype(np.float32),
            "eda": (2 + 0.1 * rng.standard_normal((2, 16, 1))).astype(np.float32)}
     stats = {"speech": ChannelStats(rng.normal(0, 50, 40), rng.uniform(5, 20, 40), "participant", 60.0,
-                                    rng.normal(0, 0.5, 80), rng.uniform(0.2, 2.0, 80), 10),
+                                    rng.normal(0, 0.5, 80 + extra), rng.uniform(0.2, 2.0, 80 + extra), 10),
              "acc": ChannelStats(np.array([-10.0, 5.0, 60.0]), np.array([20.0, 15.0, 18.0]), "participant", 60.0,
                                  rng.normal(0, 0.5, 6), rng.uniform(0.2, 2.0, 6), 10),
              # no level statistics (too few windows): identity rows, levels used as they are
              "eda": ChannelStats(np.array([1.5]), np.array([0.4]), "participant", 60.0)}
     presence = {m: np.ones(2, bool) for m in modalities}
-    inputs, levels = featurize(raw, presence, FeatureConfig(), stats)
-    plain = featurize(raw, presence, FeatureConfig(), {m: s.without_levels() for m, s in stats.items()})[1]
+    features = FeatureConfig(speech_prosody=prosody)
+    inputs, levels = featurize(raw, presence, features, stats)
+    assert levels["speech"].shape == (2, 80 + extra)
+    plain = featurize(raw, presence, features, {m: s.without_levels() for m, s in stats.items()})[1]
     assert not np.allclose(levels["acc"], plain["acc"]) and np.array_equal(levels["eda"], plain["eda"])
     expected = model({**inputs, "presence": np.ones((2, 3), np.float32),
                       "levels": np.concatenate([levels[m] for m in modalities], axis=1)})
-    calibration = {f"calibration_{m}": np.repeat(stats[m].rows()[None], 2, 0) for m in modalities}
-    assert calibration["calibration_acc"].shape == (2, 6, 3)
+    shapes = {t.name: tuple(t.shape[1:]) for t in raw_model.inputs}
+    assert shapes["calibration_acc"] == (6, 3) and shapes["calibration_speech"] == ((8 if prosody else 6), 40)
+    calibration = {f"calibration_{m}": np.repeat(stats[m].rows(shapes[f"calibration_{m}"][0])[None], 2, 0)
+                   for m in modalities}
     got = raw_model({**raw, "presence": np.ones((2, 3), np.float32), **calibration})
     assert sorted(t.name for t in raw_model.inputs) == sorted([*raw, "presence", *calibration])
     for target in expected:
         np.testing.assert_allclose(np.asarray(got[target]), np.asarray(expected[target]), atol=2e-4)
-    # The raw model round-trips through a .keras file (CalibratedLevels is registered).
+    # The raw model round-trips through a .keras file (its front-end layers are registered).
     raw_model.save(tmp_path / "levels.keras")
     loaded = keras.saving.load_model(tmp_path / "levels.keras", compile=False)
     for target, value in got.items():

@@ -41,17 +41,23 @@ SEGMENT_SECONDS = 60
 MIN_SECONDS = 10.0
 #: Fewer complete windows than this leave the window levels unstandardised (identity rows).
 MIN_LEVEL_WINDOWS = 3
+#: Audio samples per MFCC frame (``MFCC_SETTINGS.hop_length``).
+MFCC_HOP = 160
 #: Rows of a calibration array (:meth:`ChannelStats.rows`): channel mean, channel std, level
 #: mean (means part, log-std part), level std (means part, log-std part).
 CALIBRATION_ROWS = 6
+#: Rows with extra level columns (speech prosody): then also their level mean and std, padded
+#: to the channel count with 0 and 1.
+EXTRA_LEVEL_ROWS = 8
 
 
 @dataclass(frozen=True)
 class ChannelStats:
     """Calibration of one modality of one participant: ``mean``/``std`` per channel ``[C]``
     (speech: per MFCC coefficient), the ``method`` and the ``seconds`` of signal they came from;
-    optionally ``level_mean``/``level_std`` ``[2C]``: of the window levels of the same signal,
-    from ``windows`` windows (None: window levels are used as they are)."""
+    optionally ``level_mean``/``level_std`` ``[2C + E]``: of the window levels of the same
+    signal (``E`` extra level columns: speech prosody, :mod:`kfusion.data.prosody`), from
+    ``windows`` windows (None: window levels are used as they are)."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -88,18 +94,34 @@ class ChannelStats:
         return ChannelStats(self.mean, self.std, self.method, self.seconds)
 
     def rows(self, n_rows: int = CALIBRATION_ROWS) -> np.ndarray:
-        """The calibration as a model input ``[n_rows, C]`` float32: mean, std and (6 rows) the
-        level mean and std split into their means and log-std halves; identity level rows
-        (0, 1) without level statistics."""
+        """The calibration as a model input ``[n_rows, C]`` float32: mean, std, then (6 rows)
+        the level mean and std split into their means and log-std halves, then (8 rows) the
+        extra level columns' mean and std, padded with 0 and 1; identity rows (0, 1) where
+        level statistics are missing."""
         channels = int(np.shape(self.mean)[0])
         out = [self.mean, self.std]
-        if n_rows == CALIBRATION_ROWS:
-            level_mean = np.zeros(2 * channels) if self.level_mean is None else self.level_mean
-            level_std = np.ones(2 * channels) if self.level_std is None else self.level_std
-            out += [level_mean[:channels], level_mean[channels:], level_std[:channels], level_std[channels:]]
+        if n_rows in (CALIBRATION_ROWS, EXTRA_LEVEL_ROWS):
+            width = 2 * channels + (channels if n_rows == EXTRA_LEVEL_ROWS else 0)
+            level_mean, level_std = pad_level_statistics(self, width)
+            out += [level_mean[:channels], level_mean[channels:2 * channels],
+                    level_std[:channels], level_std[channels:2 * channels]]
+            if n_rows == EXTRA_LEVEL_ROWS:
+                out += [level_mean[2 * channels:], level_std[2 * channels:]]
         elif n_rows != 2:
-            raise ValueError(f"ChannelStats.rows: n_rows must be 2 or {CALIBRATION_ROWS}, found {n_rows}")
+            raise ValueError(f"ChannelStats.rows: n_rows must be 2, {CALIBRATION_ROWS} or "
+                             f"{EXTRA_LEVEL_ROWS}, found {n_rows}")
         return np.stack([np.asarray(r, dtype=np.float64) for r in out]).astype(np.float32)
+
+
+def pad_level_statistics(stats: ChannelStats | None, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``stats``' level mean and std as ``[width]`` each: cut, or padded with identity (0, 1)
+    where they are missing (no level statistics, or fewer columns: a file from before a level
+    column was added)."""
+    mean, std = np.zeros(width), np.ones(width)
+    if stats is not None and stats.level_mean is not None:
+        k = min(width, int(np.shape(stats.level_mean)[0]))
+        mean[:k], std[:k] = stats.level_mean[:k], stats.level_std[:k]
+    return mean, std
 
 
 def _stats(values: np.ndarray, method: str, seconds: float) -> ChannelStats:
@@ -127,11 +149,12 @@ def _window_starts(n: int, length: int, hop: int) -> np.ndarray:
 
 
 def standardize_levels(levels: np.ndarray, stats: ChannelStats | None) -> np.ndarray:
-    """Window levels ``[N, 2C]`` standardised by the person's level statistics (unchanged
-    without them)."""
+    """Window levels ``[N, 2C + E]`` standardised by the person's level statistics (unchanged
+    without them; columns they lack stay as they are)."""
     if stats is None or stats.level_mean is None:
         return np.asarray(levels, dtype=np.float32)
-    return ((np.asarray(levels, dtype=np.float64) - stats.level_mean) / stats.level_std).astype(np.float32)
+    mean, std = pad_level_statistics(stats, np.shape(levels)[-1])
+    return ((np.asarray(levels, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
 def signal_statistics(values: np.ndarray, rate: float, method: str, head_minutes: float,
@@ -205,11 +228,13 @@ def voiced_frames(energy_db: np.ndarray) -> np.ndarray:
 
 
 def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
-                      offset: int = 0, window: tuple[float, float] | None = None) -> ChannelStats | None:
+                      offset: int = 0, window: tuple[float, float] | None = None,
+                      prosody: bool = False) -> ChannelStats | None:
     """Statistics of each MFCC coefficient over the non-silent frames of 16 kHz ``samples``
     from sample ``offset`` on (all, or the first ``head_minutes``). ``window``: ``(seconds, hop
     seconds)``: also the level statistics of the windows of frames cut from the start that hold
-    some non-silent frame."""
+    some non-silent frame; with ``prosody``, their levels include the windows'
+    :func:`~kfusion.data.prosody.window_prosody` (as the data sets' speech levels do)."""
     samples = np.asarray(samples).reshape(-1)[max(int(offset), 0):]
     if method == "head":
         samples = samples[:int(round(head_minutes * 60.0 * AUDIO_RATE))]
@@ -228,7 +253,21 @@ def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
     if not starts.size:
         return stats
     calibrated = calibrate(frames, stats)
-    return with_level_statistics(stats, window_levels(np.stack([calibrated[s:s + length] for s in starts])))
+    levels = window_levels(np.stack([calibrated[s:s + length] for s in starts]))
+    if prosody:
+        levels = np.concatenate([levels, _prosody_of(samples, starts * MFCC_HOP, int(round(window[0] * AUDIO_RATE)))],
+                                axis=1)
+    return with_level_statistics(stats, levels)
+
+
+def _prosody_of(samples: np.ndarray, starts: np.ndarray, length: int, chunk: int = 64) -> np.ndarray:
+    """:func:`~kfusion.data.prosody.window_prosody` of the ``length``-sample windows of
+    ``samples`` at ``starts`` (stacked a chunk at a time: bounded memory)."""
+    from kfusion.data.prosody import window_prosody
+
+    samples = np.asarray(samples, dtype=np.float32)
+    return np.concatenate([window_prosody(np.stack([samples[s:s + length] for s in starts[i:i + chunk]]))
+                           for i in range(0, starts.size, chunk)])
 
 
 def recording_calibration(recording: Recording, config: DataConfig | None = None,
@@ -253,7 +292,8 @@ def recording_calibration(recording: Recording, config: DataConfig | None = None
             continue
         method, found = config.calibration.method(modality), series[modality]
         offset = 0 if span_start is None else int(round((span_start - found.start) * found.rate))
-        stats = (speech_statistics(found.values, method, minutes, offset, window) if modality == SPEECH
+        stats = (speech_statistics(found.values, method, minutes, offset, window, config.features.speech_prosody)
+                 if modality == SPEECH
                  else signal_statistics(found.values, found.rate, method, minutes, offset, window))
         if stats is not None:
             out[modality] = stats
@@ -276,13 +316,16 @@ def window_levels(windows: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, spread], axis=1).astype(np.float32)
 
 
-def level_names(modality: str, channels: int) -> list[str]:
-    """Column names of :func:`window_levels` for ``modality``."""
+def level_names(modality: str, channels: int, prosody: bool = False) -> list[str]:
+    """Column names of :func:`window_levels` for ``modality`` (+ speech ``prosody``)."""
+    from kfusion.data.prosody import PROSODY_NAMES
+
     suffix = [str(c) for c in range(channels)] if channels > 1 else [""]
     if modality == "acc" and channels == 3:
         suffix = ["x", "y", "z"]
     base = [f"{modality}{'_' + s if s else ''}" for s in suffix]
-    return [f"{b}_level_mean" for b in base] + [f"{b}_level_logstd" for b in base]
+    extra = [f"{modality}_level_{n}" for n in PROSODY_NAMES] if prosody else []
+    return [f"{b}_level_mean" for b in base] + [f"{b}_level_logstd" for b in base] + extra
 
 
 def calibration_settings() -> dict:

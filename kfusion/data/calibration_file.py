@@ -17,9 +17,10 @@ for speech per MFCC coefficient over the non-silent frames
 (:func:`kfusion.data.calibration.recording_calibration`; ``method``: ``participant`` = the
 whole recording, ``head`` = its first ``head_minutes``; ``seconds``: how much signal they came
 from). ``level_mean``/``level_std`` (with ``calibration.standardize_levels``): of the window
-levels (mean then log-std of each calibrated channel) of ``windows`` windows of the same
-signal; the model's levels are standardised by them (format 1 files have none: levels are
-used as they are). A modality missing from a participant had too little signal; the model then
+levels (mean then log-std of each calibrated channel; speech: then the 5 prosody levels,
+``kfusion.data.prosody.PROSODY_NAMES``) of ``windows`` windows of the same signal; the
+model's levels are standardised by them (format 1 files have none: levels are used as they are).
+A modality missing from a participant had too little signal; the model then
 sees it uncalibrated, as in training. :func:`read_calibration` checks a file and returns
 ``{participant: {modality: ChannelStats}}``.
 """
@@ -34,6 +35,7 @@ from pathlib import Path
 import kfusion
 from kfusion.config import DataConfig
 from kfusion.data.calibration import ChannelStats, recording_calibration
+from kfusion.data.prosody import PROSODY_NAMES
 from kfusion.modalities import CHANNELS, MODALITIES, N_MFCC, NOMINAL_RATES, SPEECH
 from kfusion.data.sources import Source, load_recordings
 from kfusion.data.tables import read_json_file
@@ -135,9 +137,12 @@ def _stats(path, where: str, entry) -> ChannelStats:
     if "level_mean" in entry or "level_std" in entry:
         for key in ("level_mean", "level_std"):
             values = _numbers(path, f"{where}.{key}", entry.get(key))
-            if len(values) != 2 * len(mean):
+            speech = where.rsplit(".", 1)[-1] == SPEECH
+            if len(values) != 2 * len(mean) and not (speech and len(values) == 2 * len(mean) + len(PROSODY_NAMES)):
                 raise DataError(path, f"{where}.{key}", f"{2 * len(mean)} values (mean then log-std level "
-                                "of each channel)", len(values))
+                                "of each channel" + (f"; or {2 * len(mean) + len(PROSODY_NAMES)} with the "
+                                                     "prosody levels after them" if speech else "") + ")",
+                                len(values))
         if min(entry["level_std"]) <= 0:
             raise DataError(path, f"{where}.level_std", "positive standard deviations", min(entry["level_std"]))
     return ChannelStats.from_dict(entry)

@@ -680,9 +680,9 @@ def _input_calibration(recording: Recording, config: DataConfig, series: dict) -
 
 def _input_features(features):
     """``features`` without the options that only change window levels (the pitch tracker of
-    ``speech_prosody``, where the FeatureConfig has it): :func:`featurize` computes levels
-    whatever is asked, and an inputs-only build drops them."""
-    if getattr(features, "speech_prosody", False):
+    ``speech_prosody``): :func:`featurize` computes levels whatever is asked, and an
+    inputs-only build drops them."""
+    if features.speech_prosody:
         return features.replace(speech_prosody=False)
     return features
 

@@ -223,8 +223,10 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     recorded. Inputs: with per-window normalisation on, the normalised window (of the raw
     values: normalisation removes any calibration); with it off, the calibrated window. Levels:
     ``[N, 2C]`` mean and log-std per channel of the calibrated window (speech: of its MFCC
-    coefficients, ``2 * 40``), standardised by the statistics' level mean/std when they hold
-    them. Windows where a modality is absent are zeros in both.
+    coefficients, ``2 * 40``, then with ``features.speech_prosody`` the window's
+    :func:`~kfusion.data.prosody.window_prosody`, ``85`` in all), standardised by the
+    statistics' level mean/std when they hold them. Windows where a modality is absent are
+    zeros in both.
 
     ``lengths``: ``[N]`` seconds of real signal per window
     (:attr:`~kfusion.data.windows.RecordingWindows.lengths`, for zero-padded windows of short
@@ -232,6 +234,7 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     (:func:`real_steps`) and the padded steps of the input are zeros; None = all real.
     """
     from kfusion.data.calibration import calibrate, standardize_levels, window_levels
+    from kfusion.data.prosody import PROSODY_NAMES, window_prosody
 
     features = features or FeatureConfig()
     calibration = calibration or {}
@@ -242,10 +245,16 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
         if modality == SPEECH:
             n_frames = MFCC_SETTINGS.frames(block.shape[1])
             values = np.zeros((block.shape[0], n_frames, MFCC_SETTINGS.n_mfcc), dtype=np.float32)
-            level = np.zeros((block.shape[0], 2 * MFCC_SETTINGS.n_mfcc), dtype=np.float32)
+            prosody = len(PROSODY_NAMES) if features.speech_prosody else 0
+            level = np.zeros((block.shape[0], 2 * MFCC_SETTINGS.n_mfcc + prosody), dtype=np.float32)
             normalise = features.speech_norm == "cmvn"
             if present.any():
                 windows = mfcc(np.asarray(block[present], dtype=np.float32))
+                if prosody:
+                    samples = None if lengths is None else np.rint(
+                        np.asarray(lengths)[present] * AUDIO_RATE).astype(np.int64)
+                    level[present, -prosody:] = window_prosody(
+                        np.asarray(block[present]).reshape(int(present.sum()), -1), samples)
         else:
             values = np.zeros(block.shape, dtype=np.float32)
             level = np.zeros((block.shape[0], 2 * block.shape[2]), dtype=np.float32)
@@ -254,14 +263,15 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
                 windows = np.asarray(block[present], dtype=np.float32)
         if present.any():
             calibrated = calibrate(windows, stats)
-            level[present] = window_levels(calibrated)
+            width = 2 * calibrated.shape[-1]
+            level[present, :width] = window_levels(calibrated)
             values[present] = zscore(windows, axis=1) if normalise else calibrated
             if lengths is not None:  # padded windows: their real steps only, zeros after
                 rows = np.flatnonzero(present)
                 steps = real_steps(np.asarray(lengths)[rows], modality, values.shape[1])
                 for i, k in _padded_windows(steps, values.shape[1]):
                     real = calibrated[i:i + 1, :k]
-                    level[rows[i]] = window_levels(real)[0]
+                    level[rows[i], :width] = window_levels(real)[0]
                     values[rows[i]] = 0.0
                     values[rows[i], :k] = (zscore(windows[i:i + 1, :k], axis=1) if normalise else real)[0]
             level[present] = standardize_levels(level[present], stats)
@@ -281,6 +291,7 @@ def feature_settings() -> dict:
 
     from kfusion.data.calibration import calibration_settings
     from kfusion.data.physio import PHYSIO_SETTINGS
+    from kfusion.data.prosody import prosody_settings
     from kfusion.data.quality import quality_settings
 
     def installed(name):
@@ -290,5 +301,6 @@ def feature_settings() -> dict:
             return None
 
     return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative",
-            "calibration": calibration_settings(), "physio": PHYSIO_SETTINGS, "quality": quality_settings(),
+            "calibration": calibration_settings(), "prosody": prosody_settings(), "physio": PHYSIO_SETTINGS,
+            "quality": quality_settings(),
             "physio_libraries": {"neurokit2": installed("neurokit2"), "librosa": installed("librosa")}}

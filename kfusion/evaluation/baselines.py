@@ -77,10 +77,12 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
                          physio_names=None) -> tuple[np.ndarray, list[str]]:
     """Features ``[N, F]`` float64 and their names, from a data set's ``inputs``
     (``{modality: [N, T, C]}``), ``presence`` (``{modality: bool [N]}``), optionally its
-    ``levels`` (``{modality: [N, 2C]}``) and whole-recording ``physio`` features ``[N, P]``
-    (NaN where undefined: :func:`calibrate_features` ignores NaN in its statistics and turns it
+    ``levels`` (``{modality: [N, 2C]}``, speech ``[N, 80 + 5]`` with prosody) and
+    whole-recording ``physio`` features ``[N, P]`` (NaN where undefined:
+    :func:`calibrate_features` ignores NaN in its statistics and turns it
     into 0)."""
     from kfusion.data.calibration import level_names
+    from kfusion.data.prosody import PROSODY_NAMES
 
     modalities = [m for m in MODALITIES if m in inputs]
     if not modalities:
@@ -102,9 +104,11 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
                 names += [f"{series_name}_{s}" for s in SERIES_STATISTICS]
         if levels is not None:
             columns.append(np.asarray(levels[m], dtype=np.float64))
+            width = np.shape(levels[m])[1]
             names += (level_names(m, windows.shape[2]) if m != SPEECH else
                       [f"speech_mfcc{c}_{s}" for s in ("level_mean", "level_logstd")
-                       for c in range(windows.shape[2])])
+                       for c in range(windows.shape[2])] + [f"speech_level_{n}" for n in PROSODY_NAMES]
+                      [:width - 2 * windows.shape[2]])
         columns.append(np.asarray(presence[m], dtype=np.float64).reshape(-1, 1))
         names.append(f"{m}_present")
     if physio is not None and np.shape(physio)[1]:

@@ -25,14 +25,20 @@ import numpy as np
 
 from kfusion import checks
 from kfusion.config import CalibrationConfig, DataConfig, FeatureConfig, WindowConfig
-from kfusion.data.calibration import ChannelStats, recording_calibration, signal_statistics, speech_statistics
+from kfusion.data.calibration import (
+    EXTRA_LEVEL_ROWS,
+    ChannelStats,
+    recording_calibration,
+    signal_statistics,
+    speech_statistics,
+)
 from kfusion.data.quality import StreamQuality
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, check_modalities
 from kfusion.data.sources import load_recordings
 from kfusion.data.windows import RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import ConfigError, DataError
-from kfusion.export.raw_inputs import CALIBRATION_INPUT
+from kfusion.export.raw_inputs import CALIBRATION_INPUT, speech_prosody_in_levels
 from kfusion.models.fusion import LEVELS
 from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar, sidecar_path
 
@@ -76,6 +82,14 @@ class Predictor:
         ``calibration_<modality>`` inputs): it then needs each person's calibration."""
         return LEVELS in self.input_shapes or any(
             CALIBRATION_INPUT.format(m) in self.input_shapes for m in MODALITIES)
+
+    @property
+    def speech_prosody(self) -> bool:
+        """True when the model's speech levels hold prosody (and its calibration its statistics)."""
+        name = CALIBRATION_INPUT.format(SPEECH)
+        if name in self.input_shapes:
+            return int(self.input_shapes[name][0]) >= EXTRA_LEVEL_ROWS
+        return LEVELS in self.input_shapes and SPEECH in self.input_shapes and self.features.speech_prosody
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -248,6 +262,9 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     window = side.get("window", {})
     features = FeatureConfig.from_dict(side["features"], where=f"{side_file}: features") \
         if "features" in side else FeatureConfig()
+    if LEVELS in shapes and not raw:  # the speech levels as the model was trained on them
+        features = FeatureConfig(**{**features.to_dict(), "speech_prosody": speech_prosody_in_levels(
+            {k: v for k, v in shapes.items() if k in MODALITIES or k == LEVELS})})
     predictor = predictor_cls(path=path, kind=kind, input_shapes=shapes, raw_inputs=bool(raw),
                               classes=names,
                               window_seconds=float(window.get("seconds", _window_seconds(shapes, bool(raw)))),
@@ -311,12 +328,14 @@ def resolve_calibration(calibration) -> "CalibrationConfig | GivenCalibration | 
 
 
 def _participant_stats(calibration, participant: str, recording=None, modalities=(), series=None,
-                       window: WindowConfig | None = None) -> dict:
+                       window: WindowConfig | None = None, prosody: bool = True) -> dict:
     """``{modality: ChannelStats}`` for one participant (missing modalities: uncalibrated);
     ``series``: the recording's model-rate series when already computed; ``window``: how the
-    model's windows are cut (the level statistics use the same windows)."""
+    model's windows are cut (the level statistics use the same windows); ``prosody``: the
+    model's speech levels hold prosody."""
     if isinstance(calibration, CalibrationConfig):
-        config = DataConfig(modalities=modalities, calibration=calibration, window=window or WindowConfig())
+        config = DataConfig(modalities=modalities, calibration=calibration, window=window or WindowConfig(),
+                            features=FeatureConfig(speech_prosody=prosody))
         return recording_calibration(recording, config, series)
     return calibration.of(participant)
 
@@ -506,7 +525,8 @@ def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = 
             series = model_rate_series(recording, config.modalities, config.quality_checks)
             windows.append(cut_windows(recording, config, series))
             stats[recording.participant] = _participant_stats(wanted, recording.participant, recording,
-                                                              predictor.modalities, series, config.window)
+                                                              predictor.modalities, series, config.window,
+                                                              predictor.speech_prosody)
     else:
         windows = recording_windows(source, config, participants)
     frame = timeline(predictor, windows, stats)
@@ -647,7 +667,8 @@ class StreamingPredictor:
             data = np.concatenate(self._buffers[m]) if self._buffers[m] else np.zeros((0,) + self._shape(m))
             self._buffers[m] = [data] if data.shape[0] else []
             if m == SPEECH:
-                found = speech_statistics(data, "head", minutes, window=window)
+                found = speech_statistics(data, "head", minutes, window=window,
+                                          prosody=self.predictor.speech_prosody)
             else:
                 found = signal_statistics(data, self.rates[m], "head", minutes, window=window)
             if found is not None:

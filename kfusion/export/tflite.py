@@ -40,7 +40,7 @@ import numpy as np
 import kfusion
 from kfusion import checks
 from kfusion.config import FeatureConfig, WindowConfig
-from kfusion.data.calibration import CALIBRATION_ROWS, ChannelStats
+from kfusion.data.calibration import CALIBRATION_ROWS, EXTRA_LEVEL_ROWS, ChannelStats
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
@@ -258,14 +258,19 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     from kfusion.data.dataset import WindowedDataset
     from kfusion.models import presence_array
 
+    from kfusion.export.raw_inputs import speech_prosody_in_levels
+
     features = features or FeatureConfig()
     modalities = model_modalities(model)
     levels = LEVELS in _input_specs(model)
+    prosody = speech_prosody_in_levels(model)
+    if levels:  # the levels as the model was trained on them
+        features = FeatureConfig(**{**features.to_dict(), "speech_prosody": prosody})
     wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
     if raw_inputs and levels:
-        wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (CALIBRATION_ROWS, MFCC_SETTINGS.n_mfcc if m == SPEECH
-                                                                               else wanted[m][-1])
-                               for m in modalities}}
+        wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (
+            EXTRA_LEVEL_ROWS if m == SPEECH and prosody else CALIBRATION_ROWS,
+            MFCC_SETTINGS.n_mfcc if m == SPEECH else wanted[m][-1]) for m in modalities}}
     windows = _as_windows_list(data)
     if isinstance(data, WindowedDataset):
         if raw_inputs and (SPEECH in modalities or levels):
@@ -292,14 +297,14 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
             presence = {m: w.presence[m] for m in modalities}
             stats = {}
             for m in (modalities if levels else ()):
-                found = _window_stats(m, raw[m], presence[m])
+                found = _window_stats(m, raw[m], presence[m], prosody)
                 if found is not None:  # else uncalibrated, as in training
                     stats[m] = found
             if raw_inputs:
                 block = dict(raw)
                 for m in (modalities if levels else ()):
                     name = CALIBRATION_INPUT.format(m)
-                    rows = (stats[m] if m in stats else ChannelStats.identity(wanted[name][-1])).rows()
+                    rows = (stats[m] if m in stats else ChannelStats.identity(wanted[name][-1])).rows(wanted[name][0])
                     block[name] = np.repeat(rows[None], len(w.starts), 0)
             elif levels:
                 block, found = featurize(raw, presence, features, stats)
@@ -341,10 +346,10 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     return {k: np.ascontiguousarray(arrays[k][index], dtype=np.float32) for k in wanted}
 
 
-def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray):
+def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray, prosody: bool = False):
     """Calibration statistics of one participant from its own raw windows (overlaps counted
     twice; speech without the silence rule's exact framing), with the level statistics of
-    those windows: a stand-in for int8 ranges."""
+    those windows (speech ``prosody``: theirs too): a stand-in for int8 ranges."""
     from kfusion.data.calibration import (
         calibrate,
         signal_statistics,
@@ -363,7 +368,14 @@ def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray):
     else:
         stats = signal_statistics(kept.reshape(-1, kept.shape[-1]), NOMINAL_RATES[modality], "participant", 0.0)
         frames = kept
-    return None if stats is None else with_level_statistics(stats, window_levels(calibrate(frames, stats)))
+    if stats is None:
+        return None
+    levels = window_levels(calibrate(frames, stats))
+    if modality == SPEECH and prosody:
+        from kfusion.data.prosody import window_prosody
+
+        levels = np.concatenate([levels, window_prosody(kept.reshape(kept.shape[0], -1))], axis=1)
+    return with_level_statistics(stats, levels)
 
 
 def _raw_specs(model) -> dict[str, tuple]:
@@ -732,15 +744,24 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
                                           if features.wearable_norm == "zscore" else "none")
         out.append(entry)
     if raw_inputs and LEVELS in _input_specs(features_model):
+        from kfusion.data.prosody import PROSODY_NAMES
+        from kfusion.export.raw_inputs import speech_prosody_in_levels
+
+        prosody = speech_prosody_in_levels(features_model)
         for m in modalities:
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else specs[m][-1]
-            out.append({"name": CALIBRATION_INPUT.format(m), "shape": [1, CALIBRATION_ROWS, int(channels)],
+            extra = m == SPEECH and prosody
+            out.append({"name": CALIBRATION_INPUT.format(m),
+                        "shape": [1, EXTRA_LEVEL_ROWS if extra else CALIBRATION_ROWS, int(channels)],
                         "dtype": "float32",
                         "units": f"the person's calibration of {m}: row 0 mean, row 1 standard deviation "
                                  + ("per MFCC coefficient over non-silent frames" if m == SPEECH
                                     else "per channel, in the units of the raw input")
                                  + "; rows 2-3 the mean of the person's window levels (means, then log-stds), "
                                    "rows 4-5 their standard deviation (0 and 1 when unknown)"
+                                 + (f"; rows 6-7 the mean and standard deviation of the window prosody "
+                                    f"({', '.join(PROSODY_NAMES)}) in their first {len(PROSODY_NAMES)} "
+                                    "columns, the rest 0 and 1" if extra else "")
                                  + " (kfusion calibrate; the same for every window of a person)"})
     return out
 

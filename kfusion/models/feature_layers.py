@@ -49,12 +49,13 @@ from kfusion.data.features import (
     dct_matrix,
     mel_filterbank,
 )
+from kfusion.data.prosody import PROSODY_NAMES, PROSODY_SETTINGS, lag_weights, lowpass_filter
 from kfusion import checks
 from kfusion.errors import ConfigError
 
 PACKAGE = "kfusion"
 
-__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "dft_matrices", "fft_factors",
+__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "ProsodyFrontEnd", "dft_matrices", "fft_factors",
            "fft_matrices", "FRONT_END_LAYERS", "FRONT_END_METHODS"]
 
 #: Ways :class:`MfccFrontEnd` computes the spectrum (module docstring).
@@ -349,4 +350,97 @@ class CalibratedLevels(keras.layers.Layer):
         return {**super().get_config(), "eps": self.eps}
 
 
-FRONT_END_LAYERS = (MfccFrontEnd, WindowNormalization, CalibratedLevels)
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ProsodyFrontEnd(keras.layers.Layer):
+    """Window prosody of raw audio: ``audio [B, n]`` (16 kHz, [-1, 1]) and optionally
+    ``calibration [B, R, C]`` -> ``[B, 5]`` (:data:`kfusion.data.prosody.PROSODY_NAMES`), the
+    numbers of :func:`kfusion.data.prosody.window_prosody` up to float32 rounding (a frame
+    whose correlation sits on the voicing threshold or between two lags can fall the other
+    way). With ``R >= 8`` calibration rows (:meth:`ChannelStats.rows`), the features are
+    standardised by rows 6 and 7 (the person's prosody level mean and std).
+
+    Builtin TFLite operations only: pad, a strided 1-D convolution (the decimation filter),
+    strided slices, pack, mul/add/sum, sqrt, log, argmax, one-hot, comparisons. Each frame's
+    sums are three 80-sample block sums, so no cumulative sum loses float32 precision.
+    ``settings`` (stored in the config) guards a saved model as :class:`MfccFrontEnd` does.
+    """
+
+    def __init__(self, settings: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if settings is not None and dict(settings) != PROSODY_SETTINGS.to_dict():
+            raise ConfigError("ProsodyFrontEnd: this layer was built with other prosody settings than "
+                              "this kfusion's PROSODY_SETTINGS; its model expects other features")
+        self.settings = PROSODY_SETTINGS
+        self._filter = lowpass_filter(self.settings).astype(np.float32).reshape(-1, 1, 1)
+        self._lag_weights = lag_weights(self.settings).astype(np.float32)
+
+    def build(self, audio_shape, calibration_shape=None):
+        if len(audio_shape) != 2 or audio_shape[-1] is None:
+            raise ConfigError(f"ProsodyFrontEnd: expected audio [batch, samples] with a known number "
+                              f"of samples, found {tuple(audio_shape)}")
+        if self.settings.frames(audio_shape[-1]) < 1:
+            raise ConfigError(f"ProsodyFrontEnd: a window of {audio_shape[-1]} samples is too short "
+                              "for one pitch frame")
+
+    def call(self, audio, calibration=None):
+        s = self.settings
+        x = ops.cast(audio, "float32")
+        n = x.shape[-1]
+        n_frames = s.frames(n)
+        n_blocks = n_frames + s.frame_blocks - 1
+        span, lags = n_blocks * s.block, [int(v) for v in s.lags]
+        x = x - ops.mean(x, axis=1, keepdims=True)
+        half = s.fir_taps // 2
+        x = ops.pad(x, [[0, 0], [half, half]])
+        y = ops.conv(ops.expand_dims(x, -1), ops.convert_to_tensor(self._filter), strides=s.decimation,
+                     padding="valid")[..., 0]                                      # [B, ceil(n / 4)]
+
+        def frame_sums(products):  # [B, span, ...] -> [B, F, ...] sums over each frame
+            shape = (-1, n_blocks, s.block) + tuple(products.shape[2:])
+            blocks = ops.sum(ops.reshape(products, shape), axis=2)
+            return sum(blocks[:, j:j + n_frames] for j in range(s.frame_blocks))
+
+        head = y[:, :span]
+        shifted = ops.stack([y[:, lag:lag + span] for lag in lags], axis=-1)       # [B, span, L]
+        r = frame_sums(ops.expand_dims(head, -1) * shifted)
+        e0 = frame_sums(head * head)
+        el = frame_sums(shifted * shifted)
+        nccf = r / ops.sqrt(ops.expand_dims(e0, -1) * el + s.eps)                  # [B, F, L]
+        k = ops.argmax(nccf * ops.convert_to_tensor(self._lag_weights), axis=-1)
+        pick = ops.one_hot(k, len(lags))
+        peak = ops.sum(nccf * pick, axis=-1)
+        below = ops.sum(ops.concatenate([nccf[..., :1], nccf[..., :-1]], axis=-1) * pick, axis=-1)
+        above = ops.sum(ops.concatenate([nccf[..., 1:], nccf[..., -1:]], axis=-1) * pick, axis=-1)
+        curve = below - 2.0 * peak + above
+        edge = pick[..., 0] + pick[..., -1]
+        inner = ops.cast(curve < 0.0, "float32") * (1.0 - edge)
+        shift = inner * 0.5 * (below - above) / ops.where(inner > 0.0, curve, -1.0)
+        lag = ops.sum(pick * ops.convert_to_tensor(np.asarray(lags, np.float32)), axis=-1) + ops.clip(shift, -0.5, 0.5)
+        semitones = (12.0 / math.log(2.0)) * ops.log(s.rate / s.reference_hz / lag)
+        energy_db = (10.0 / math.log(10.0)) * ops.log(e0 / s.frame + s.eps)
+        loud = ops.max(energy_db, axis=1, keepdims=True) - s.silence_db
+        v = ops.cast(peak >= s.voicing_threshold, "float32") * ops.cast(energy_db >= loud, "float32")
+        count = ops.sum(v, axis=1)
+        per = ops.maximum(count, 1.0)
+        mean = ops.sum(v * semitones, axis=1) / per
+        centred = semitones - ops.expand_dims(mean, 1)
+        std = ops.sqrt(ops.sum(v * centred * centred, axis=1) / per)
+        pairs = v[:, 1:] * v[:, :-1]
+        change = ops.sum(pairs * ops.abs(semitones[:, 1:] - semitones[:, :-1]), axis=1) / ops.maximum(
+            ops.sum(pairs, axis=1), 1.0)
+        periodicity = ops.sum(v * peak, axis=1) / per
+        out = ops.stack([mean, std, count / n_frames, periodicity, change], axis=-1)
+        if calibration is not None and calibration.shape[1] is not None and calibration.shape[1] >= 8:
+            width = len(PROSODY_NAMES)
+            calibration = ops.cast(calibration, "float32")
+            out = (out - calibration[:, 6, :width]) / calibration[:, 7, :width]
+        return out
+
+    def compute_output_shape(self, audio_shape, calibration_shape=None):
+        return (audio_shape[0], len(PROSODY_NAMES))
+
+    def get_config(self):
+        return {**super().get_config(), "settings": self.settings.to_dict()}
+
+
+FRONT_END_LAYERS = (MfccFrontEnd, WindowNormalization, CalibratedLevels, ProsodyFrontEnd)

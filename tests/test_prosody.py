@@ -1,0 +1,154 @@
+"""Speech prosody levels: the pitch tracker (numpy and in-graph), and how calibration,
+calibration files and data sets carry it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kfusion.config import CalibrationConfig, DataConfig, FeatureConfig
+from kfusion.data.calibration import ChannelStats, level_names, speech_statistics, standardize_levels
+from kfusion.data.calibration_file import read_calibration
+from kfusion.data.features import featurize
+from kfusion.data.prosody import PROSODY_NAMES, PROSODY_SETTINGS, window_prosody
+from kfusion.errors import ConfigError, DataError
+
+RATE = 16000
+
+
+def harmonic_tone(f0: float, seconds: float = 4.0, vibrato: float = 0.05, noise: float = 0.003,
+                  seed: int = 0) -> np.ndarray:
+    """A voice-like tone: 14 harmonics of an f0 with slow vibrato, plus a little noise."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    track = f0 * (1 + vibrato * np.sin(2 * np.pi * 0.5 * t))
+    phase = 2 * np.pi * np.cumsum(track) / RATE
+    x = sum(np.sin(k * phase) / k ** 0.7 for k in range(1, 15))
+    return (0.05 * x + np.random.default_rng(seed).normal(0, noise, t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [85.0, 120.0, 180.0, 250.0, 320.0])
+def test_pitch_of_a_voice_like_tone(f0):
+    """f0 mean within half a semitone, small spread, all voiced, highly periodic."""
+    mean, std, voiced, periodicity, change = window_prosody(harmonic_tone(f0)[None])[0]
+    assert abs(mean - 12 * np.log2(f0 / 100.0)) < 0.5
+    assert std < 2.0 and change < 0.5  # true std 0.6 semitones; lag steps are coarse at 320 Hz
+    assert voiced > 0.95 and periodicity > 0.9
+
+
+def test_silence_and_noise_are_not_voiced():
+    rng = np.random.default_rng(1)
+    out = window_prosody(np.stack([np.zeros(4 * RATE), rng.normal(0, 0.1, 4 * RATE)]))
+    np.testing.assert_array_equal(out[0], np.zeros(len(PROSODY_NAMES)))
+    assert out[1, PROSODY_NAMES.index("voiced_fraction")] < 0.05
+
+
+def test_higher_pitch_and_wider_range_show_in_the_features():
+    low, high, wide = window_prosody(np.stack([harmonic_tone(110), harmonic_tone(220),
+                                               harmonic_tone(110, vibrato=0.2)]))
+    assert high[0] - low[0] == pytest.approx(12.0, abs=0.6)   # an octave
+    assert wide[1] > 2.5 * low[1]                              # f0 std
+    assert wide[4] > low[4]                                    # f0 change
+
+
+def test_padded_windows_use_their_real_samples_only():
+    tone = harmonic_tone(150)
+    padded = np.zeros(4 * RATE, np.float32)
+    padded[:2 * RATE] = tone[:2 * RATE]
+    got = window_prosody(np.stack([padded, tone]), lengths=np.array([2 * RATE, 4 * RATE]))
+    np.testing.assert_allclose(got[0], window_prosody(tone[None, :2 * RATE])[0], atol=1e-6)
+    # too short for one frame: zeros
+    assert not window_prosody(tone[None, :400]).any()
+    assert PROSODY_SETTINGS.frames(4 * RATE) == 197
+
+
+def test_in_graph_prosody_equals_numpy_and_applies_the_calibration_rows(tmp_path):
+    import keras
+
+    from kfusion.models.feature_layers import ProsodyFrontEnd
+
+    audio = np.stack([harmonic_tone(95, seed=1), harmonic_tone(210, vibrato=0.15, seed=2),
+                      np.where(np.arange(4 * RATE) < 2 * RATE, harmonic_tone(160, seed=3), 0.0)]).astype(np.float32)
+    expected = window_prosody(audio)
+    layer = ProsodyFrontEnd()
+    np.testing.assert_allclose(np.asarray(layer(audio)), expected, atol=1e-4)
+    stats = ChannelStats(np.zeros(40), np.ones(40), "participant", 60.0,
+                         np.r_[np.zeros(80), [3.0, 1.0, 0.5, 0.8, 0.2]],
+                         np.r_[np.ones(80), [2.0, 0.5, 0.2, 0.1, 0.1]], 9)
+    rows = np.repeat(stats.rows(8)[None], 3, 0)
+    assert rows.shape == (3, 8, 40)
+    np.testing.assert_allclose(rows[0, 6, :5], [3.0, 1.0, 0.5, 0.8, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(rows[0, 7, 5:], np.ones(35))
+    standardised = np.asarray(layer(audio, rows))
+    np.testing.assert_allclose(standardised, (expected - stats.level_mean[80:]) / stats.level_std[80:], atol=1e-3)
+    # 6 rows (a model without prosody statistics): features as they are
+    np.testing.assert_allclose(np.asarray(layer(audio, np.repeat(stats.rows()[None], 3, 0))), expected, atol=1e-4)
+    # config round trip and a saved model
+    assert ProsodyFrontEnd.from_config(layer.get_config()).get_config() == layer.get_config()
+    inputs = keras.Input((4 * RATE,))
+    model = keras.Model(inputs, ProsodyFrontEnd(name="p")(inputs))
+    model.save(tmp_path / "p.keras")
+    loaded = keras.saving.load_model(tmp_path / "p.keras")
+    np.testing.assert_allclose(np.asarray(loaded(audio)), np.asarray(model(audio)), atol=1e-6)
+
+
+def test_prosody_layer_rejects_other_settings_and_short_windows():
+    import keras
+
+    from kfusion.models.feature_layers import ProsodyFrontEnd
+
+    settings = {**PROSODY_SETTINGS.to_dict(), "voicing_threshold": 0.5}
+    with pytest.raises(ConfigError, match="other prosody settings"):
+        ProsodyFrontEnd(settings=settings)
+    with pytest.raises(ConfigError, match="too short for one pitch frame"):
+        ProsodyFrontEnd()(keras.Input((800,)))
+
+
+def test_speech_levels_carry_prosody_standardised_per_person():
+    """Data-set levels: 80 MFCC levels then the 5 prosody columns; the person's calibration
+    (from the whole recording, its windows' levels) standardises them; off by config."""
+    rng = np.random.default_rng(3)
+    recording = np.concatenate([harmonic_tone(f, seconds=4.0, seed=i) * rng.uniform(0.5, 2.0)
+                                for i, f in enumerate(rng.uniform(100, 200, 12))])
+    stats = speech_statistics(recording, "participant", 0.0, window=(4.0, 2.0), prosody=True)
+    assert stats.level_mean.shape == (85,) and stats.windows >= 3
+    without = speech_statistics(recording, "participant", 0.0, window=(4.0, 2.0), prosody=False)
+    assert without.level_mean.shape == (80,)
+    np.testing.assert_allclose(without.level_mean, stats.level_mean[:80])
+    windows = recording[:4 * RATE * 3].reshape(3, -1)
+    presence = {"speech": np.ones(3, bool)}
+    _, levels = featurize({"speech": windows}, presence, FeatureConfig(), {"speech": stats})
+    assert levels["speech"].shape == (3, 85)
+    raw = window_prosody(windows)
+    np.testing.assert_allclose(levels["speech"][:, 80:], (raw - stats.level_mean[80:]) / stats.level_std[80:],
+                               rtol=1e-4, atol=1e-4)
+    _, off = featurize({"speech": windows}, presence, FeatureConfig(speech_prosody=False), {"speech": without})
+    assert off["speech"].shape == (3, 80)
+    np.testing.assert_allclose(off["speech"], levels["speech"][:, :80], atol=1e-5)
+    # statistics without the prosody columns (an older calibration file) leave them as they are
+    old = standardize_levels(np.c_[np.zeros((1, 80)), raw[:1]], without)
+    np.testing.assert_allclose(old[0, 80:], raw[0], rtol=1e-6)
+    names = level_names("speech", 40, prosody=True)
+    assert len(names) == 85 and names[-5:] == [f"speech_level_{n}" for n in PROSODY_NAMES]
+
+
+def test_calibration_files_with_prosody_levels(tmp_path):
+    entry = {"method": "participant", "seconds": 60.0, "mean": [0.0] * 40, "std": [1.0] * 40, "windows": 5,
+             "level_mean": [0.0] * 85, "level_std": [1.0] * 85}
+    document = {"kind": "kfusion-calibration", "format": 2, "participants": {"p1": {"speech": entry}}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(document))
+    assert read_calibration(path)["p1"]["speech"].level_mean.shape == (85,)
+    entry.update(level_mean=[0.0] * 83, level_std=[1.0] * 83)
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r"participants\.p1\.speech\.level_mean.*85 with the prosody levels"):
+        read_calibration(path)
+
+
+def test_prosody_setting_enters_the_data_config():
+    assert DataConfig().features.speech_prosody is True
+    config = DataConfig(features=FeatureConfig(speech_prosody=False), calibration=CalibrationConfig())
+    assert DataConfig.from_dict(config.to_dict()).features.speech_prosody is False
+    with pytest.raises(ConfigError, match="features.speech_prosody"):
+        FeatureConfig(speech_prosody="yes")
