@@ -152,3 +152,29 @@ def test_prosody_setting_enters_the_data_config():
     assert DataConfig.from_dict(config.to_dict()).features.speech_prosody is False
     with pytest.raises(ConfigError, match="features.speech_prosody"):
         FeatureConfig(speech_prosody="yes")
+
+
+def test_a_speech_model_with_prosody_levels_exports_to_tflite_with_builtin_ops(tmp_path):
+    """The raw-input file of a level-aware speech model converts with builtin operations only
+    (no Flex) and gives the Keras raw model's probabilities."""
+    from ai_edge_litert.interpreter import Interpreter
+    from export_helpers import small_emotion_model
+
+    from kfusion.export.raw_inputs import raw_input_model
+    from kfusion.export.tflite import export_variants
+
+    model = small_emotion_model("unweighted", modalities=("speech",), targets={"arousal": 3}, levels=85)
+    paths = export_variants(model, tmp_path, ("none",), raw_inputs=(True,), name="speech")
+    runner = Interpreter(model_path=str(paths[(True, "none")])).get_signature_runner()
+    details = runner.get_input_details()
+    assert tuple(details["calibration_speech"]["shape"][1:]) == (8, 40)
+    audio = np.stack([harmonic_tone(120, seed=4), harmonic_tone(240, vibrato=0.12, seed=5)])
+    stats = ChannelStats(np.full(40, -20.0), np.full(40, 15.0), "participant", 60.0,
+                         np.r_[np.zeros(80), [5.0, 1.0, 0.9, 0.9, 0.1]],
+                         np.r_[np.ones(80), [4.0, 1.0, 0.1, 0.1, 0.1]], 9)
+    inputs = {"speech": audio, "presence": np.ones((2, 1), np.float32),
+              "calibration_speech": np.repeat(stats.rows(8)[None], 2, 0)}
+    expected = np.asarray(raw_input_model(model)(inputs)["arousal"])
+    for i in range(2):
+        got = runner(**{k: v[i:i + 1].astype(np.float32) for k, v in inputs.items()})["arousal"]
+        np.testing.assert_allclose(got, expected[i:i + 1], atol=1e-4)
