@@ -23,7 +23,7 @@ from kfusion.data.readers.generic import READER as GENERIC
 from kfusion.data.readers.kemocon import regular_grid
 from kfusion.data.sources import Source
 from kfusion.data.windows import window_starts
-from kfusion.errors import BadParticipantsError, DataError
+from kfusion.errors import BadParticipantsError, ConfigError, DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "stress-predict"
 S02 = FIXTURE / "Raw_data" / "S02"
@@ -129,6 +129,11 @@ def test_files_days_apart_are_a_time_span_error_not_a_memory_error(tmp_path, cap
     assert f"{T0 + 365 * 86400:.3f}" in message and f"{T0:.3f}" in message
     ds = build_dataset(f"generic:{tmp_path}", DataConfig(skip_bad=True), cache_dir=False)
     assert len(ds) == 0 and "time span" in ds.report["problems"]["S02"]
+    # evaluating such a set says why it is empty instead of failing on its missing targets
+    from kfusion.evaluation import evaluate
+    with pytest.raises(ConfigError, match=r"evaluate: dataset: holds no windows \(1 participant\(s\) "
+                                          r"without any; S02: .*time span"):
+        evaluate(ds, None, out=tmp_path / "run")
     code, out, err = inspect_cli(capsys, f"generic:{tmp_path}")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "time span" in err
 

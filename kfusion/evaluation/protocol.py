@@ -423,6 +423,12 @@ def check_run_arguments(where: str, dataset, config, seed) -> tuple[EvaluationCo
     if not isinstance(dataset, WindowedDataset):
         raise ConfigError(f"{where}: dataset: expected a WindowedDataset (build_dataset), found "
                           f"{type(dataset).__name__}")
+    if len(dataset) == 0:  # say why, rather than fail later on its missing targets
+        why = {**dataset.report.get("skipped", {}), **dataset.report.get("problems", {})}
+        first = next(iter(why.items()), None)
+        raise ConfigError(f"{where}: dataset: holds no windows"
+                          + (f" ({len(why)} participant(s) without any; {first[0]}: {first[1]})" if first else "")
+                          + "; see its report (kfusion data inspect)")
     config = EvaluationConfig() if config is None else config
     if not isinstance(config, EvaluationConfig):
         raise ConfigError(f"{where}: config: expected an EvaluationConfig, found {type(config).__name__}")
