@@ -178,3 +178,44 @@ def test_a_speech_model_with_prosody_levels_exports_to_tflite_with_builtin_ops(t
     for i in range(2):
         got = runner(**{k: v[i:i + 1].astype(np.float32) for k, v in inputs.items()})["arousal"]
         np.testing.assert_allclose(got, expected[i:i + 1], atol=1e-4)
+
+
+def test_streaming_head_calibration_of_a_speech_model_equals_batch(kemocon_synth, tmp_path):
+    """A level-aware speech model (prosody in its levels) predicts the same whether the
+    recording is windowed in one go with its head calibration or streamed in chunks, the
+    stream calibrating itself (prosody statistics included) on its first half minute."""
+    import pandas as pd
+    from export_helpers import small_emotion_model
+
+    from kfusion.data.calibration import recording_calibration
+    from kfusion.data.sources import load_recordings
+    from kfusion.data.windows import cut_windows, to_audio_rate
+    from kfusion.export.prediction import StreamingPredictor, load_predictor, timeline
+
+    path = tmp_path / "speech.keras"
+    small_emotion_model("unweighted", modalities=("speech",), targets={"arousal": 3}, levels=85).save(path)
+    predictor = load_predictor(path)
+    assert predictor.features.speech_prosody and predictor.speech_prosody
+    config = DataConfig(modalities=("speech",))
+    recording = load_recordings(f"kemocon:{kemocon_synth}", config, participants=["1"]).recordings[0]
+    windows = cut_windows(recording, config)
+    head = recording_calibration(recording, config.replace(calibration=CalibrationConfig.parse("head:0.5")))
+    assert head["speech"].level_mean.shape == (85,)
+    batch = timeline(predictor, [windows], {"1": head})
+    span0 = float(windows.span[0])
+    stream = StreamingPredictor(predictor, start=span0, participant="1", calibration="head:0.5")
+    audio = to_audio_rate(recording.audio)
+    samples = audio.samples[int(round((span0 - audio.start) * audio.rate)):]
+    rng = np.random.default_rng(0)
+    rows, position = [], 0
+    while position < samples.size:
+        size = int(rng.integers(4000, 40000))
+        rows.extend(stream.push("speech", samples[position:position + size]))
+        position += size
+    rows += stream.finish()
+    streamed = pd.DataFrame(rows)
+    streamed = streamed[streamed["window_start"] <= batch["window_start"].max() + 1e-6]
+    assert len(streamed) == len(batch) > 10
+    np.testing.assert_allclose(stream.calibration["speech"].level_mean, head["speech"].level_mean, rtol=1e-4, atol=1e-5)
+    numeric = [c for c in batch.columns if "_p_" in c]
+    np.testing.assert_allclose(streamed[numeric].to_numpy(float), batch[numeric].to_numpy(float), atol=1e-5)
