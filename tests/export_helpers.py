@@ -1,10 +1,14 @@
 """Artefacts shared by the export, front-end and prediction tests, built once per pytest
 process (training and TFLite conversion take seconds each): a small five-modality attention
-model trained on the shared synthetic set, its raw windows, and its exported variants."""
+model trained on the shared synthetic set, its raw windows, and its exported variants (the
+raw-input ones in a helper process, beside the features ones here)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,23 +103,72 @@ def trained_synthetic(tmp_path_factory, synth_root) -> Trained:
     windows = recording_windows(source, DataConfig())
     labelled = np.all([dataset.labels[t] >= 0 for t in dataset.labels], axis=0)
     train = dataset.select(labelled)
-    keras.utils.set_random_seed(0)  # the trained model, hence every parity number, is reproducible
-    model = small_emotion_model("attention")
-    targets = {t: keras.utils.to_categorical(train.labels[t], len(train.classes[t])) for t in train.labels}
-    model.compile(optimizer=keras.optimizers.Adam(5e-3), loss="categorical_crossentropy",
-                  jit_compile=False)
-    model.optimizer.build(model.trainable_variables)  # else the first step is traced twice
-    model.fit(model_inputs(train), targets, epochs=30, batch_size=32, verbose=0, shuffle=True)
-    keras_path = save_with_classes(model, folder / "trained.keras", dataset.classes)
-    trained = Trained(model, keras_path, dataset, windows, folder)
-    # class names: the features variants from the data set given for calibration, the raw ones
-    # (raw windows carry no classes) from the sidecar beside the .keras file
-    trained.variants.update(export_variants(model, folder, FEATURE_VARIANTS, raw_inputs=(False,),
-                                            representative=dataset, name="trained", seed=0))
-    trained.variants.update(export_variants(keras_path, folder, RAW_VARIANTS, raw_inputs=(True,),
-                                            representative=windows, name="trained", seed=0))
+    keras_path = folder / "trained.keras"
+    # The raw-input variants are exported by a helper process from the saved .keras file while
+    # this one exports the features variants (~10 s of ~45 s, on two cores); it starts now so its
+    # imports overlap the training.
+    raw_export = _start_raw_export(source, keras_path)
+    try:
+        keras.utils.set_random_seed(0)  # the trained model, hence every parity number, is reproducible
+        model = small_emotion_model("attention")
+        targets = {t: keras.utils.to_categorical(train.labels[t], len(train.classes[t])) for t in train.labels}
+        model.compile(optimizer=keras.optimizers.Adam(5e-3), loss="categorical_crossentropy",
+                      jit_compile=False)
+        model.optimizer.build(model.trainable_variables)  # else the first step is traced twice
+        model.fit(model_inputs(train), targets, epochs=30, batch_size=32, verbose=0, shuffle=True)
+        save_with_classes(model, keras_path, dataset.classes)
+        raw_export.stdin.write("saved\n")
+        raw_export.stdin.flush()
+        trained = Trained(model, keras_path, dataset, windows, folder)
+        # class names: the features variants from the data set given for calibration, the raw ones
+        # (raw windows carry no classes) from the sidecar beside the .keras file
+        trained.variants.update(export_variants(model, folder, FEATURE_VARIANTS, raw_inputs=(False,),
+                                                representative=dataset, name="trained", seed=0))
+        trained.variants.update(_finish_raw_export(raw_export))
+    finally:
+        if raw_export.poll() is None:
+            raw_export.kill()
+            raw_export.wait()
     _CACHE[key] = trained
     return trained
+
+
+#: The helper process of :func:`trained_synthetic`: waits for "saved" on stdin, then exports the
+#: raw-input variants of the .keras file exactly as ``export_variants(keras_path, ...)`` did in
+#: this process (the same windows for int8 calibration, the same seed) and prints their paths.
+_RAW_EXPORT = """
+import json, sys
+from pathlib import Path
+from kfusion.config import DataConfig
+from kfusion.export.prediction import recording_windows
+from kfusion.export.tflite import export_variants
+
+source, keras_path, variants = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
+windows = recording_windows(source, DataConfig())
+if sys.stdin.readline().strip() != "saved":
+    sys.exit("no model was saved")
+paths = export_variants(keras_path, keras_path.parent, variants, raw_inputs=(True,), representative=windows,
+                        name="trained", seed=0)
+print("PATHS " + json.dumps([[q, str(p)] for (_, q), p in paths.items()]), flush=True)
+"""
+
+
+def _start_raw_export(source: str, keras_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(keras_path.parent / "raw_export.log", "w") as log:  # a file: a full pipe would stall it
+        return subprocess.Popen([sys.executable, "-c", _RAW_EXPORT, source, str(keras_path),
+                                 ",".join(RAW_VARIANTS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=log, text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+
+
+def _finish_raw_export(process: subprocess.Popen, timeout: float = 600) -> dict:
+    """``{(True, quantization): path}`` from the helper process (its stderr if it failed)."""
+    out, _ = process.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.startswith("PATHS ")]
+    if process.returncode != 0 or len(lines) != 1:
+        log = (Path(process.args[3]).parent / "raw_export.log").read_text()
+        raise RuntimeError(f"raw-input export failed (exit {process.returncode}):\n{out[-2000:]}\n{log[-4000:]}")
+    return {(True, q): Path(p) for q, p in json.loads(lines[0][len("PATHS "):])}
 
 
 def run_tflite(path, inputs: dict, rows=None) -> dict:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from kfusion.training.pretrain import SpeechPretrainConfig, pretrain_speech, read_progress
@@ -60,15 +61,41 @@ def _weights(path: Path) -> list[np.ndarray]:
     return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
 
 
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory) -> Path:
+    """The tones of :func:`_write_tones`, written once (read-only: no cache is written beside them)."""
+    folder = tmp_path_factory.mktemp("tones") / "audio"
+    _write_tones(folder)
+    return folder
+
+
+class _Single:
+    """The single-process run (no TF_CONFIG, no strategy) both tests compare against: the same
+    audio, config and seed give the same run, so it is trained once, when first asked for (the
+    first test asks while its worker processes start)."""
+
+    def __init__(self, audio: Path, out: Path):
+        self.audio, self.out, self._result = audio, out, None
+
+    def run(self) -> dict:
+        if self._result is None:
+            self._result = pretrain_speech([f"audio:{self.audio}"], self.out, CONFIG, verbose=0)
+        return self._result
+
+
+@pytest.fixture(scope="module")
+def single(audio, tmp_path_factory) -> _Single:
+    return _Single(audio, tmp_path_factory.mktemp("single") / "single")
+
+
 def _logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(folder.glob("*.log")))
 
 
-def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path):
-    _write_tones(tmp_path / "audio")
+def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path, audio, single):
     CONFIG.save(tmp_path / "speech.json")
     out = tmp_path / "multi"
-    command = [sys.executable, "-m", "kfusion.cli", "pretrain", "speech", "--data", f"audio:{tmp_path / 'audio'}",
+    command = [sys.executable, "-m", "kfusion.cli", "pretrain", "speech", "--data", f"audio:{audio}",
                "--out", str(out), "--config", str(tmp_path / "speech.json"), "--strategy", "multiworker",
                "--quiet"]
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
@@ -83,7 +110,7 @@ def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path):
                 processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                   cwd=Path(__file__).resolve().parent.parent))
         # The single-process reference meanwhile, here (no TF_CONFIG, no strategy).
-        single = pretrain_speech([f"audio:{tmp_path / 'audio'}"], tmp_path / "single", CONFIG, verbose=0)
+        reference = single.run()
         while any(p.poll() is None for p in processes) and time.monotonic() < started + TIMEOUT:
             time.sleep(0.2)
         running = [i for i, p in enumerate(processes) if p.poll() is None]
@@ -97,17 +124,17 @@ def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path):
 
     # Only the chief wrote the run folder: the same files as a single-process run, no worker copies.
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
-        sorted(p.relative_to(tmp_path / "single").as_posix() for p in (tmp_path / "single").rglob("*"))
+        sorted(p.relative_to(single.out).as_posix() for p in single.out.rglob("*"))
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("kfusion-worker1-*"))
 
     multi_history = read_progress(out / "speech")["history"]
-    single_history = read_progress(tmp_path / "single" / "speech")["history"]
+    single_history = read_progress(single.out / "speech")["history"]
     assert len(multi_history) == len(single_history) == CONFIG.epochs
     for multi, one in zip(multi_history, single_history):
         np.testing.assert_allclose([multi["loss"], multi["val_loss"]], [one["loss"], one["val_loss"]],
                                    rtol=LOSS_RTOL)
     # Training moved the weights by far more than the tolerance, and both runs moved them alike.
-    for multi, one in zip(_weights(out / "speech_autoencoder.keras"), _weights(single["autoencoder"])):
+    for multi, one in zip(_weights(out / "speech_autoencoder.keras"), _weights(reference["autoencoder"])):
         np.testing.assert_allclose(multi, one, atol=WEIGHT_ATOL)
     record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
     assert record["windows"] == 12 and record["validation_windows"] == 4
@@ -134,15 +161,14 @@ pretrain_speech([f"audio:{audio}"], out, SpeechPretrainConfig.load(config), verb
 """
 
 
-def test_a_killed_multiworker_run_resumes_from_its_checkpoint(tmp_path):
-    _write_tones(tmp_path / "audio")
+def test_a_killed_multiworker_run_resumes_from_its_checkpoint(tmp_path, audio, single):
     CONFIG.save(tmp_path / "speech.json")
     out = tmp_path / "multi"
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
 
     def run(kill: str):
-        return subprocess.run([sys.executable, "-c", _RESUMABLE_RUN, str(tmp_path / "audio"), str(out),
+        return subprocess.run([sys.executable, "-c", _RESUMABLE_RUN, str(audio), str(out),
                                str(tmp_path / "speech.json"), kill], env=env, capture_output=True, text=True,
                               timeout=TIMEOUT, cwd=Path(__file__).resolve().parent.parent)
 
@@ -156,12 +182,12 @@ def test_a_killed_multiworker_run_resumes_from_its_checkpoint(tmp_path):
     assert [line for line in resumed.stdout.splitlines() if line.startswith("EPOCH")] == ["EPOCH 1"]
 
     # The same numbers as one uninterrupted process without a strategy.
-    single = pretrain_speech([f"audio:{tmp_path / 'audio'}"], tmp_path / "single", CONFIG, verbose=0)
+    reference = single.run()
     history = read_progress(out / "speech")["history"]
     assert history[0] == progress["history"][0]
-    for multi, one in zip(history, read_progress(tmp_path / "single" / "speech")["history"], strict=True):
+    for multi, one in zip(history, read_progress(single.out / "speech")["history"], strict=True):
         np.testing.assert_allclose([multi["loss"], multi["val_loss"]], [one["loss"], one["val_loss"]],
                                    rtol=LOSS_RTOL)
-    for multi, one in zip(_weights(out / "speech_autoencoder.keras"), _weights(single["autoencoder"])):
+    for multi, one in zip(_weights(out / "speech_autoencoder.keras"), _weights(reference["autoencoder"])):
         np.testing.assert_allclose(multi, one, atol=WEIGHT_ATOL)
     assert not (out / "speech" / "backup").exists()

@@ -3,12 +3,15 @@
 Each notebook is executed with nbclient (kernel ``python3``, cwd = a temporary folder) with
 ``KFUSION_NOTEBOOK_SIZE=small`` and its working folder and data-set cache in ``tmp_path``. A
 probe cell appended to the in-memory copy prints the notebook's key results as JSON, which the
-test checks; the files on disk are never touched.
+test checks; the files on disk are never touched. The notebooks run two at a time (one
+module fixture), each test waiting for its own.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -93,20 +96,21 @@ def test_notebook_is_stored_without_outputs(path):
     assert "KFUSION_NOTEBOOK_SIZE" in cells[0].source and "KFUSION_NOTEBOOK_WORKDIR" in cells[0].source
 
 
-def run_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[nbformat.NotebookNode, dict]:
-    """Execute ``name`` at the small size plus its probe; returns the executed copy and the probe's dict."""
+def run_notebook(name: str, tmp_path: Path) -> tuple[nbformat.NotebookNode, dict]:
+    """Execute ``name`` at the small size plus its probe; returns the executed copy and the probe's dict.
+
+    The kernel gets its environment as an argument (not through ``os.environ``), so several
+    notebooks can run at once from threads of this process."""
     workdir = tmp_path / "work"
-    monkeypatch.setenv("KFUSION_NOTEBOOK_SIZE", "small")
-    monkeypatch.setenv("KFUSION_NOTEBOOK_WORKDIR", str(workdir))
-    monkeypatch.setenv("KFUSION_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    monkeypatch.delenv("KFUSION_STRESS_PREDICT", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "KFUSION_STRESS_PREDICT"}
+    env.update(KFUSION_NOTEBOOK_SIZE="small", KFUSION_NOTEBOOK_WORKDIR=str(workdir),
+               KFUSION_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBES[name].strip()))
     run_dir = tmp_path / "cwd"
     run_dir.mkdir()
     NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                   resources={"metadata": {"path": str(run_dir)}}).execute()
+                   resources={"metadata": {"path": str(run_dir)}}).execute(env=env)
     lines = [line for output in nb.cells[-1].outputs if output.get("output_type") == "stream"
              for line in output.text.splitlines() if line.startswith(MARK)]
     assert len(lines) == 1, f"{name}: the probe printed no result"
@@ -116,13 +120,32 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[nbformat.Noteb
     return nb, json.loads(lines[0][len(MARK):])
 
 
+#: The test that checks each notebook (the fixture below runs only the selected ones).
+TESTS = {"test_quickstart_notebook": "01_quickstart", "test_reproduce_table1_notebook": "02_reproduce_table1",
+         "test_export_tflite_notebook": "03_export_tflite", "test_your_own_data_notebook": "04_your_own_data"}
+#: Notebooks run at once: each is mostly one busy Python thread (small models), so two kernels
+#: use both cores of the 2-core machines make test runs on (67 s one after the other, ~40 s).
+PARALLEL = 2
+
+
+@pytest.fixture(scope="module")
+def executed(request, tmp_path_factory):
+    """``{name: Future of run_notebook(name, ...)}`` for every notebook whose test was selected,
+    started at once (slowest first) in ``PARALLEL`` threads; each test waits for its own."""
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    names = [name for test, name in TESTS.items() if test in selected]
+    names.sort(key=["03_export_tflite", "02_reproduce_table1", "01_quickstart", "04_your_own_data"].index)
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="notebook") as pool:
+        yield {name: pool.submit(run_notebook, name, tmp_path_factory.mktemp(name)) for name in names}
+
+
 def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for cell in _code_cells(nb) for o in cell.outputs)
 
 
 @pytest.mark.slow
-def test_quickstart_notebook(tmp_path, monkeypatch):
-    nb, probe = run_notebook("01_quickstart", tmp_path, monkeypatch)
+def test_quickstart_notebook(executed):
+    nb, probe = executed["01_quickstart"].result()
     split = probe["split"]
     assert split["test"] == [probe["held_out"]]
     assert not set(split["train"]) & set(split["validation"])
@@ -137,8 +160,8 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_reproduce_table1_notebook(tmp_path, monkeypatch):
-    nb, probe = run_notebook("02_reproduce_table1", tmp_path, monkeypatch)
+def test_reproduce_table1_notebook(executed):
+    nb, probe = executed["02_reproduce_table1"].result()
     assert probe["rows"] == ["speech_only", "wearable_only", "attention_without", "attention_with", "handcrafted"]
     assert probe["targets"] == ["arousal"] and probe["complete"]
     assert probe["n_folds"] == [len(probe["participants"])]  # one fold per participant, every row
@@ -152,8 +175,8 @@ def test_reproduce_table1_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_export_tflite_notebook(tmp_path, monkeypatch):
-    nb, probe = run_notebook("03_export_tflite", tmp_path, monkeypatch)
+def test_export_tflite_notebook(executed):
+    nb, probe = executed["03_export_tflite"].result()
     parity = {(p["inputs"], p["quantization"]): p for p in probe["parity"]}
     assert set(parity) == {("features", "none"), ("raw", "none")}
     assert parity[("features", "none")]["max |p - p_keras|"] <= 1e-5
@@ -170,8 +193,8 @@ def test_export_tflite_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_your_own_data_notebook(tmp_path, monkeypatch):
-    nb, probe = run_notebook("04_your_own_data", tmp_path, monkeypatch)
+def test_your_own_data_notebook(executed):
+    nb, probe = executed["04_your_own_data"].result()
     assert probe["source"].endswith("tests/fixtures/stress-predict")
     study = Path(probe["study"])
     assert json.loads((study / "dataset.json").read_text())["labels"]["stress"]["classes"] == \

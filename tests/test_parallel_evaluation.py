@@ -98,14 +98,16 @@ def loopback_scheduler():
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
         yield address
-    finally:  # the workers first, while their scheduler still answers
-        for process in reversed(started):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    finally:  # the workers first (both at once), while their scheduler still answers
+        for group in (started[1:], started[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 class Interrupted(Exception):
