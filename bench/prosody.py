@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULT = HERE / "results" / "prosody.json"
 
-from export import _runner, paired_ms  # noqa: E402
+from export import _runner, machine, paired_ms  # noqa: E402
 
 
 def _per_window_ms(call, n: int, repeats: int = 3) -> float:
@@ -143,13 +141,7 @@ def main(argv=None) -> dict:
         print(f"raw {r['variant']:8s} {r['levels']:16s} {r['bytes']:8d} bytes {r['ms']:.3f} ms (p90 {r['p90_ms']:.3f})")
     print("int8 max |probability error| vs float Keras:", results["int8_max_probability_error"])
 
-    def git(*cmd):
-        try:
-            return subprocess.run(("git",) + cmd, capture_output=True, text=True, check=True, cwd=HERE).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    results["machine"] = {"uname": platform.uname().release, "cpus": os.cpu_count(),
-                          "commit": git("rev-parse", "--short", "HEAD"), "load_average": list(os.getloadavg())}
+    results["machine"] = machine()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
