@@ -28,6 +28,20 @@ def harmonic_tone(f0: float, seconds: float = 4.0, vibrato: float = 0.05, noise:
     return (0.05 * x + np.random.default_rng(seed).normal(0, noise, t.size)).astype(np.float32)
 
 
+def test_decimation_is_the_stated_filter_for_any_length():
+    from kfusion.data.prosody import _decimate, lowpass_filter
+
+    h = lowpass_filter()
+    rng = np.random.default_rng(2)
+    for n in (4000, 3999, 4001, 4002, 4003, 333):
+        x = rng.normal(0, 0.1, (2, n))
+        centred = x - x.mean(axis=1, keepdims=True)
+        padded = np.pad(centred, ((0, 0), (15, 15 + 4)))
+        count = -(-n // 4)
+        expected = sum(h[k] * padded[:, k:k + 4 * count:4] for k in range(31))
+        np.testing.assert_allclose(_decimate(x, PROSODY_SETTINGS), expected, atol=1e-12)
+
+
 @pytest.mark.parametrize("f0", [85.0, 120.0, 180.0, 250.0, 320.0])
 def test_pitch_of_a_voice_like_tone(f0):
     """f0 mean within half a semitone, small spread, all voiced, highly periodic."""
@@ -58,6 +72,13 @@ def test_padded_windows_use_their_real_samples_only():
     padded[:2 * RATE] = tone[:2 * RATE]
     got = window_prosody(np.stack([padded, tone]), lengths=np.array([2 * RATE, 4 * RATE]))
     np.testing.assert_allclose(got[0], window_prosody(tone[None, :2 * RATE])[0], atol=1e-6)
+    # any length of real signal (utterances are not a multiple of the decimation): the same as
+    # the tone cut to that length
+    lengths = np.array([2 * RATE + 1, 2 * RATE + 2, 2 * RATE + 3, 33333])
+    cut = window_prosody(np.repeat(tone[None], 4, 0), lengths=lengths)
+    for row, n in zip(cut, lengths):
+        np.testing.assert_allclose(row, window_prosody(tone[None, :n])[0], atol=1e-6)
+        assert row[PROSODY_NAMES.index("voiced_fraction")] > 0.9
     # too short for one frame: zeros
     assert not window_prosody(tone[None, :400]).any()
     assert PROSODY_SETTINGS.frames(4 * RATE) == 197

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from kfusion.modalities import AUDIO_RATE
 
@@ -57,6 +58,11 @@ class ProsodySettings:
     silence_db: float = 35.0
     reference_hz: float = 100.0    # semitone 0
     eps: float = 1e-10
+
+    def __post_init__(self):
+        if not 0 < self.min_lag < self.max_lag <= self.block:
+            raise ValueError("ProsodySettings: expected 0 < min_lag < max_lag <= block (a block and the "
+                             f"next hold every lag), found {self.min_lag}, {self.max_lag}, {self.block}")
 
     @property
     def rate(self) -> float:
@@ -102,16 +108,18 @@ def lag_weights(settings: ProsodySettings = PROSODY_SETTINGS) -> np.ndarray:
 
 
 def _decimate(x: np.ndarray, settings: ProsodySettings) -> np.ndarray:
-    """``[N, n]`` -> ``[N, ceil(n / decimation)]``: mean removed, FIR, every ``decimation``-th."""
+    """``[N, n]`` -> ``[N, ceil(n / decimation)]``: mean removed, then ``y[j] = sum_k h[k]
+    x[d j + k - taps // 2]`` (zeros outside the window; ``h`` symmetric), computed by
+    ``scipy.signal.upfirdn`` (a full convolution kept every ``d``-th sample from the right start)."""
+    from scipy.signal import upfirdn
+
     h = lowpass_filter(settings)
-    half = settings.fir_taps // 2
+    d, half = settings.decimation, settings.fir_taps // 2
+    lead = (d - half % d) % d  # zeros in front so that output ``half + d j`` falls on the grid
     x = x - x.mean(axis=1, keepdims=True)
-    padded = np.pad(x, ((0, 0), (half, half)))
-    out_len = settings.decimated(x.shape[1])
-    y = np.zeros((x.shape[0], out_len))
-    for k, tap in enumerate(h):
-        y += tap * padded[:, k:k + settings.decimation * out_len:settings.decimation]
-    return y
+    full = upfirdn(h, np.pad(x, ((0, 0), (lead, 0))), down=d, axis=1)
+    first = (half + lead) // d
+    return full[:, first:first + settings.decimated(x.shape[1])]
 
 
 def _prosody(audio: np.ndarray, settings: ProsodySettings) -> np.ndarray:
@@ -125,18 +133,19 @@ def _prosody(audio: np.ndarray, settings: ProsodySettings) -> np.ndarray:
     n_blocks = n_frames + settings.frame_blocks - 1
     span = n_blocks * block
 
-    # The graph sums blockwise (exact in float32); here FFT correlation and cumulative sums in
-    # float64 give the same numbers to ~1e-12 at a fraction of the cost.
-    frame, size = settings.frame, 512
-    starts = np.arange(n_frames) * block
-    frames = y[:, starts[:, None] + np.arange(frame)]                              # [N, F, frame]
-    reach = y[:, starts[:, None] + np.arange(frame + lags[-1])]                    # [N, F, frame + Lmax]
-    spectrum = np.fft.rfft(reach, size) * np.conj(np.fft.rfft(frames, size))
-    r = np.fft.irfft(spectrum, size)[..., lags]
-    energy = np.concatenate([np.zeros((y.shape[0], 1)), np.cumsum(y[:, :span + lags[-1]] ** 2, axis=1)], axis=1)
-    e0 = energy[:, starts + frame] - energy[:, starts]
-    ends = starts[:, None] + lags[None, :]
-    el = energy[:, ends + frame] - energy[:, ends]
+    # As the graph (ProsodyFrontEnd): sums over 80-sample blocks ``u`` and the block with the
+    # next one, ``v``: r_block[l] = sum_i u[i] v[i + l] (one small matrix product per block).
+    u = y[:, :span].reshape(y.shape[0], n_blocks, block)
+    v = np.concatenate([u, y[:, block:span + block].reshape(y.shape[0], n_blocks, block)], axis=2)
+    shifted = sliding_window_view(v, lags.size, axis=2)[:, :, lags[0]:lags[0] + block, :]  # v[i + lag]
+    r = np.matmul(u[:, :, None, :], shifted)[:, :, 0, :]
+    energy = np.concatenate([np.zeros(v.shape[:2] + (1,)), np.cumsum(v * v, axis=2)], axis=2)
+    el = energy[:, :, lags + block] - energy[:, :, lags]
+
+    def frame_sums(z):  # [N, blocks, ...] -> [N, F, ...]
+        return sum(z[:, j:j + n_frames] for j in range(settings.frame_blocks))
+
+    r, e0, el = frame_sums(r), frame_sums((u * u).sum(axis=2)), frame_sums(el)
     nccf = r / np.sqrt(e0[..., None] * el + settings.eps)                        # [N, F, L]
     k = (nccf * lag_weights(settings)).argmax(axis=-1)
     peak = np.take_along_axis(nccf, k[..., None], -1)[..., 0]
