@@ -24,8 +24,10 @@ venv: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/kfusion demo
 
+# Test files run in one worker process per core (pytest-xdist); a file's tests stay together so
+# its module fixtures are built once.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
