@@ -41,8 +41,6 @@ SEGMENT_SECONDS = 60
 MIN_SECONDS = 10.0
 #: Fewer complete windows than this leave the window levels unstandardised (identity rows).
 MIN_LEVEL_WINDOWS = 3
-#: Audio samples per MFCC frame (``MFCC_SETTINGS.hop_length``).
-MFCC_HOP = 160
 #: Rows of a calibration array (:meth:`ChannelStats.rows`): channel mean, channel std, level
 #: mean (means part, log-std part), level std (means part, log-std part).
 CALIBRATION_ROWS = 6
@@ -255,7 +253,10 @@ def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
     calibrated = calibrate(frames, stats)
     levels = window_levels(np.stack([calibrated[s:s + length] for s in starts]))
     if prosody:
-        levels = np.concatenate([levels, _prosody_of(samples, starts * MFCC_HOP, int(round(window[0] * AUDIO_RATE)))],
+        from kfusion.data.features import MFCC_SETTINGS
+
+        audio_starts = starts * MFCC_SETTINGS.hop_length
+        levels = np.concatenate([levels, _prosody_of(samples, audio_starts, int(round(window[0] * AUDIO_RATE)))],
                                 axis=1)
     return with_level_statistics(stats, levels)
 

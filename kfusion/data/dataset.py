@@ -189,24 +189,20 @@ class WindowedDataset:
             if index.size and (index.min() < -len(self) or index.max() >= len(self)):
                 raise ConfigError(f"select: indices must lie in 0..{len(self) - 1}")
         digest = hashlib.sha256(self.fingerprint.encode() + index.tobytes()).hexdigest()[:32]
+        common = dict(inputs={m: v[index] for m, v in self.inputs.items()},
+                      presence={m: v[index] for m, v in self.presence.items()},
+                      participants=self.participants[index], starts=self.starts[index], config=self.config,
+                      fingerprint=digest, report=self.report,
+                      lengths=None if self.lengths is None else self.lengths[index], contents=self.contents)
         if self.inputs_only:
-            return WindowedDataset(
-                inputs={m: v[index] for m, v in self.inputs.items()},
-                presence={m: v[index] for m, v in self.presence.items()}, labels={}, classes={},
-                participants=self.participants[index], starts=self.starts[index], config=self.config,
-                fingerprint=digest, report=self.report,
-                lengths=None if self.lengths is None else self.lengths[index], contents="inputs")
+            return WindowedDataset(labels={}, classes={}, **common)
         kept = set(np.asarray(self.participants)[index].astype(str).tolist())
         return WindowedDataset(
-            inputs={m: v[index] for m, v in self.inputs.items()},
-            presence={m: v[index] for m, v in self.presence.items()},
-            labels={t: v[index] for t, v in self.labels.items()},
-            classes=dict(self.classes), participants=self.participants[index],
-            starts=self.starts[index], config=self.config, fingerprint=digest, report=self.report,
+            labels={t: v[index] for t, v in self.labels.items()}, classes=dict(self.classes),
             levels={m: v[index] for m, v in self.levels.items()},
             calibration={p: c for p, c in self.calibration.items() if p in kept},
             physio=None if self.physio is None else self.physio[index], physio_names=self.physio_names,
-            lengths=None if self.lengths is None else self.lengths[index])
+            **common)
 
     def subset(self, participants) -> "WindowedDataset":
         """Windows of the given participant ids."""
@@ -285,25 +281,20 @@ class WindowedDataset:
         if contents not in CONTENTS:
             raise DataError(meta_path, "contents", " or ".join(CONTENTS), contents)
         try:
+            common = dict(inputs={m: arrays[f"inputs__{m}"] for m in meta["modalities"]},
+                          presence={m: arrays[f"presence__{m}"] for m in meta["modalities"]},
+                          participants=arrays["participants"], starts=arrays["starts"],
+                          config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
+                          fingerprint=meta["fingerprint"], report=meta["report"], lengths=arrays.get("lengths"),
+                          contents=contents)
             if contents == "inputs":
-                return cls(
-                    inputs={m: arrays[f"inputs__{m}"] for m in meta["modalities"]},
-                    presence={m: arrays[f"presence__{m}"] for m in meta["modalities"]}, labels={}, classes={},
-                    participants=arrays["participants"], starts=arrays["starts"],
-                    config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
-                    fingerprint=meta["fingerprint"], report=meta["report"], lengths=arrays.get("lengths"),
-                    contents="inputs")
+                return cls(labels={}, classes={}, **common)
             return cls(
-                inputs={m: arrays[f"inputs__{m}"] for m in meta["modalities"]},
-                presence={m: arrays[f"presence__{m}"] for m in meta["modalities"]},
                 labels={t: arrays[f"labels__{t}"] for t in meta["targets"]},
                 classes={t: tuple(c) for t, c in meta["classes"].items()},
-                participants=arrays["participants"], starts=arrays["starts"],
-                config=DataConfig.from_dict(meta["config"], where=str(meta_path)),
-                fingerprint=meta["fingerprint"], report=meta["report"],
                 levels={m: arrays[f"levels__{m}"] for m in meta["modalities"]},
                 calibration=meta["calibration"], physio=arrays.get("physio"),
-                physio_names=tuple(meta["physio_names"]), lengths=arrays.get("lengths"))
+                physio_names=tuple(meta["physio_names"]), **common)
         except KeyError as err:
             raise DataError(arrays_path if "__" in str(err) else meta_path, str(err).strip("'"),
                             "the entry written by WindowedDataset.save", "nothing") from None
@@ -678,15 +669,6 @@ def _input_calibration(recording: Recording, config: DataConfig, series: dict) -
     return recording_calibration(recording, config.replace(modalities=needed), series)
 
 
-def _input_features(features):
-    """``features`` without the options that only change window levels (the pitch tracker of
-    ``speech_prosody``): :func:`featurize` computes levels whatever is asked, and an
-    inputs-only build drops them."""
-    if features.speech_prosody:
-        return features.replace(speech_prosody=False)
-    return features
-
-
 def _process(recording: Recording, pid: str, config: DataConfig, entry: dict,
              contents: str = "all") -> _Part | None:
     """Windows, features and labels of one recording; fills the report ``entry``.
@@ -729,8 +711,8 @@ def _process(recording: Recording, pid: str, config: DataConfig, entry: dict,
         return None
     _check_labels_inside(recording, windows.span)  # also inputs-only: the same participants kept
     if contents == "inputs":
-        inputs, _ = featurize(windows.raw, windows.presence, _input_features(config.features),
-                              _input_calibration(recording, config, series), windows.lengths)
+        inputs, _ = featurize(windows.raw, windows.presence, config.features,
+                              _input_calibration(recording, config, series), windows.lengths, with_levels=False)
         _check_input_shapes(inputs, windows, recording, config)
         entry["status"] = "ok"
         return _Part(pid, inputs, windows.presence, {}, {}, windows.starts, lengths=windows.lengths)

@@ -214,7 +214,8 @@ def _padded_windows(steps: np.ndarray, full: int):
 
 
 def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
-              calibration: dict | None = None, lengths: np.ndarray | None = None) -> tuple[dict, dict]:
+              calibration: dict | None = None, lengths: np.ndarray | None = None,
+              with_levels: bool = True) -> tuple[dict, dict]:
     """Model inputs and window levels per modality from raw windows
     (:class:`~kfusion.data.windows.RecordingWindows` ``raw``/``presence``).
 
@@ -232,6 +233,7 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     (:attr:`~kfusion.data.windows.RecordingWindows.lengths`, for zero-padded windows of short
     utterances): normalisation and levels then use the real time steps only
     (:func:`real_steps`) and the padded steps of the input are zeros; None = all real.
+    ``with_levels=False``: the inputs only (levels ``{}``, no pitch tracking).
     """
     from kfusion.data.calibration import calibrate, standardize_levels, window_levels
     from kfusion.data.prosody import PROSODY_NAMES, window_prosody
@@ -245,7 +247,7 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
         if modality == SPEECH:
             n_frames = MFCC_SETTINGS.frames(block.shape[1])
             values = np.zeros((block.shape[0], n_frames, MFCC_SETTINGS.n_mfcc), dtype=np.float32)
-            prosody = len(PROSODY_NAMES) if features.speech_prosody else 0
+            prosody = len(PROSODY_NAMES) if features.speech_prosody and with_levels else 0
             level = np.zeros((block.shape[0], 2 * MFCC_SETTINGS.n_mfcc + prosody), dtype=np.float32)
             normalise = features.speech_norm == "cmvn"
             if present.any():
@@ -264,25 +266,30 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
         if present.any():
             calibrated = calibrate(windows, stats)
             width = 2 * calibrated.shape[-1]
-            level[present, :width] = window_levels(calibrated)
+            if with_levels:
+                level[present, :width] = window_levels(calibrated)
             values[present] = zscore(windows, axis=1) if normalise else calibrated
             if lengths is not None:  # padded windows: their real steps only, zeros after
                 rows = np.flatnonzero(present)
                 steps = real_steps(np.asarray(lengths)[rows], modality, values.shape[1])
                 for i, k in _padded_windows(steps, values.shape[1]):
                     real = calibrated[i:i + 1, :k]
-                    level[rows[i], :width] = window_levels(real)[0]
+                    if with_levels:
+                        level[rows[i], :width] = window_levels(real)[0]
                     values[rows[i]] = 0.0
                     values[rows[i], :k] = (zscore(windows[i:i + 1, :k], axis=1) if normalise else real)[0]
-            level[present] = standardize_levels(level[present], stats)
-        inputs[modality], levels[modality] = values, level
+            if with_levels:
+                level[present] = standardize_levels(level[present], stats)
+        inputs[modality] = values
+        if with_levels:
+            levels[modality] = level
     return inputs, levels
 
 
 def window_features(raw: dict, presence: dict, features: FeatureConfig | None = None,
                     calibration: dict | None = None) -> dict:
-    """Model inputs per modality (the first half of :func:`featurize`)."""
-    return featurize(raw, presence, features, calibration)[0]
+    """Model inputs per modality (the first half of :func:`featurize`, without its levels)."""
+    return featurize(raw, presence, features, calibration, with_levels=False)[0]
 
 
 def feature_settings() -> dict:

@@ -125,9 +125,8 @@ def _decimate(x: np.ndarray, settings: ProsodySettings) -> np.ndarray:
 def _prosody(audio: np.ndarray, settings: ProsodySettings) -> np.ndarray:
     """``[N, n]`` windows of the same length -> ``[N, 5]`` (float64)."""
     n_frames = settings.frames(audio.shape[1])
-    out = np.zeros((audio.shape[0], len(PROSODY_NAMES)))
     if n_frames == 0:
-        return out
+        return np.zeros((audio.shape[0], len(PROSODY_NAMES)))
     y = _decimate(audio.astype(np.float64), settings)
     block, lags = settings.block, settings.lags
     n_blocks = n_frames + settings.frame_blocks - 1
@@ -159,16 +158,15 @@ def _prosody(audio: np.ndarray, settings: ProsodySettings) -> np.ndarray:
     energy_db = 10.0 * np.log10(e0 / settings.frame + settings.eps)
     voiced = (peak >= settings.voicing_threshold) & (
         energy_db >= energy_db.max(axis=1, keepdims=True) - settings.silence_db)
-    v = voiced.astype(np.float64)
-    count = v.sum(axis=1)
+    weight = voiced.astype(np.float64)
+    count = weight.sum(axis=1)
     per = np.maximum(count, 1.0)
-    mean = (v * semitones).sum(axis=1) / per
-    std = np.sqrt((v * (semitones - mean[:, None]) ** 2).sum(axis=1) / per)
-    pairs = v[:, 1:] * v[:, :-1]
+    mean = (weight * semitones).sum(axis=1) / per
+    std = np.sqrt((weight * (semitones - mean[:, None]) ** 2).sum(axis=1) / per)
+    pairs = weight[:, 1:] * weight[:, :-1]
     change = (pairs * np.abs(np.diff(semitones, axis=1))).sum(axis=1) / np.maximum(pairs.sum(axis=1), 1.0)
-    periodicity = (v * peak).sum(axis=1) / per
-    out[:] = np.stack([mean, std, count / n_frames, periodicity, change], axis=1)
-    return out
+    periodicity = (weight * peak).sum(axis=1) / per
+    return np.stack([mean, std, count / n_frames, periodicity, change], axis=1)
 
 
 def window_prosody(windows: np.ndarray, lengths: np.ndarray | None = None,

@@ -263,8 +263,7 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     features = FeatureConfig.from_dict(side["features"], where=f"{side_file}: features") \
         if "features" in side else FeatureConfig()
     if LEVELS in shapes and not raw:  # the speech levels as the model was trained on them
-        features = FeatureConfig(**{**features.to_dict(), "speech_prosody": speech_prosody_in_levels(
-            {k: v for k, v in shapes.items() if k in MODALITIES or k == LEVELS})})
+        features = features.replace(speech_prosody=speech_prosody_in_levels(shapes))
     predictor = predictor_cls(path=path, kind=kind, input_shapes=shapes, raw_inputs=bool(raw),
                               classes=names,
                               window_seconds=float(window.get("seconds", _window_seconds(shapes, bool(raw)))),

@@ -265,7 +265,7 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     levels = LEVELS in _input_specs(model)
     prosody = speech_prosody_in_levels(model)
     if levels:  # the levels as the model was trained on them
-        features = FeatureConfig(**{**features.to_dict(), "speech_prosody": prosody})
+        features = features.replace(speech_prosody=prosody)
     wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
     if raw_inputs and levels:
         wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (
@@ -350,31 +350,19 @@ def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray, proso
     """Calibration statistics of one participant from its own raw windows (overlaps counted
     twice; speech without the silence rule's exact framing), with the level statistics of
     those windows (speech ``prosody``: theirs too): a stand-in for int8 ranges."""
-    from kfusion.data.calibration import (
-        calibrate,
-        signal_statistics,
-        speech_statistics,
-        window_levels,
-        with_level_statistics,
-    )
-    from kfusion.data.features import mfcc
+    from kfusion.data.calibration import signal_statistics, speech_statistics, with_level_statistics
 
     kept = np.asarray(windows)[np.asarray(present, dtype=bool)]
     if not kept.shape[0]:
         return None
     if modality == SPEECH:
         stats = speech_statistics(kept.reshape(-1), "participant", 0.0)
-        frames = mfcc(kept.astype(np.float32)) if stats is not None else None
     else:
         stats = signal_statistics(kept.reshape(-1, kept.shape[-1]), NOMINAL_RATES[modality], "participant", 0.0)
-        frames = kept
     if stats is None:
         return None
-    levels = window_levels(calibrate(frames, stats))
-    if modality == SPEECH and prosody:
-        from kfusion.data.prosody import window_prosody
-
-        levels = np.concatenate([levels, window_prosody(kept.reshape(kept.shape[0], -1))], axis=1)
+    levels = featurize({modality: kept}, {modality: np.ones(kept.shape[0], bool)},
+                       FeatureConfig(speech_prosody=prosody), {modality: stats})[1][modality]
     return with_level_statistics(stats, levels)
 
 
