@@ -180,6 +180,30 @@ def test_default_workers_leave_small_runs_in_one_process(monkeypatch):
     assert parallel.uses_workers(1, "tcp://127.0.0.1:8786", 1) and not parallel.uses_workers(2, None, 0)
 
 
+def test_cores_follow_the_cgroup_cpu_quota(tmp_path, monkeypatch):
+    """A container granted 1.5 CPUs of a many-core host has 2 cores for workers, not the host's."""
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert parallel._cgroup_cpu_quota(str(v2)) == pytest.approx(1.5)
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert parallel._cgroup_cpu_quota(str(v2)) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert parallel._cgroup_cpu_quota(str(tmp_path / "v1")) == pytest.approx(3.0)
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert parallel._cgroup_cpu_quota(str(tmp_path / "v1")) is None
+    assert parallel._cgroup_cpu_quota(str(tmp_path / "absent")) is None
+
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: 1.5)
+    assert parallel.available_cores() == 2
+    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: None)
+    assert parallel.available_cores() == 64
+
+
 def test_a_local_cluster_that_cannot_start(monkeypatch, capsys):
     """By default the units then run in this process (same results, a note on stderr); asked for
     explicitly, the workers' failure is an error naming the argument."""

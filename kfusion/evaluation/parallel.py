@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import random
@@ -68,12 +69,40 @@ _SCHEDULER = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
 
 
 def available_cores() -> int:
-    """The CPU cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` where
-    that does not exist)."""
+    """The CPU cores this process may use: the cores it may run on (``os.sched_getaffinity``;
+    ``os.cpu_count`` where that does not exist), fewer when a cgroup CPU quota (containers,
+    Kubernetes, Slurm) grants less time than that, rounded up."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota()
+    return cores if quota is None else max(1, min(cores, math.ceil(quota)))
+
+
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time this process's cgroup may use, or None (no quota, or not Linux).
+
+    cgroup v2: ``cpu.max`` holds ``QUOTA PERIOD`` or ``max PERIOD``; v1: ``cpu/cpu.cfs_quota_us``
+    (-1 = none) over ``cpu/cpu.cfs_period_us``. Read at the hierarchy's root as the process sees
+    it (a container's own cgroup namespace)."""
+    candidates = ((os.path.join(root, "cpu.max"), None),
+                  (os.path.join(root, "cpu", "cpu.cfs_quota_us"), os.path.join(root, "cpu", "cpu.cfs_period_us")))
+    for first, second in candidates:
+        try:
+            with open(first) as f:
+                fields = f.read().split()
+            if second is not None:
+                with open(second) as f:
+                    fields = fields[:1] + f.read().split()[:1]
+        except OSError:
+            continue
+        try:
+            quota, period = float(fields[0]), float(fields[1])
+        except (ValueError, IndexError):  # "max PERIOD": no quota
+            return None
+        return quota / period if quota > 0 and period > 0 else None
+    return None
 
 
 def default_workers(units: int) -> int:
