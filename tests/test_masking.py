@@ -203,6 +203,20 @@ def test_same_seed_same_masks_new_masks_each_epoch():
     assert_same(masked_statistics(arrays, seed=9), masked_statistics(arrays, seed=9))
 
 
+def test_a_validation_set_draws_its_masks_once():
+    """redraw_each_pass=False: every pass the same batches (a resumed or distributed run, which
+    counts passes differently, validates on the same spans)."""
+    arrays = five_modalities(20)
+    fixed = masked_statistics_dataset(arrays, 8, seed=3, shuffle=False, redraw_each_pass=False)
+    passes = [as_numpy(fixed) for _ in range(3)]
+    assert_same(passes[0], passes[1])
+    assert_same(passes[0], passes[2])
+    other = as_numpy(masked_statistics_dataset(arrays, 8, seed=4, shuffle=False, redraw_each_pass=False))
+    assert not np.array_equal(other[0][1]["bvp_mean"], passes[0][0][1]["bvp_mean"])
+    shuffled = masked_statistics_dataset(arrays, 8, seed=3, redraw_each_pass=False)
+    assert_same(as_numpy(shuffled), as_numpy(shuffled))
+
+
 def test_target_scaler_uses_only_the_data_it_is_fitted_on():
     train = five_modalities(40, seed=1)
     other = {k: (v * 3 + 2 if k in SHAPES else v) for k, v in five_modalities(40, seed=2).items()}

@@ -1,5 +1,6 @@
-"""Pretraining with ``--strategy multiworker``: two `kfusion pretrain speech` worker processes on
-loopback, configured by TF_CONFIG, against a single process with the same global batch and seed.
+"""Pretraining with ``--strategy multiworker``: two `kfusion pretrain speech` (and `fusion`) worker
+processes on loopback, configured by TF_CONFIG, against a single process with the same global
+batch and seed.
 
 Why not bit-identical: with one worker the gradient of a batch of 4 is one reduction over 4
 windows; with two, each replica reduces over its 2 windows and the all-reduce sums the two
@@ -92,12 +93,10 @@ def _logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(folder.glob("*.log")))
 
 
-def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path, audio, single):
-    CONFIG.save(tmp_path / "speech.json")
-    out = tmp_path / "multi"
-    command = [sys.executable, "-m", "kfusion.cli", "pretrain", "speech", "--data", f"audio:{audio}",
-               "--out", str(out), "--config", str(tmp_path / "speech.json"), "--strategy", "multiworker",
-               "--quiet"]
+def _two_workers(command: list[str], tmp_path: Path, meanwhile=lambda: None):
+    """Runs ``command`` as worker 0 and 1 of a loopback cluster (TF_CONFIG), ``meanwhile()`` in
+    this process while they train; asserts both exit 0 within :data:`TIMEOUT`. Returns what
+    ``meanwhile`` returned."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     started = time.monotonic()
@@ -109,8 +108,7 @@ def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path, audio, si
             with open(tmp_path / f"worker{index}.log", "w") as log:
                 processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                   cwd=Path(__file__).resolve().parent.parent))
-        # The single-process reference meanwhile, here (no TF_CONFIG, no strategy).
-        reference = single.run()
+        result = meanwhile()
         while any(p.poll() is None for p in processes) and time.monotonic() < started + TIMEOUT:
             time.sleep(0.2)
         running = [i for i, p in enumerate(processes) if p.poll() is None]
@@ -121,6 +119,17 @@ def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path, audio, si
                 process.kill()
                 process.wait(timeout=10)
     assert [p.returncode for p in processes] == [0, 0], _logs(tmp_path)
+    return result
+
+
+def test_two_workers_train_as_one_with_the_same_global_batch(tmp_path, audio, single):
+    CONFIG.save(tmp_path / "speech.json")
+    out = tmp_path / "multi"
+    command = [sys.executable, "-m", "kfusion.cli", "pretrain", "speech", "--data", f"audio:{audio}",
+               "--out", str(out), "--config", str(tmp_path / "speech.json"), "--strategy", "multiworker",
+               "--quiet"]
+    # The single-process reference meanwhile, here (no TF_CONFIG, no strategy).
+    reference = _two_workers(command, tmp_path, single.run)
 
     # Only the chief wrote the run folder: the same files as a single-process run, no worker copies.
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
@@ -191,3 +200,31 @@ def test_a_killed_multiworker_run_resumes_from_its_checkpoint(tmp_path, audio, s
     for multi, one in zip(_weights(out / "speech_autoencoder.keras"), _weights(reference["autoencoder"])):
         np.testing.assert_allclose(multi, one, atol=WEIGHT_ATOL)
     assert not (out / "speech" / "backup").exists()
+
+
+def test_fusion_pretraining_on_two_workers_matches_one_process(tmp_path, kemocon_synth):
+    """The masked-statistics stage under the strategy: per-batch spans, target scaling and the
+    fixed validation masks give one process's losses in every epoch (validation included)."""
+    from kfusion.cli import main
+
+    def command(out: str, cache: str) -> list[str]:
+        return ["pretrain", "fusion", "--data", f"kemocon:{kemocon_synth}", "--out", str(tmp_path / out),
+                "--epochs", "2", "--batch-size", "8", "--seed", "3", "--max-windows", "32",
+                "--modalities", "eda,temp", "--mechanisms", "attention", "--quiet",
+                "--cache-dir", str(tmp_path / cache)]
+
+    multi = [sys.executable, "-m", "kfusion.cli", *command("multi", "cache_multi"), "--strategy", "multiworker"]
+    _two_workers(multi, tmp_path, lambda: main(command("single", "cache_single")))
+    histories = [read_progress(tmp_path / run / "attention")["history"] for run in ("multi", "single")]
+    assert len(histories[0]) == len(histories[1]) == 2
+    for many, one in zip(*histories):
+        np.testing.assert_allclose([many["loss"], many["val_loss"]], [one["loss"], one["val_loss"]],
+                                   rtol=LOSS_RTOL)
+    assert histories[1][0]["val_loss"] != histories[1][1]["val_loss"]  # the epochs trained
+    # Weights: Adam divides each step by the root of the squared gradients, so a weight whose
+    # gradient is at float-noise level (here some of the attention's, ~1e-5 after 4 steps of 1e-3)
+    # takes steps of the learning rate's size from the reduction order alone; 1e-4 still sits far
+    # below what 4 steps move a weight that learns.
+    for many, one in zip(_weights(tmp_path / "multi" / "fusion_attention.keras"),
+                         _weights(tmp_path / "single" / "fusion_attention.keras")):
+        np.testing.assert_allclose(many, one, atol=10 * WEIGHT_ATOL)

@@ -185,10 +185,10 @@ def fit_distributed(model, epoch_data, epochs: int, initial_epoch: int = 0, vali
     distributed iterator inside the ``tf.function``, as ``fit`` does (a step traced on one
     batch's static shapes rounds differently from ``fit``'s). Not supported: ``steps_per_execution``
     and ``jit_compile`` (one ``tf.function`` call per batch, no XLA), ``validation_freq``,
-    ``validation_steps``, class and sample weights other than those the datasets carry. Random
-    validation data (``rerandomize_each_iteration``, the fusion stage's masks) is not drawn as
-    ``fit`` without a strategy draws it after the first epoch: ``val_*`` then differ from a
-    single process from the second epoch on (training is unaffected). Returns the ``History``."""
+    ``validation_steps``, class and sample weights other than those the datasets carry.
+    ``validation_data`` should give the same batches every pass (the fusion stage's validation
+    masks are fixed): one drawn anew each pass (``rerandomize_each_iteration``) is not drawn as
+    ``fit`` without a strategy draws it. Returns the ``History``."""
     import keras
     import tensorflow as tf
 

@@ -293,7 +293,7 @@ def _check_batch_size(batch_size) -> int:
 def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, ratio_range=(0.1, 0.5),
                               statistics: Sequence[str] = STATISTICS, seed: int = 0, shuffle: bool = True,
                               target_scaler: TargetScaler | None = None,
-                              drop_remainder: bool = False) -> tf.data.Dataset:
+                              drop_remainder: bool = False, redraw_each_pass: bool = True) -> tf.data.Dataset:
     """Batches ``(masked_inputs, targets)`` for ``model.fit`` of a fusion-pretraining model.
 
     ``arrays``: ``{modality: [N, T, C]}`` windows plus optional pass-through entries with N rows
@@ -304,6 +304,10 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
     ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``. The whole sequence of
     epochs is therefore fixed by ``seed`` (and TensorFlow's global seed, when one is set, as
     ``keras.utils.set_random_seed`` does, since ``tf.data`` combines the two).
+
+    ``redraw_each_pass=False``: every pass gives the same batches, order and spans (a validation
+    set: its loss then compares epochs, and is the same in a resumed or distributed run, whose
+    passes over it are counted differently).
     """
     given = dict(arrays) if isinstance(arrays, Mapping) else {}
     arrays, signals = _check_arrays(arrays, ratio_range)
@@ -322,9 +326,9 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
                else tf.convert_to_tensor(array) for name, array in arrays.items()}
     rows = tf.data.Dataset.range(size)
     if shuffle:
-        rows = rows.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+        rows = rows.shuffle(size, seed=seed, reshuffle_each_iteration=redraw_each_pass)
     rows = rows.batch(batch_size, drop_remainder=drop_remainder)
-    batch_keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    batch_keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=redraw_each_pass)
 
     masker = _masker(_check_ratio_range(ratio_range), statistics, target_scaler)
 

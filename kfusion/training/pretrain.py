@@ -892,7 +892,7 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
                       loss={t: "mae" for t in targets})
         validation_data = masked_statistics_dataset(
             validation, config.batch_size, config.mask_ratio, config.statistics, config.seed + 1,
-            shuffle=False, target_scaler=scaler) if len(validation["presence"]) else None
+            shuffle=False, target_scaler=scaler, redraw_each_pass=False) if len(validation["presence"]) else None
 
         def epoch_data(epoch, scaler=scaler, train_tensors=train_tensors):
             return masked_statistics_dataset(train_tensors, config.batch_size, config.mask_ratio, config.statistics,
