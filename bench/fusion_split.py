@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="fusion pretraining epochs")
     parser.add_argument("--calibration", default="participant")
     parser.add_argument("--no-levels", action="store_true", help="heads without window levels")
-    parser.add_argument("--fine-tune-projection", action="store_true",
-                        help="'with' rows train the pretrained projection with the head")
+    parser.add_argument("--freeze-projection", action="store_true",
+                        help='"with" rows: freeze the projection head too (the default trains it)')
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), choices=MECHANISMS)
     parser.add_argument("--json", default=str(HERE / "results" / "fusion_split.json"))
     args = parser.parse_args()
@@ -85,15 +85,15 @@ def main() -> None:
     rows = [f"{m}_{w}" for m in args.mechanisms for w in ("without", "with")]
     results = evaluate(dataset, pretrained, rows=rows, targets=["stress"],
                        out=out / (f"evaluation-{args.calibration}{'-nolevels' if args.no_levels else ''}"
-                                  f"{'-finetune' if args.fine_tune_projection else ''}"),
+                                  f"{'-frozen' if args.freeze_projection else ''}"),
                        seed=args.seed, config=EvaluationConfig(use_levels=not args.no_levels,
-                                                               fine_tune_projection=args.fine_tune_projection),
+                                                               fine_tune_projection=not args.freeze_projection),
                        progress=True)
     f1 = results.table[results.table.metric == "f1"].set_index("row")
     tests = results.tests[results.tests.metric == "f1"]
     print(f"\nStress-Predict, pretraining half {len(pretraining)} people (no labels), evaluation half "
           f"{len(evaluation)} people, calibration {args.calibration}, levels {not args.no_levels}, "
-          f"projection fine-tuned {args.fine_tune_projection}")
+          f"projection fine-tuned {not args.freeze_projection}")
     print("| mechanism | without | with | Δ (with − without) | p |")
     print("|---|---:|---:|---:|---:|")
     summary = {}
@@ -108,7 +108,7 @@ def main() -> None:
                       "with": float(with_["mean"]), "with_se": float(with_["se"]), "delta": delta, "p": p}
     record = {"commit": commit, "machine": platform.platform(), "seed": args.seed, "epochs": args.epochs,
               "calibration": args.calibration, "levels": not args.no_levels,
-              "fine_tune_projection": args.fine_tune_projection,
+              "fine_tune_projection": not args.freeze_projection,
               "pretraining": pretraining, "evaluation": evaluation,
               "pretrain_seconds": round(pretrain_seconds, 1),
               "seconds": round(time.perf_counter() - started, 1), "f1": summary}

@@ -173,11 +173,14 @@ def test_cached_and_uncached_training_agree(tmp_path, dataset, pretrained):
 
 
 def test_fine_tuned_projection_trains_a_copy_cached_or_not(tmp_path, dataset, pretrained):
-    """With ``fine_tune_projection`` the "with" rows train the pretrained projection (cached:
-    on the fusion layer's outputs) and leave the pretrained backbone itself untouched."""
+    """By default (``fine_tune_projection``) the "with" rows train the pretrained projection
+    (cached: on the fusion layer's outputs) and leave the pretrained backbone itself untouched;
+    ``fine_tune_projection=False`` freezes the projection too."""
     backbone = pretrained.fusion_backbones["unweighted"]
     before = [w.copy() for w in backbone.get_weights()]
-    config = CONFIG.replace(epochs=3, fine_tune_projection=True)
+    assert EvaluationConfig().fine_tune_projection
+    config = CONFIG.replace(epochs=3)
+    assert config.fine_tune_projection
     seen = []
     cached = evaluate(dataset, pretrained, rows=["unweighted_with"], targets=["arousal"],
                       out=tmp_path / "c", config=config, progress=False, on_fold=seen.append)
@@ -193,7 +196,8 @@ def test_fine_tuned_projection_trains_a_copy_cached_or_not(tmp_path, dataset, pr
     pretrained_kernel = backbone.get_layer("projection_1").get_weights()[0]
     assert not np.allclose(trained.get_layer("projection_1").get_weights()[0], pretrained_kernel)
     frozen = evaluate(dataset, pretrained, rows=["unweighted_with"], targets=["arousal"],
-                      out=tmp_path / "f", config=CONFIG.replace(epochs=3), progress=False)
+                      out=tmp_path / "f", config=CONFIG.replace(epochs=3, fine_tune_projection=False),
+                      progress=False)
     assert not frozen.folds["f1"].equals(cached.folds["f1"]) or not frozen.folds["best_val_loss"].equals(
         cached.folds["best_val_loss"])
 

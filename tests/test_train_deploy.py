@@ -140,17 +140,38 @@ def test_validation_split_is_participant_wise_and_holds_no_one_out(trained, data
     assert split["arousal"] == split["emotion"]
 
 
-def test_cached_and_uncached_training_give_the_same_model(dataset, pretrained):
+def test_cached_and_uncached_training_give_the_same_model(dataset, pretrained, tmp_path):
     """Training the heads on cached frozen outputs and training through the real encoders end
-    in the same deployed model (float rounding of the frozen outputs aside)."""
-    fast = train_model(dataset, pretrained, "weighted_with", "arousal", None, FAST, seed=1)
+    in the same deployed model (float rounding of the frozen outputs aside). A "with" row: the
+    pretrained model frozen up to its projection head, which trains (the default); the file
+    round-trips and exports."""
+    from export_helpers import run_tflite
+
+    from kfusion.export.tflite import export_model
+    from kfusion.models.fusion import FUSION_LAYER
+
+    fast = train_model(dataset, pretrained, "weighted_with", "arousal", tmp_path / "with.keras", FAST, seed=1)
     slow = train_model(dataset, pretrained, "weighted_with", "arousal", None, FAST.replace(cache_frozen=False), seed=1)
-    assert fast.path is None and fast.sidecar["row"] == "weighted_with"
+    assert fast.path == tmp_path / "with.keras" and fast.sidecar["row"] == "weighted_with"
     x = _inputs(fast.model, dataset)
     np.testing.assert_allclose(slow.model.predict(x, verbose=0)["arousal"],
                                fast.model.predict(x, verbose=0)["arousal"], atol=1e-4)
     assert fast.sidecar["targets"]["arousal"]["training"]["epochs_run"] == \
         slow.sidecar["targets"]["arousal"]["training"]["epochs_run"]
+    # Frozen up to the fusion layer, the projection trained away from its pretrained weights.
+    backbone = pretrained.fusion_backbones["weighted"]
+    deployed = {w.path: w.numpy() for w in fast.model.weights}
+    fusion = backbone.get_layer(FUSION_LAYER).weights[0]
+    assert any(np.array_equal(v, fusion.numpy()) for v in deployed.values())
+    kernel = backbone.get_layer("projection_1").weights[0].numpy()
+    assert not any(v.shape == kernel.shape and np.allclose(v, kernel) for v in deployed.values())
+    loaded = keras.saving.load_model(fast.path, compile=False)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["arousal"], fast.model.predict(x, verbose=0)["arousal"],
+                               atol=1e-6)
+    lite = export_model(fast.path, tmp_path / "with.tflite", format="tflite")
+    rows = range(0, len(x["levels"]), 7)
+    np.testing.assert_allclose(run_tflite(lite, x, rows)["arousal"],
+                               fast.model.predict(x, verbose=0)["arousal"][::7], atol=1e-4)
 
 
 def test_train_model_bad_input(dataset, pretrained, tmp_path):

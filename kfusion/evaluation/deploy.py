@@ -44,8 +44,10 @@ from kfusion.evaluation.protocol import (
 )
 from kfusion.evaluation.rows import LEARNED_ROWS, get_row
 from kfusion.models import LEVELS, PRESENCE, encoder_name
+from kfusion.models.fusion import FUSION_LAYER
 from kfusion.runs import package_versions, write_json_atomic
 from kfusion.training.emotion import (
+    FUSED_FEATURES,
     PROJECTION_FEATURES,
     TrainingHistory,
     copy_trainable_weights,
@@ -110,7 +112,8 @@ def _check_arguments(dataset, pretrained, row, targets, out, config, seed):
 
 def _frozen_part(row: str, pretrained: Pretrained, dataset: WindowedDataset, config: EvaluationConfig):
     """``(modalities, inputs, feed)``: the deployed model's inputs and what they give the
-    trained heads (embeddings ``[B, D, 1]`` or projections, plus presence and levels)."""
+    trained heads (embeddings ``[B, D, 1]``, projections, or with ``fine_tune_projection`` the
+    fusion layer's outputs, plus presence and levels)."""
     spec = get_row(row, "train_model", LEARNED_ROWS)
     modalities = spec.modalities(dataset, pretrained)
     if spec.with_fusion_training:
@@ -119,7 +122,13 @@ def _frozen_part(row: str, pretrained: Pretrained, dataset: WindowedDataset, con
         wanted = [t.name for t in backbone.inputs]
         inputs = {name: keras.Input(tuple(t.shape[1:]), name=name)
                   for name, t in zip(wanted, backbone.inputs)}
-        feed = {PROJECTION_FEATURES: backbone({k: inputs[k] for k in wanted})}
+        if config.fine_tune_projection:  # the heads hold the trained projection: feed the fusion layer's output
+            upstream = keras.Model(backbone.inputs, backbone.get_layer(FUSION_LAYER).output,
+                                   name=f"{backbone.name}_to_fusion")
+            upstream.trainable = False
+            feed = {FUSED_FEATURES: upstream({k: inputs[k] for k in wanted})}
+        else:
+            feed = {PROJECTION_FEATURES: backbone({k: inputs[k] for k in wanted})}
     else:
         inputs, feed = {}, {}
         for m in modalities:

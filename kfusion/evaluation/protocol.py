@@ -83,8 +83,10 @@ class EvaluationConfig(_Config):
     every row, the hand-crafted one included). ``use_levels``: feed every learned row's head
     the windows' calibrated levels (``WindowedDataset.levels`` of the row's modalities) beside
     the projection, so the model sees both a window's shape and its level.
-    ``fine_tune_projection``: in the "with fusion training" rows, train the pretrained
-    projection with the head (frozen only up to the fusion layer) instead of freezing it.
+    ``fine_tune_projection``: in the "with fusion training" rows, the pretrained model is frozen
+    up to the projection head, which trains with the emotion heads from its pretrained weights
+    (default; the paper's "froze the weights of the model up to the projection head");
+    False also freezes the projection (bench/RESULTS.md, "How much stays frozen").
     """
 
     epochs: int = 32
@@ -102,7 +104,7 @@ class EvaluationConfig(_Config):
     class_weight: str = "none"
     use_levels: bool = True
     handcrafted_classifier: str = "logistic"
-    fine_tune_projection: bool = False
+    fine_tune_projection: bool = True
     monitor: str = "f1"
 
     def __post_init__(self):
