@@ -110,7 +110,12 @@ def test_freezing_configurations_set_exactly_the_paper_trainable_parts(mechanism
     total = model.count_params()
     assert _trainable_count(model) == total
 
-    assert freeze_for_fusion_training(model) is model
+    projection = sum(layer.count_params() for layer in model.layers if layer.name.startswith("projection_"))
+    assert projection > 0
+    assert freeze_for_fusion_training(model) is model  # frozen up to the projection head
+    assert _trainable_count(model) == heads + projection
+    assert not model.get_layer("fusion").trainable and not model.get_layer("presence_gate").trainable
+    assert freeze_for_fusion_training(model, train_projection=False) is model
     assert _trainable_count(model) == heads
     assert len(model.trainable_weights) == 3 * 3 * 2  # 3 targets x 3 Dense x (kernel, bias)
 
@@ -120,13 +125,13 @@ def test_freezing_configurations_set_exactly_the_paper_trainable_parts(mechanism
     assert model.get_layer("presence_gate").trainable and model.get_layer("fusion").trainable
 
     freeze_for_fusion_training(model)  # switching back gives the first configuration again
-    assert _trainable_count(model) == heads
+    assert _trainable_count(model) == heads + projection
 
 
 def test_frozen_backbone_does_not_change_while_heads_train():
     keras.utils.set_random_seed(1)
     model = freeze_for_fusion_training(emotion_model(tiny_backbone("weighted", ("eda", "temp")),
-                                                     targets=["arousal"], units=(4, 4)))
+                                                     targets=["arousal"], units=(4, 4)), train_projection=False)
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy",
                   run_eagerly=True)
     rng = np.random.default_rng(2)
@@ -139,6 +144,15 @@ def test_frozen_backbone_does_not_change_while_heads_train():
     frozen_after = [w.numpy() for layer in backbone_layers(model) for w in layer.weights]
     assert all(np.array_equal(a, b) for a, b in zip(frozen_before, frozen_after))
     assert not np.array_equal(head_before, model.get_layer("arousal").get_weights()[0])
+
+    # The default trains the projection head too; the fusion layer keeps its weights.
+    freeze_for_fusion_training(model)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy", run_eagerly=True)
+    fusion_before = [w.copy() for w in model.get_layer("fusion").get_weights()]
+    projection_before = model.get_layer("projection_1").get_weights()[0].copy()
+    model.train_on_batch(x, y)
+    assert all(np.array_equal(a, b) for a, b in zip(fusion_before, model.get_layer("fusion").get_weights()))
+    assert not np.array_equal(projection_before, model.get_layer("projection_1").get_weights()[0])
 
 
 def test_backbone_of_a_pretraining_model_carries_its_weights_to_emotion_heads():

@@ -151,7 +151,9 @@ def test_quickstart_notebook(executed):
     assert not set(split["train"]) & set(split["validation"])
     assert probe["held_out"] not in split["train"] + split["validation"] and split["train"]
     assert 1 <= probe["epochs_run"] <= probe["epochs_max"] and probe["n_test"] > 0
-    assert probe["trainable"] > 0 and probe["frozen"] > probe["trainable"]  # only the head trains
+    # Frozen up to the projection head: the encoders and fusion layer (about 29 k parameters of
+    # the shipped attention backbone) stay, the projection (about 34 k) and the head train.
+    assert 25_000 < probe["frozen"] < probe["trainable"]
     for metric in ("accuracy", "macro F1"):
         assert set(probe["scores"][metric]) == {"fusion model (attention, with fusion training)",
                                                 "majority class of the training windows"}

@@ -1,7 +1,8 @@
 """The two emotion-training configurations of paper §4.2, as trainable flags.
 
-- :func:`freeze_for_fusion_training` ("with fusion training"): everything from the inputs up to
-  and including the projection is frozen; only the heads train.
+- :func:`freeze_for_fusion_training` ("with fusion training"): the model is frozen up to the
+  projection head (inputs, encoders, presence gate, fusion layer); the projection and the heads
+  train. ``train_projection=False`` freezes the projection too (only the heads train).
 - :func:`freeze_encoders` ("without fusion training"): only the encoders are frozen; presence
   gate, fusion, projection and heads train.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import keras
 
 from kfusion.errors import ConfigError
-from kfusion.models.fusion import PROJECTION_LAYER, backbone_inputs, backbone_modalities, encoder_name
+from kfusion.models.fusion import FUSION_LAYER, PROJECTION_LAYER, backbone_inputs, backbone_modalities, encoder_name
 
 
 def _check_model(model, where: str) -> None:
@@ -34,9 +35,14 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in upstream.layers]
 
 
-def freeze_for_fusion_training(model: keras.Model) -> keras.Model:
-    """Freeze the backbone (inputs .. projection), unfreeze every other layer; returns ``model``."""
+def freeze_for_fusion_training(model: keras.Model, train_projection: bool = True) -> keras.Model:
+    """Freeze the backbone up to its fusion layer (paper §4.2: "froze the weights of the model up
+    to the projection head"), or up to and including the projection with
+    ``train_projection=False``; unfreeze every other layer; returns ``model``."""
     frozen = {id(layer) for layer in backbone_layers(model)}
+    if train_projection:
+        upstream = keras.Model(backbone_inputs(model), model.get_layer(FUSION_LAYER).output)
+        frozen = {id(layer) for layer in upstream.layers}
     for layer in model.layers:
         layer.trainable = id(layer) not in frozen
     return model

@@ -196,7 +196,7 @@ def pretrained_emotion_model(backbone: keras.Model, target: str, n_classes: int,
     :func:`fusion_emotion_model`. Output ``{target: [B, n_classes]}``."""
     model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model",
                           levels=levels)
-    return freeze_for_fusion_training(model)
+    return freeze_for_fusion_training(model, train_projection=False)
 
 
 def fused_stub(backbone: keras.Model) -> keras.Model:
