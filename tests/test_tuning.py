@@ -223,6 +223,18 @@ def test_random_search_is_reproducible_resumes_and_writes_its_files(tmp_path, da
         tune(dataset, pretrained, "weighted_with", "arousal", out, TINY.replace(seed=1), progress=False)
 
 
+def test_with_rows_tune_the_model_evaluate_trains(tmp_path, dataset, pretrained):
+    """"With" rows are tuned as the evaluation config trains them: by default the projection head
+    trains (on the fusion layer's cached outputs), ``fine_tune_projection=False`` freezes it."""
+    trained = tune(dataset, pretrained, "weighted_with", "arousal", tmp_path / "t", TINY, progress=False)
+    frozen = tune(dataset, pretrained, "weighted_with", "arousal", tmp_path / "f", TINY,
+                  evaluation={"fine_tune_projection": False}, progress=False)
+    assert json.loads((tmp_path / "t" / "best_evaluation.json").read_text())["fine_tune_projection"] is True
+    assert json.loads((tmp_path / "f" / "best_evaluation.json").read_text())["fine_tune_projection"] is False
+    folds = [c for c in trained.table.columns if c.startswith("f1_fold")]
+    assert not np.allclose(trained.table[folds].to_numpy(float), frozen.table[folds].to_numpy(float))
+
+
 def test_held_out_participants_are_never_seen(tmp_path, dataset, pretrained):
     poisoned = windows()
     held = poisoned.participants == "P4"

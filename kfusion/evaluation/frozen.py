@@ -110,13 +110,15 @@ class FrozenOutputs:
             return frozen_outputs(model, backbone_inputs(model, self.dataset, self.pool))
         return self._cached(("projections", mechanism, key), compute)
 
-    def fused(self, mechanism: str) -> np.ndarray:
-        """Outputs of the pretrained ``mechanism`` backbone's fusion layer (its projection then trains)."""
+    def fused(self, mechanism: str, backbone=None, key=None) -> np.ndarray:
+        """Outputs of the pretrained ``mechanism`` backbone's fusion layer (its projection then
+        trains), or of ``backbone``'s, kept under ``key`` (as in :meth:`projections`)."""
         def compute():
-            backbone = self.pretrained.fusion_backbones[mechanism]
-            upstream = keras.Model(backbone.inputs, backbone.get_layer(FUSION_LAYER).output)
-            return frozen_outputs(upstream, backbone_inputs(backbone, self.dataset, self.pool))
-        return self._cached(("fused", mechanism), compute)
+            model = self.pretrained.fusion_backbones[mechanism] if backbone is None else backbone
+            model = model if isinstance(model, keras.Model) else model()
+            upstream = keras.Model(model.inputs, model.get_layer(FUSION_LAYER).output)
+            return frozen_outputs(upstream, backbone_inputs(model, self.dataset, self.pool))
+        return self._cached(("fused", mechanism, key), compute)
 
     def handcrafted(self) -> np.ndarray:
         return self._cached(("handcrafted",), lambda: dataset_handcrafted_features(self.dataset)[0][self.pool])
@@ -129,7 +131,7 @@ class FrozenOutputs:
         positions = self.position[index]
         if row.with_fusion_training:
             if fine_tune_projection:
-                return {FUSED_FEATURES: self.fused(row.mechanism)[positions]}
+                return {FUSED_FEATURES: self.fused(row.mechanism, backbone, key)[positions]}
             return {PROJECTION_FEATURES: self.projections(row.mechanism, backbone, key)[positions]}
         x = {m: self.embeddings(m)[positions][..., None] for m in modalities}
         if use_presence:

@@ -67,7 +67,8 @@ LOGS_FOLDER = "logs"
 PRETRAINING_FOLDER = "pretraining"
 RUN_FORMAT = 1
 #: Settings of the fresh fusion layers taken from the evaluation config (not searched).
-MODEL_SETTINGS = {"attention_tokens": 5, "attention_heads": 2, "use_presence": True, "use_levels": True}
+MODEL_SETTINGS = {"attention_tokens": 5, "attention_heads": 2, "use_presence": True, "use_levels": True,
+                  "fine_tune_projection": True}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -189,7 +190,7 @@ class TuningProblem:
 
     ``dataset``: a ``WindowedDataset``; the windows of ``held_out`` participants are dropped
     first. ``model_settings``: ``attention_tokens``, ``attention_heads``, ``use_presence``, ``use_levels`` of the
-    fresh fusion layers (as in the evaluation config).
+    fresh fusion layers, and ``fine_tune_projection`` of the "with" rows (as in the evaluation config).
     """
 
     def __init__(self, dataset, pretrained, row: str, target: str, config: TuningConfig,
@@ -265,14 +266,14 @@ class TuningProblem:
 
     # ---- frozen outputs
 
-    def _backbone_for(self, key) -> keras.Model:
+    def backbone_for(self, key) -> keras.Model:
         if self.backbone is not None and key == self.backbone_key:
             return self.backbone
         return self.pretrain_backbone(*key)
 
     def projections(self, key) -> np.ndarray:
         """Projection outputs of the backbone for ``key`` = (projection units, pretraining heads)."""
-        return self.frozen.projections(self.mechanism, lambda: self._backbone_for(key), key)
+        return self.frozen.projections(self.mechanism, lambda: self.backbone_for(key), key)
 
     def pretraining_folder(self, projection_units, head_units) -> Path:
         key = f"{self.mechanism}_p{units_key(projection_units)}_h{units_key(head_units)}"
@@ -306,7 +307,7 @@ class TuningProblem:
         """Compute the frozen outputs every trial needs (so trial times compare)."""
         if self.with_fusion_training:
             if self.backbone is not None:
-                self.projections(self.backbone_key)
+                self.inputs_for(self.backbone_key)
         else:
             for m in self.modalities:
                 self.frozen.embeddings(m)
@@ -315,11 +316,12 @@ class TuningProblem:
         return int(self.pretrained.encoders[modality].output_shape[-1])
 
     def inputs_for(self, key=None) -> dict:
-        """Model inputs over the tuned windows: cached projections (with rows, backbone ``key``) or
-        embeddings ``[N, D, 1]`` per modality plus ``presence``."""
-        backbone = (lambda: self._backbone_for(key)) if self.with_fusion_training else None
+        """Model inputs over the tuned windows: cached projections or, with ``fine_tune_projection``,
+        fusion-layer outputs (with rows, backbone ``key``), or embeddings ``[N, D, 1]`` per
+        modality plus ``presence``."""
+        backbone = (lambda: self.backbone_for(key)) if self.with_fusion_training else None
         x = self.frozen.inputs(self.spec, self.index, self.modalities, self.settings["use_presence"],
-                               backbone=backbone, key=key)
+                               self.settings["fine_tune_projection"], backbone=backbone, key=key)
         return {**x, **level_inputs(self.dataset, self.modalities, self.index, self.settings["use_levels"])}
 
 
@@ -377,8 +379,12 @@ class EmotionHyperModel(keras_tuner.HyperModel):
         dims = (values["projection_units"][-1] if problem.with_fusion_training
                 else {m: problem.embedding_dim(m) for m in problem.modalities})
         sizes = {k: values[k] for k in ("head_units", "projection_units") if k in values}
-        return problem.spec.build(problem.target, problem.n_classes, **problem.spec.stand_ins(dims), **sizes,
-                                  use_presence=settings["use_presence"], attention_tokens=settings["attention_tokens"],
+        fine_tune = problem.with_fusion_training and settings["fine_tune_projection"]
+        backbone = problem.backbone_for(self.backbone_key(hp)) if fine_tune else None
+        stand_ins = problem.spec.stand_ins(dims, backbone, fine_tune)
+        return problem.spec.build(problem.target, problem.n_classes, **stand_ins, **sizes,
+                                  fine_tune_projection=fine_tune, use_presence=settings["use_presence"],
+                                  attention_tokens=settings["attention_tokens"],
                                   attention_heads=settings["attention_heads"],
                                   levels=levels_width(problem.dataset, problem.modalities, settings["use_levels"]))
 
