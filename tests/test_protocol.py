@@ -200,6 +200,9 @@ def test_fine_tuned_projection_trains_a_copy_cached_or_not(tmp_path, dataset, pr
                       progress=False)
     assert not frozen.folds["f1"].equals(cached.folds["f1"]) or not frozen.folds["best_val_loss"].equals(
         cached.folds["best_val_loss"])
+    # table.md says which it was
+    assert "projection head, which trains with the emotion heads" in (tmp_path / "c" / "table.md").read_text()
+    assert "the projection frozen too" in (tmp_path / "f" / "table.md").read_text()
 
 
 # --------------------------------------------------------------------------- bad input

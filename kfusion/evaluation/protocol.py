@@ -437,10 +437,11 @@ def check_run_arguments(where: str, dataset, config, seed) -> tuple[EvaluationCo
     return config, checks.whole(f"{where}: seed", seed, 0)
 
 
-def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, targets=None) -> list[str]:
+def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, targets=None,
+               rows=()) -> list[str]:
     """The lines that open ``table.md``: data (sources, participants, windows, modalities,
     ``targets`` with their classes), calibration (per-person, from each participant's own
-    unlabelled signals), levels, seed."""
+    unlabelled signals), levels, what the "with fusion training" ``rows`` train, seed."""
     calibration = dataset.config.calibration
     used = [m for m in dataset.modalities if calibration.method(m) != "none"]
     lines = [*report.data_header(dataset.report.get("sources", []), dataset.participant_ids(), len(dataset),
@@ -455,6 +456,10 @@ def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, ta
                 else "") + "; "
              f"hand-crafted classifier: {config.handcrafted_classifier}",
              f"Seed: {seed}"]
+    if any(ROWS[r].with_fusion_training for r in rows if r in ROWS):
+        lines.insert(-1, "With fusion training: the pretrained model frozen up to the projection head, "
+                     + ("which trains with the emotion heads" if config.fine_tune_projection
+                        else "the projection frozen too; only the emotion heads train"))
     return lines
 
 
@@ -549,6 +554,7 @@ def evaluate(dataset: WindowedDataset, pretrained: Pretrained | None, rows: Sequ
     results.titles = {r: ROWS[r].title(ROWS[r].modalities(dataset, pretrained), config.handcrafted_classifier)
                       for r in report_rows}
     results.files = report.write_report(run.path, results.table, results.tests, results.complete,
-                                        run_header(dataset, config, seed, (*targets, *earlier_targets)),
+                                        run_header(dataset, config, seed, (*targets, *earlier_targets),
+                                                   report_rows),
                                         results.titles, paper)
     return results
