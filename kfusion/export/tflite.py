@@ -622,6 +622,60 @@ def _int8_keeping_float(converter, keep_float: list[str]) -> bytes:
     return _converted(make)
 
 
+def _float_inputs_unquantised(content: bytes) -> bytes:
+    """The int8 file with its float32 inputs read as they are by the float32 operations that
+    read them: every chain QUANTIZE (-> QUANTIZE ...) -> DEQUANTIZE hanging off a subgraph input
+    is dropped and the DEQUANTIZE's readers read the input itself.
+
+    The deny-listed conversion (:func:`_int8_keeping_float`) quantises model inputs even when
+    only float32 front-end operations read them, with ranges the calibration never measured
+    (``[0, 1]``): a raw-input model's ``calibration_<m>`` inputs (°C, µS, level statistics)
+    reached its front end clipped, which put its levels, and its probabilities, up to 0.19 off
+    (bench/RESULTS.md, "int8 raw-input models: the calibration inputs were clipped")."""
+    fb = _flatbuffers()
+    model = _read(content)
+    sub = model.subgraphs[0]
+
+    def opcode(op):
+        return fb.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+
+    quantize, dequantize = fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE
+    readers: dict[int, list] = {}
+    for op in sub.operators:
+        for i in op.inputs:
+            if i >= 0:
+                readers.setdefault(int(i), []).append(op)
+    outputs = {int(i) for i in sub.outputs}
+    dropped, rewired = [], 0
+    for graph_input in (int(i) for i in sub.inputs):
+        for first in [op for op in readers.get(graph_input, []) if opcode(op) == quantize]:
+            chain, op = [first], first
+            while True:
+                out = int(op.outputs[0])
+                after = readers.get(out, [])
+                if out in outputs or len(after) != 1 or opcode(after[0]) not in (quantize, dequantize):
+                    chain = None
+                    break
+                chain.append(after[0])
+                if opcode(after[0]) == dequantize:
+                    break
+                op = after[0]
+            if chain is None:
+                continue
+            floating = int(chain[-1].outputs[0])
+            if floating in outputs:
+                continue
+            for reader in readers.get(floating, []):
+                reader.inputs = np.array([graph_input if int(i) == floating else i for i in reader.inputs],
+                                         dtype=np.int32)
+                rewired += 1
+            dropped.extend(chain)
+    if not dropped:
+        return content
+    sub.operators = [op for op in sub.operators if all(op is not d for d in dropped)]
+    return bytes(fb.convert_object_to_bytearray(model))
+
+
 def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None,
                      front_end_scopes: list[str], float_content: bytes | None = None) -> tuple[bytes, list[str]]:
     """The converted file and its operator names (builtin only, else UnsupportedOpsError)."""
@@ -658,7 +712,8 @@ def _convert_variant(saved_dir: Path, quantize: str, representative: dict | None
         else:
             if float_content is None:
                 float_content = _convert(_converter(saved_dir))
-            content = _int8_keeping_float(converter, _front_end_tensor_names(float_content, front_end_scopes))
+            content = _float_inputs_unquantised(
+                _int8_keeping_float(converter, _front_end_tensor_names(float_content, front_end_scopes)))
     return content, _builtin_only_ops(content)
 
 
