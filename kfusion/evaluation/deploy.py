@@ -43,8 +43,7 @@ from kfusion.evaluation.protocol import (
     check_run_arguments,
 )
 from kfusion.evaluation.rows import LEARNED_ROWS, get_row
-from kfusion.models import LEVELS, PRESENCE, encoder_name
-from kfusion.models.fusion import FUSION_LAYER
+from kfusion.models import LEVELS, PRESENCE, encoder_name, up_to_fusion
 from kfusion.runs import package_versions, write_json_atomic
 from kfusion.training.emotion import (
     FUSED_FEATURES,
@@ -123,8 +122,7 @@ def _frozen_part(row: str, pretrained: Pretrained, dataset: WindowedDataset, con
         inputs = {name: keras.Input(tuple(t.shape[1:]), name=name)
                   for name, t in zip(wanted, backbone.inputs)}
         if config.fine_tune_projection:  # the heads hold the trained projection: feed the fusion layer's output
-            upstream = keras.Model(backbone.inputs, backbone.get_layer(FUSION_LAYER).output,
-                                   name=f"{backbone.name}_to_fusion")
+            upstream = up_to_fusion(backbone, name=f"{backbone.name}_to_fusion")
             upstream.trainable = False
             feed = {FUSED_FEATURES: upstream({k: inputs[k] for k in wanted})}
         else:

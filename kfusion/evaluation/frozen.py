@@ -18,8 +18,7 @@ import numpy as np
 
 from kfusion.modalities import SPEECH
 from kfusion.evaluation import baselines
-from kfusion.models import LEVELS, PRESENCE, backbone_modalities, presence_array
-from kfusion.models.fusion import FUSION_LAYER
+from kfusion.models import LEVELS, PRESENCE, backbone_modalities, presence_array, up_to_fusion
 from kfusion.training.emotion import FUSED_FEATURES, PROJECTION_FEATURES, frozen_outputs
 
 __all__ = ["FrozenOutputs", "models_fingerprint", "backbone_inputs", "dataset_handcrafted_features",
@@ -105,8 +104,7 @@ class FrozenOutputs:
         (a model, or a function giving one when the outputs are not kept yet; kept under ``key``:
         the tuner's backbones pretrained for a trial)."""
         def compute():
-            model = self.pretrained.fusion_backbones[mechanism] if backbone is None else backbone
-            model = model if isinstance(model, keras.Model) else model()
+            model = self._backbone(mechanism, backbone)
             return frozen_outputs(model, backbone_inputs(model, self.dataset, self.pool))
         return self._cached(("projections", mechanism, key), compute)
 
@@ -114,11 +112,15 @@ class FrozenOutputs:
         """Outputs of the pretrained ``mechanism`` backbone's fusion layer (its projection then
         trains), or of ``backbone``'s, kept under ``key`` (as in :meth:`projections`)."""
         def compute():
-            model = self.pretrained.fusion_backbones[mechanism] if backbone is None else backbone
-            model = model if isinstance(model, keras.Model) else model()
-            upstream = keras.Model(model.inputs, model.get_layer(FUSION_LAYER).output)
-            return frozen_outputs(upstream, backbone_inputs(model, self.dataset, self.pool))
+            model = self._backbone(mechanism, backbone)
+            return frozen_outputs(up_to_fusion(model), backbone_inputs(model, self.dataset, self.pool))
         return self._cached(("fused", mechanism, key), compute)
+
+    def _backbone(self, mechanism: str, backbone) -> keras.Model:
+        """``backbone`` (a model, or a function giving one), else the pretrained ``mechanism`` one."""
+        if backbone is None:
+            return self.pretrained.fusion_backbones[mechanism]
+        return backbone if isinstance(backbone, keras.Model) else backbone()
 
     def handcrafted(self) -> np.ndarray:
         return self._cached(("handcrafted",), lambda: dataset_handcrafted_features(self.dataset)[0][self.pool])

@@ -456,7 +456,7 @@ def run_header(dataset: WindowedDataset, config: EvaluationConfig, seed: int, ta
                 else "") + "; "
              f"hand-crafted classifier: {config.handcrafted_classifier}",
              f"Seed: {seed}"]
-    if any(ROWS[r].with_fusion_training for r in rows if r in ROWS):
+    if any(ROWS[r].with_fusion_training for r in rows):
         lines.insert(-1, "With fusion training: the pretrained model frozen up to the projection head, "
                      + ("which trains with the emotion heads" if config.fine_tune_projection
                         else "the projection frozen too; only the emotion heads train"))

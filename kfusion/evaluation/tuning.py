@@ -50,6 +50,7 @@ from kfusion.errors import ConfigError, KfusionError
 from kfusion.evaluation.folds import inner_folds, labelled_view
 from kfusion.evaluation.frozen import FrozenOutputs, level_inputs, levels_width, models_fingerprint
 from kfusion.evaluation.metrics import macro_f1
+from kfusion.evaluation.protocol import EvaluationConfig
 from kfusion.evaluation.rows import LEARNED_ROWS, get_row
 from kfusion.evaluation.stats import mean_se
 from kfusion.models import backbone_modalities
@@ -66,9 +67,9 @@ BEST_EVALUATION, BEST_PIPELINE = "best_evaluation.json", "best_pipeline.json"
 LOGS_FOLDER = "logs"
 PRETRAINING_FOLDER = "pretraining"
 RUN_FORMAT = 1
-#: Settings of the fresh fusion layers taken from the evaluation config (not searched).
-MODEL_SETTINGS = {"attention_tokens": 5, "attention_heads": 2, "use_presence": True, "use_levels": True,
-                  "fine_tune_projection": True}
+#: Model settings taken from the evaluation config (not searched); defaults: its defaults.
+MODEL_SETTINGS = {name: getattr(EvaluationConfig(), name) for name in
+                  ("attention_tokens", "attention_heads", "use_presence", "use_levels", "fine_tune_projection")}
 
 
 # --------------------------------------------------------------------------- configuration

@@ -635,40 +635,40 @@ def _float_inputs_unquantised(content: bytes) -> bytes:
     fb = _flatbuffers()
     model = _read(content)
     sub = model.subgraphs[0]
+    quantize, dequantize = fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE
 
     def opcode(op):
         return fb.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
 
-    quantize, dequantize = fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE
     readers: dict[int, list] = {}
     for op in sub.operators:
         for i in op.inputs:
             if i >= 0:
                 readers.setdefault(int(i), []).append(op)
     outputs = {int(i) for i in sub.outputs}
-    dropped, rewired = [], 0
+
+    def chain_from(op) -> list | None:
+        """``op`` (a QUANTIZE) and the QUANTIZEs up to the DEQUANTIZE that alone read it, or None."""
+        chain = [op]
+        while opcode(op) != dequantize:
+            out = int(op.outputs[0])
+            after = readers.get(out, [])
+            if out in outputs or len(after) != 1 or opcode(after[0]) not in (quantize, dequantize):
+                return None
+            op = after[0]
+            chain.append(op)
+        return None if int(op.outputs[0]) in outputs else chain
+
+    dropped = []
     for graph_input in (int(i) for i in sub.inputs):
         for first in [op for op in readers.get(graph_input, []) if opcode(op) == quantize]:
-            chain, op = [first], first
-            while True:
-                out = int(op.outputs[0])
-                after = readers.get(out, [])
-                if out in outputs or len(after) != 1 or opcode(after[0]) not in (quantize, dequantize):
-                    chain = None
-                    break
-                chain.append(after[0])
-                if opcode(after[0]) == dequantize:
-                    break
-                op = after[0]
+            chain = chain_from(first)
             if chain is None:
                 continue
             floating = int(chain[-1].outputs[0])
-            if floating in outputs:
-                continue
             for reader in readers.get(floating, []):
                 reader.inputs = np.array([graph_input if int(i) == floating else i for i in reader.inputs],
                                          dtype=np.int32)
-                rewired += 1
             dropped.extend(chain)
     if not dropped:
         return content

@@ -9,7 +9,7 @@ the in-model front end, ``kfusion.data``'s feature code.
 from __future__ import annotations
 
 from kfusion.modalities import STATISTICS
-from kfusion.models.freezing import backbone_layers, freeze_encoders, freeze_for_fusion_training
+from kfusion.models.freezing import backbone_layers, freeze_encoders, freeze_for_fusion_training, up_to_fusion
 from kfusion.models.feature_layers import MfccFrontEnd, WindowNormalization
 from kfusion.models.fusion import (
     DEFAULT_PROJECTION_UNITS,
@@ -48,7 +48,7 @@ __all__ = [
     "sigrep_encoder", "sigrep_parameter_count", "speech_autoencoder",
     "fusion_backbone", "build_fusion_model", "backbone_of", "backbone_modalities", "encoder_name",
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
-    "freeze_for_fusion_training", "freeze_encoders", "backbone_layers",
+    "freeze_for_fusion_training", "freeze_encoders", "backbone_layers", "up_to_fusion",
     "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "TokenPositionEmbedding",
     "ActivityL1", "find_layer",
     "MfccFrontEnd", "WindowNormalization",

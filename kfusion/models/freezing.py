@@ -35,14 +35,18 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in upstream.layers]
 
 
+def up_to_fusion(model: keras.Model, name: str | None = None) -> keras.Model:
+    """The part of ``model`` (a fusion backbone, or a model built on one) from its backbone
+    inputs to its fusion layer's output, sharing its layers."""
+    _check_model(model, "up_to_fusion")
+    return keras.Model(backbone_inputs(model), model.get_layer(FUSION_LAYER).output, name=name)
+
+
 def freeze_for_fusion_training(model: keras.Model, train_projection: bool = True) -> keras.Model:
     """Freeze the backbone up to its fusion layer (paper §4.2: "froze the weights of the model up
     to the projection head"), or up to and including the projection with
     ``train_projection=False``; unfreeze every other layer; returns ``model``."""
-    frozen = {id(layer) for layer in backbone_layers(model)}
-    if train_projection:
-        upstream = keras.Model(backbone_inputs(model), model.get_layer(FUSION_LAYER).output)
-        frozen = {id(layer) for layer in upstream.layers}
+    frozen = {id(layer) for layer in (up_to_fusion(model).layers if train_projection else backbone_layers(model))}
     for layer in model.layers:
         layer.trainable = id(layer) not in frozen
     return model

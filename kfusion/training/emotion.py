@@ -36,7 +36,6 @@ from kfusion.modalities import WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import (
     LEVELS,
-    backbone_inputs,
     LEVELS_STANDARDIZATION,
     Standardization,
     PRESENCE,
@@ -229,17 +228,11 @@ def fine_tuned_emotion_model(backbone: keras.Model, target: str, n_classes: int,
     """A pretrained fusion ``backbone`` frozen up to and including its fusion layer; its
     projection (from its pretrained weights) and a fresh head train ("with fusion training",
     projection fine-tuned). Output ``{target: [B, n_classes]}``."""
-    from kfusion.models.fusion import FUSION_LAYER
-
     # A copy: training the projection must not change the pretrained backbone other rows use.
     copy = keras.models.clone_model(backbone)
     copy.set_weights(backbone.get_weights())
     model = emotion_model(copy, {target: n_classes}, head_units, name=f"{target}_model", levels=levels)
-    upstream = keras.Model(backbone_inputs(model), model.get_layer(FUSION_LAYER).output)
-    frozen = {id(layer) for layer in upstream.layers}
-    for layer in model.layers:
-        layer.trainable = id(layer) not in frozen
-    return model
+    return freeze_for_fusion_training(model)
 
 
 def wearable_only_model(encoders: Mapping[str, keras.Model], target: str, n_classes: int,
