@@ -56,6 +56,7 @@ def _pipeline_and_step(windows: int, batch_size: int, epochs: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    import kfusion.models
     from kfusion.modalities import MODALITIES, STATISTICS, input_shape
     from kfusion.models import (fusion_backbone, fusion_pretraining_model, freeze_encoders, sigrep_encoder,
                                 speech_autoencoder, statistic_targets)
@@ -69,17 +70,23 @@ def _pipeline_and_step(windows: int, batch_size: int, epochs: int) -> dict:
     scaler = TargetScaler().fit(arrays, ratio, STATISTICS, 0, draws=1)
     tensors = {k: tf.convert_to_tensor(v) for k, v in arrays.items()}  # as pretrain_fusion holds them now
 
+    targets = statistic_targets(MODALITIES)
+    # Since the heads became one grouped layer (one [B, 40] output); before it, one output per target.
+    grouped = hasattr(kfusion.models, "summed_absolute_error")
+    stacked = {"stack_targets": targets} if grouped else {}
+
     def epoch_data(epoch):
         return masked_statistics_dataset(tensors, batch_size, ratio, STATISTICS, 1000 + epoch, shuffle=True,
-                                         target_scaler=scaler)
+                                         target_scaler=scaler, **stacked)
 
     def model():
         keras.utils.set_random_seed(0)
         encoders = {m: (speech_autoencoder(input_shape(m))[1] if m == "speech" else sigrep_encoder(m, input_shape(m)))
                     for m in MODALITIES}
-        built = fusion_pretraining_model(fusion_backbone(encoders, "weighted"), statistic_targets(MODALITIES))
+        built = fusion_pretraining_model(fusion_backbone(encoders, "weighted"), targets)
         freeze_encoders(built)
-        built.compile(optimizer=keras.optimizers.Adam(1e-3), loss={t: "mae" for t in statistic_targets(MODALITIES)})
+        loss = kfusion.models.summed_absolute_error if grouped else {t: "mae" for t in targets}
+        built.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
         return built
 
     steps = int(epoch_data(0).cardinality())

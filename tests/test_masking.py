@@ -273,7 +273,23 @@ def test_dataset_feeds_a_multi_output_model():
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+def test_stacked_targets_are_the_dict_targets_in_the_given_order():
+    arrays = {"bvp": np.random.default_rng(0).normal(size=(24, 16, 1)).astype("float32"),
+              "eda": np.random.default_rng(1).normal(size=(24, 8, 1)).astype("float32")}
+    scaler = TargetScaler().fit(arrays, batch_size=24)
+    order = ["eda_max", "bvp_mean", "eda_mean"]
+    as_dict = list(masked_statistics_dataset(arrays, 8, target_scaler=scaler, seed=4))
+    stacked = list(masked_statistics_dataset(arrays, 8, target_scaler=scaler, seed=4, stack_targets=order))
+    for (_, targets), (masked, columns) in zip(as_dict, stacked):
+        assert columns.shape == (8, 3) and columns.dtype.name == "float32"
+        np.testing.assert_array_equal(columns.numpy(), np.concatenate([targets[n].numpy() for n in order], axis=1))
+    np.testing.assert_array_equal(masked["bvp"].numpy(), as_dict[-1][0]["bvp"].numpy())
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
+    (dict(stack_targets=["eda_mean", "temp_mean"]), ConfigError, "temp_mean not among"),
+    (dict(stack_targets="eda_mean"), ConfigError, "stack_targets"),
+    (dict(stack_targets=["eda_mean", "eda_mean"]), ConfigError, "unique"),
     (dict(ratio_range=(0.0, 0.5)), ConfigError, "ratio_range"),
     (dict(ratio_range=(0.6, 0.5)), ConfigError, "ratio_range"),
     (dict(ratio_range=(0.1, 1.5)), ConfigError, "ratio_range"),

@@ -18,7 +18,10 @@ from kfusion.models import (  # noqa: E402
     freeze_for_fusion_training,
     fusion_backbone,
     fusion_pretraining_model,
+    StatisticHeads,
+    pretraining_targets,
     statistic_targets,
+    summed_absolute_error,
 )
 
 
@@ -36,21 +39,67 @@ def test_statistics_constant_and_default_targets():
 def test_pretraining_model_has_one_linear_head_per_statistic():
     backbone = tiny_backbone()
     model = fusion_pretraining_model(backbone, head_units=(3,))
-    assert sorted(model.output) == sorted(statistic_targets(MODALITIES))
-    assert model.get_layer("bvp_kurtosis").activation is keras.activations.linear
-    assert model.get_layer("bvp_kurtosis_dense_1").units == 3
+    assert model.output_shape == (None, 40)
+    assert pretraining_targets(model) == statistic_targets(MODALITIES)
+    heads = model.get_layer("statistics")
+    assert isinstance(heads, StatisticHeads) and heads.units == (3,)
+    assert StatisticHeads.from_config(heads.get_config()).get_config() == heads.get_config()
     # Heads read the projection; per head: 4*3+3 hidden + 3*1+1 output = 19 parameters.
     assert model.count_params() - backbone.count_params() == 40 * 19
+    assert len(heads.trainable_variables) == 4                    # grouped, not 4 per target
     assert model.get_layer("fusion") is backbone.get_layer("fusion")  # shared, not copied
+
+
+def _separate_heads(backbone, targets, units):
+    """The heads as separate Dense stacks (one output per target), as they were built before."""
+    features, outputs = backbone.get_layer("projection").output, {}
+    for target in targets:
+        x = features
+        for i, width in enumerate(units, start=1):
+            x = keras.layers.Dense(width, activation="relu", name=f"{target}_dense_{i}")(x)
+        outputs[target] = keras.layers.Dense(1, name=target)(x)
+    return keras.Model(backbone.input, outputs)
+
+
+@pytest.mark.parametrize("units", [(5,), (), (4, 3)])
+def test_grouped_heads_start_and_train_as_separate_dense_heads(units):
+    """Same seed, same start; summed MAE over the grouped output = the sum of one MAE per head."""
+    targets = statistic_targets(("eda", "temp"))
+    rng = np.random.default_rng(0)
+    predictions, losses = {}, {}
+    for kind in ("separate", "grouped"):
+        keras.utils.set_random_seed(3)
+        backbone = tiny_backbone("weighted", modalities=("eda", "temp"))
+        if kind == "separate":
+            model = _separate_heads(backbone, targets, units)
+            model.compile(keras.optimizers.Adam(0.01), loss={t: "mae" for t in targets})
+        else:
+            model = fusion_pretraining_model(backbone, targets, units)
+            model.compile(keras.optimizers.Adam(0.01), loss=summed_absolute_error)
+        if not losses:
+            x = {k: rng.normal(size=(6, *t.shape[1:])).astype("float32") for k, t in model.input.items()}
+            y = rng.normal(size=(6, len(targets))).astype("float32")
+        as_columns = (lambda out: np.concatenate([np.asarray(out[t]) for t in targets], axis=1)) \
+            if kind == "separate" else np.asarray
+        start = as_columns(model(x))
+        given = {t: y[:, i:i + 1] for i, t in enumerate(targets)} if kind == "separate" else y
+        losses[kind] = [np.ravel(model.train_on_batch(x, given))[0] for _ in range(4)]
+        predictions[kind] = (start, as_columns(model(x)))
+    np.testing.assert_allclose(predictions["grouped"][0], predictions["separate"][0], atol=1e-6)
+    np.testing.assert_allclose(losses["grouped"], losses["separate"], rtol=1e-5)
+    np.testing.assert_allclose(predictions["grouped"][1], predictions["separate"][1], atol=1e-4)
+    assert losses["grouped"][-1] < losses["grouped"][0]
 
 
 def test_pretraining_targets_follow_the_backbone_modalities():
     model = fusion_pretraining_model(tiny_backbone(modalities=("eda", "temp")))
-    assert sorted(model.output) == sorted(statistic_targets(("eda", "temp")))
+    assert pretraining_targets(model) == statistic_targets(("eda", "temp"))
     custom = fusion_pretraining_model(tiny_backbone(modalities=("eda",)), targets=["eda_mean"],
                                       head_units=())
     x = {"eda": np.zeros((2, 16, 1), "float32"), "presence": np.ones((2, 1), "float32")}
-    assert custom(x)["eda_mean"].shape == (2, 1)
+    assert custom(x).shape == (2, 1)
+    with pytest.raises(ConfigError, match="statistics"):
+        pretraining_targets(tiny_backbone())
 
 
 def test_emotion_model_outputs_softmax_per_target():
@@ -80,8 +129,9 @@ def test_emotion_model_outputs_softmax_per_target():
     (emotion_model, {"targets": {"a b": 3}}, "target"),
     (fusion_pretraining_model, {"targets": []}, "non-empty list"),
     (fusion_pretraining_model, {"targets": ["x", "x"]}, "unique"),
-    (fusion_pretraining_model, {"targets": ["projection_1"]}, "already name layers"),
-    (fusion_pretraining_model, {"targets": ["m", "m_dense_1"]}, "clashing"),
+    (fusion_pretraining_model, {"targets": "bvp_mean"}, "non-empty list"),
+    (fusion_pretraining_model, {"targets": ["a b"]}, "target"),
+    (fusion_pretraining_model, {"head_units": (0,)}, "head_units"),
 ])
 def test_heads_reject_bad_arguments(build, kwargs, words):
     with pytest.raises(ConfigError) as err:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from kfusion.models import pretraining_targets, summed_absolute_error
 from kfusion.training.audio_corpus import read_audio_corpus
 from kfusion.training.pretrain import (
     COLLAPSED_CODE_STD,
@@ -172,8 +173,9 @@ def test_fusion_stage_with_frozen_pretrained_encoders(eda_run, source, tmp_path)
     results = pretrain_fusion([source], tmp_path / "fusion", config, encoders=encoders_dir,
                               mechanisms="weighted", cache_dir=False, verbose=0, progress=False)
     files = results["weighted"]
-    model = keras.saving.load_model(files["model"], compile=False)
-    assert sorted(model.output) == ["eda_mean", "eda_std", "temp_mean", "temp_std"]
+    model = keras.saving.load_model(files["model"])  # compiled: its loss is registered too
+    assert pretraining_targets(model) == ["eda_mean", "eda_std", "temp_mean", "temp_std"]
+    assert model.loss is summed_absolute_error
     backbone = keras.saving.load_model(files["backbone"], compile=False)
     assert backbone.output_shape == (None, 8)
     scaler = json.loads(files["scaler"].read_text())

@@ -30,13 +30,16 @@ from kfusion.models.heads import (
     LEVELS_STANDARDIZATION,
     emotion_model,
     fusion_pretraining_model,
+    pretraining_targets,
     statistic_targets,
+    summed_absolute_error,
 )
 from kfusion.models.layers import (
     ActivityL1,
     ModalityWeights,
     PresenceGate,
     Standardization,
+    StatisticHeads,
     TokenPositionEmbedding,
     find_layer,
 )
@@ -48,8 +51,9 @@ __all__ = [
     "sigrep_encoder", "sigrep_parameter_count", "speech_autoencoder",
     "fusion_backbone", "build_fusion_model", "backbone_of", "backbone_modalities", "encoder_name",
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
+    "summed_absolute_error", "pretraining_targets",
     "freeze_for_fusion_training", "freeze_encoders", "backbone_layers", "up_to_fusion",
     "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "TokenPositionEmbedding",
-    "ActivityL1", "find_layer",
+    "ActivityL1", "StatisticHeads", "find_layer",
     "MfccFrontEnd", "WindowNormalization",
 ]

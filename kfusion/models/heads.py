@@ -15,7 +15,7 @@ from kfusion.modalities import STATISTICS
 from kfusion.errors import ConfigError
 from kfusion import checks
 from kfusion.models.fusion import LEVELS, PROJECTION_LAYER, backbone_modalities
-from kfusion.models.layers import Standardization
+from kfusion.models.layers import PACKAGE, StatisticHeads, Standardization
 
 #: Emotion targets and their class counts (arousal/valence: low, neutral, high; emotion:
 #: cheerful, happy, angry, nervous, sad, neutral).
@@ -24,9 +24,11 @@ DEFAULT_HEAD_UNITS = (16,)
 DEFAULT_EMOTION_UNITS = (32, 16)
 #: The layer that standardises the ``levels`` input (statistics set by the trainer per fit).
 LEVELS_STANDARDIZATION = "levels_standardization"
+#: The layer holding the fusion-pretraining heads (:class:`~kfusion.models.StatisticHeads`).
+STATISTIC_HEADS = "statistics"
 
 __all__ = ["STATISTICS", "EMOTION_CLASSES", "statistic_targets", "fusion_pretraining_model",
-           "emotion_model"]
+           "pretraining_targets", "summed_absolute_error", "emotion_model"]
 
 
 def statistic_targets(modalities, statistics: Sequence[str] = STATISTICS) -> list[str]:
@@ -74,8 +76,11 @@ def _dense_stack(x, target: str, units: tuple[int, ...]):
 def fusion_pretraining_model(backbone: keras.Model, targets: Sequence[str] | None = None,
                              head_units=DEFAULT_HEAD_UNITS,
                              name: str = "fusion_pretraining") -> keras.Model:
-    """Backbone + one regression head per target: ``Dense(u, ReLU)`` per ``head_units`` then
-    ``Dense(1)`` (linear) named by the target. Outputs ``{target: [B, 1]}``.
+    """Backbone + one regression head per target: ``Dense(u, ReLU)`` per ``head_units`` then a
+    linear ``Dense(1)``, the heads held together by one :class:`~kfusion.models.StatisticHeads`
+    layer named ``"statistics"``. Output ``[B, len(targets)]``, column ``i`` = ``targets[i]``
+    (:func:`pretraining_targets` reads them back from a model); train it with
+    :func:`summed_absolute_error` on targets stacked in that order.
 
     ``targets`` default: :func:`statistic_targets` of the backbone's modalities (8 per modality,
     40 for all five).
@@ -88,10 +93,33 @@ def fusion_pretraining_model(backbone: keras.Model, targets: Sequence[str] | Non
         raise ConfigError(f"{where}: targets: expected a non-empty list of names, found {targets!r}")
     targets = list(targets)
     head_units = checks.units(f"{where}: head_units", head_units, min_length=0)
-    _check_target_names(where, targets, backbone, len(head_units))
+    for target in targets:
+        checks.layer_name(f"{where}: target", target)
+    if len(set(targets)) != len(targets):
+        raise ConfigError(f"{where}: targets: expected unique names, found {targets}")
+    if STATISTIC_HEADS in {layer.name for layer in backbone.layers}:
+        raise ConfigError(f"{where}: backbone: a layer is already named {STATISTIC_HEADS!r}")
     name = checks.layer_name(f"{where}: name", name)
-    outputs = {t: keras.layers.Dense(1, name=t)(_dense_stack(features, t, head_units)) for t in targets}
+    outputs = StatisticHeads(targets, head_units, name=STATISTIC_HEADS)(features)
     return keras.Model(backbone.input, outputs, name=name)
+
+
+def pretraining_targets(model: keras.Model) -> list[str]:
+    """The target of each output column of a :func:`fusion_pretraining_model`, in order."""
+    try:
+        heads = model.get_layer(STATISTIC_HEADS)
+    except ValueError:
+        raise ConfigError(f"model {model.name!r}: no layer named {STATISTIC_HEADS!r}; expected a model "
+                          "built by kfusion.models.fusion_pretraining_model") from None
+    return list(heads.targets)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def summed_absolute_error(y_true, y_pred):
+    """``[B, T] -> [B]``: the sum over targets of ``|y_true - y_pred|``. Keras averages it over
+    the batch, so the loss is the sum of the targets' mean absolute errors, the loss of one
+    ``"mae"`` per head output (the paper's MAE per fusion head)."""
+    return keras.ops.sum(keras.ops.abs(keras.ops.cast(y_true, y_pred.dtype) - y_pred), axis=-1)
 
 
 def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[str] | None = None,

@@ -5,6 +5,8 @@
 - :class:`TokenPositionEmbedding` — adds a learned position vector to each token of a sequence.
 - :class:`ActivityL1` — identity that adds an L1 activity penalty (the sparse speech code).
 - :class:`Standardization` — ``(x - mean) / std`` with statistics set from training data.
+- :class:`StatisticHeads` — the fusion-pretraining heads (paper Fig. 1(e)), one small MLP per
+  target, held as grouped weights.
 
 ``get_config()`` of each returns exactly its constructor arguments (plus the base layer's
 ``name``/``trainable``/``dtype``).
@@ -211,6 +213,56 @@ class Standardization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StatisticHeads(keras.layers.Layer):
+    """``[B, D] -> [B, T]``: one regression head per target, ``Dense(u, ReLU)`` per ``units``
+    then ``Dense(1)``, column ``t`` = ``targets[t]``.
+
+    The T heads are independent (no weight is shared) but held as grouped weights (``kernel_i``
+    ``[T, fan_in, fan_out]``, ``bias_i`` ``[T, fan_out]``) and computed with one ``einsum`` per
+    layer, so Keras traces and Adam updates ``2 * (len(units) + 1)`` variables instead of that
+    many per target. Each head's kernels start as a Glorot-uniform ``Dense`` layer's would, with
+    one initializer per head and layer drawn in the order separate ``Dense`` layers draw them: with
+    the same seed, the heads start from the weights T stacks of ``keras.layers.Dense`` would have.
+    """
+
+    def __init__(self, targets, units=(16,), **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(targets, str) or not hasattr(targets, "__iter__"):
+            raise ConfigError(f"StatisticHeads: targets: expected a list of names, found {targets!r}")
+        self.targets = [str(t) for t in targets]
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"StatisticHeads: targets: expected unique names, found {self.targets}")
+        self.units = checks.units("StatisticHeads: units", units, min_length=0)
+        self._initializers = [[keras.initializers.GlorotUniform() for _ in range(len(self.units) + 1)]
+                              for _ in self.targets]
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ConfigError(f"StatisticHeads: expected inputs [batch, features], found {tuple(input_shape)}")
+        widths = [int(input_shape[-1]), *self.units, 1]
+        self.kernels, self.biases = [], []
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+            def start(shape, dtype=None, i=i, fan_in=fan_in, fan_out=fan_out):
+                return ops.stack([heads[i]((fan_in, fan_out), dtype=dtype) for heads in self._initializers])
+            self.kernels.append(self.add_weight(shape=(len(self.targets), fan_in, fan_out), initializer=start,
+                                                name=f"kernel_{i}"))
+            self.biases.append(self.add_weight(shape=(len(self.targets), fan_out), initializer="zeros",
+                                               name=f"bias_{i}"))
+
+    def call(self, x):
+        h = ops.einsum("bd,tdu->btu", x, self.kernels[0]) + self.biases[0]
+        for kernel, bias in zip(self.kernels[1:], self.biases[1:]):
+            h = ops.einsum("btd,tdu->btu", ops.relu(h), kernel) + bias
+        return h[..., 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], len(self.targets))
+
+    def get_config(self):
+        return {**super().get_config(), "targets": list(self.targets), "units": list(self.units)}
 
 
 def find_layer(model: keras.Model, name: str) -> keras.layers.Layer:

@@ -293,7 +293,8 @@ def _check_batch_size(batch_size) -> int:
 def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, ratio_range=(0.1, 0.5),
                               statistics: Sequence[str] = STATISTICS, seed: int = 0, shuffle: bool = True,
                               target_scaler: TargetScaler | None = None,
-                              drop_remainder: bool = False, redraw_each_pass: bool = True) -> tf.data.Dataset:
+                              drop_remainder: bool = False, redraw_each_pass: bool = True,
+                              stack_targets: Sequence[str] | None = None) -> tf.data.Dataset:
     """Batches ``(masked_inputs, targets)`` for ``model.fit`` of a fusion-pretraining model.
 
     ``arrays``: ``{modality: [N, T, C]}`` windows plus optional pass-through entries with N rows
@@ -308,6 +309,10 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
     ``redraw_each_pass=False``: every pass gives the same batches, order and spans (a validation
     set: its loss then compares epochs, and is the same in a resumed or distributed run, whose
     passes over it are counted differently).
+
+    ``stack_targets``: a list of target names; the targets then come as one ``[B, len]`` float32
+    tensor with the columns in that order (the output of a ``fusion_pretraining_model`` built with
+    the same list) instead of ``{name: [B, 1]}``.
     """
     given = dict(arrays) if isinstance(arrays, Mapping) else {}
     arrays, signals = _check_arrays(arrays, ratio_range)
@@ -318,6 +323,8 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
         if not isinstance(target_scaler, TargetScaler):
             raise ConfigError(f"target_scaler: expected a TargetScaler, found {type(target_scaler).__name__}")
         target_scaler.check_names(target_names(signals, statistics))
+    if stack_targets is not None:
+        stack_targets = _check_stack(stack_targets, target_names(signals, statistics))
     size = len(next(iter(arrays.values())))
     # The windows stay whole tensors; the pipeline shuffles and batches row numbers only and each
     # batch gathers its rows in one op (shuffling the numbers 0..N-1 with the seed gives the order
@@ -330,7 +337,7 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
     rows = rows.batch(batch_size, drop_remainder=drop_remainder)
     batch_keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=redraw_each_pass)
 
-    masker = _masker(_check_ratio_range(ratio_range), statistics, target_scaler)
+    masker = _masker(_check_ratio_range(ratio_range), statistics, target_scaler, stack_targets)
 
     def mask_batch(index, key):
         batch = {name: tf.gather(tensor, index) for name, tensor in tensors.items()}
@@ -344,20 +351,36 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
 _MASKERS: dict = {}
 
 
-def _masker(ratio_range: tuple, statistics: tuple, target_scaler):
+def _check_stack(names, available: list[str]) -> tuple[str, ...]:
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+        raise ConfigError(f"stack_targets: expected a non-empty list of target names, found {names!r}")
+    names = tuple(str(n) for n in names)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(f"stack_targets: {', '.join(unknown)} not among the targets of these arrays "
+                          f"({', '.join(available)})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"stack_targets: expected unique names, found {list(names)}")
+    return names
+
+
+def _masker(ratio_range: tuple, statistics: tuple, target_scaler, stack: tuple | None = None):
     """One ``tf.function`` (batch, seed) -> (masked, targets) per setting, kept for the process:
     every epoch's dataset calls the same traced function instead of tracing the masking again
     (about a second per dataset for five modalities)."""
     scale = None if target_scaler is None else (tuple(sorted(target_scaler.mean.items())),
                                                 tuple(sorted(target_scaler.std.items())))
-    key = (ratio_range, statistics, scale)
+    key = (ratio_range, statistics, scale, stack)
     if key not in _MASKERS:
         scaler = None if target_scaler is None else TargetScaler(target_scaler.mean, target_scaler.std)
 
         @tf.function
         def masker(batch, seed):
             masked, targets = masked_statistics(batch, ratio_range, seed, statistics)
-            return masked, (targets if scaler is None else scaler.transform(targets))
+            targets = targets if scaler is None else scaler.transform(targets)
+            if stack is not None:
+                targets = tf.concat([targets[name] for name in stack], axis=1)
+            return masked, targets
 
         _MASKERS[key] = masker
     return _MASKERS[key]

@@ -840,7 +840,7 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
 
     from kfusion.data.dataset import build_dataset
     from kfusion.models import MECHANISMS, freeze_encoders, fusion_backbone, fusion_pretraining_model
-    from kfusion.models import presence_array, statistic_targets
+    from kfusion.models import presence_array, statistic_targets, summed_absolute_error
     from kfusion.training.masking import TargetScaler, masked_statistics_dataset
 
     config = _check_config(config, FusionPretrainConfig)
@@ -888,16 +888,16 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
         model = fusion_pretraining_model(backbone, targets, config.head_units)
         if config.freeze_encoders:
             freeze_encoders(model)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss={t: "mae" for t in targets})
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=summed_absolute_error)
         validation_data = masked_statistics_dataset(
             validation, config.batch_size, config.mask_ratio, config.statistics, config.seed + 1,
-            shuffle=False, target_scaler=scaler, redraw_each_pass=False) if len(validation["presence"]) else None
+            shuffle=False, target_scaler=scaler, redraw_each_pass=False,
+            stack_targets=targets) if len(validation["presence"]) else None
 
         def epoch_data(epoch, scaler=scaler, train_tensors=train_tensors):
             return masked_statistics_dataset(train_tensors, config.batch_size, config.mask_ratio, config.statistics,
                                              _epoch_seed(config.seed, epoch), shuffle=True,
-                                             target_scaler=scaler)
+                                             target_scaler=scaler, stack_targets=targets)
 
         history = train_resumable(model, epoch_data, config.epochs, stage_dir, validation_data,
                                   tensorboard, verbose, callbacks)
