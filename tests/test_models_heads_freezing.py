@@ -51,13 +51,17 @@ def test_pretraining_model_has_one_linear_head_per_statistic():
 
 
 def _separate_heads(backbone, targets, units):
-    """The heads as separate Dense stacks (one output per target), as they were built before."""
-    features, outputs = backbone.get_layer("projection").output, {}
-    for target in targets:
+    """The heads as separate Dense stacks (one output per target), built as before the grouped
+    layer (the output layer made before its hidden layers, as Python evaluated it)."""
+    features = backbone.get_layer("projection").output
+
+    def stack(target):
         x = features
         for i, width in enumerate(units, start=1):
             x = keras.layers.Dense(width, activation="relu", name=f"{target}_dense_{i}")(x)
-        outputs[target] = keras.layers.Dense(1, name=target)(x)
+        return x
+
+    outputs = {t: keras.layers.Dense(1, name=t)(stack(t)) for t in targets}
     return keras.Model(backbone.input, outputs)
 
 

@@ -224,8 +224,9 @@ class StatisticHeads(keras.layers.Layer):
     ``[T, fan_in, fan_out]``, ``bias_i`` ``[T, fan_out]``) and computed with one ``einsum`` per
     layer, so Keras traces and Adam updates ``2 * (len(units) + 1)`` variables instead of that
     many per target. Each head's kernels start as a Glorot-uniform ``Dense`` layer's would, with
-    one initializer per head and layer drawn in the order separate ``Dense`` layers draw them: with
-    the same seed, the heads start from the weights T stacks of ``keras.layers.Dense`` would have.
+    one initializer per head and layer drawn in the order the separate ``Dense`` layers of earlier
+    versions drew them (per target: the output layer's, then the hidden layers'): with the same
+    seed, the heads start from the weights those separate layers had.
     """
 
     def __init__(self, targets, units=(16,), **kwargs):
@@ -236,8 +237,10 @@ class StatisticHeads(keras.layers.Layer):
         if not self.targets or len(set(self.targets)) != len(self.targets):
             raise ConfigError(f"StatisticHeads: targets: expected unique names, found {self.targets}")
         self.units = checks.units("StatisticHeads: units", units, min_length=0)
-        self._initializers = [[keras.initializers.GlorotUniform() for _ in range(len(self.units) + 1)]
-                              for _ in self.targets]
+        self._initializers = []
+        for _ in self.targets:
+            output = keras.initializers.GlorotUniform()
+            self._initializers.append([keras.initializers.GlorotUniform() for _ in self.units] + [output])
 
     def build(self, input_shape):
         if len(input_shape) != 2 or input_shape[-1] is None:
