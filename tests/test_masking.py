@@ -280,10 +280,10 @@ def test_stacked_targets_are_the_dict_targets_in_the_given_order():
     order = ["eda_max", "bvp_mean", "eda_mean"]
     as_dict = list(masked_statistics_dataset(arrays, 8, target_scaler=scaler, seed=4))
     stacked = list(masked_statistics_dataset(arrays, 8, target_scaler=scaler, seed=4, stack_targets=order))
-    for (_, targets), (masked, columns) in zip(as_dict, stacked):
+    for (inputs, targets), (masked, columns) in zip(as_dict, stacked):
         assert columns.shape == (8, 3) and columns.dtype.name == "float32"
         np.testing.assert_array_equal(columns.numpy(), np.concatenate([targets[n].numpy() for n in order], axis=1))
-    np.testing.assert_array_equal(masked["bvp"].numpy(), as_dict[-1][0]["bvp"].numpy())
+        np.testing.assert_array_equal(masked["bvp"].numpy(), inputs["bvp"].numpy())
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
