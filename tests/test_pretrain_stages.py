@@ -182,6 +182,8 @@ def test_fusion_stage_with_frozen_pretrained_encoders(eda_run, source, tmp_path)
     assert set(scaler["mean"]) == {"eda_mean", "eda_std", "temp_mean", "temp_std"}
     record = [json.loads(line) for line in (tmp_path / "fusion" / "results.jsonl").read_text().splitlines()][0]
     assert len(record["validation_participants"]) == 1            # 1 of 4 participants held out
+    assert list(record["val_mae"]) == ["eda_mean", "eda_std", "temp_mean", "temp_std"]
+    assert sum(record["val_mae"].values()) == pytest.approx(record["val_loss"], rel=1e-4)  # the summed loss
     assert scaler["fitted_with"]["windows"] == record["train_windows"]  # fitted on training windows only
     assert record["encoders"]["eda"].endswith("eda_encoder.keras") and record["encoders"]["temp"] == "random"
     # Frozen: the EDA encoder inside the trained model still has the pretrained weights.

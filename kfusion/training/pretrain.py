@@ -6,8 +6,9 @@
   encoder's own L1 activity penalty) on speech windows of data sets or audio folders.
 - :func:`pretrain_fusion` (stage 2): per fusion mechanism, the fusion backbone on the pretrained
   encoders (frozen by default) plus one regression head per masked-span statistic (40 for five
-  modalities), MAE per head, Adam; targets standardised with a scaler fitted on the training
-  participants only; a participant-level validation split is monitored.
+  modalities; one grouped layer), MAE per head summed, Adam; targets standardised with a scaler
+  fitted on the training participants only; a participant-level validation split is monitored,
+  and ``results.jsonl`` records each statistic's validation MAE at the end (``val_mae``).
 
 Every stage writes a run folder (:class:`kfusion.runs.RunFolder`: ``config.json``,
 ``versions.json``, ``data.json``) with one sub-folder per trained model holding
@@ -908,8 +909,24 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
                                             "train_windows": int(len(train_index)),
                                             "validation_participants": held_out,
                                             "loss": history[-1].get("loss"),
-                                            "val_loss": history[-1].get("val_loss")})
+                                            "val_loss": history[-1].get("val_loss"),
+                                            "val_mae": _mae_per_target(model, validation_data, targets)})
     return results
+
+
+def _mae_per_target(model, validation_data, targets) -> dict[str, float] | None:
+    """Each statistic's validation MAE (standardised units) under the trained heads: which span
+    statistics the fused embedding predicts, the per-target view the summed loss hides."""
+    import numpy as np
+
+    if validation_data is None:
+        return None
+    total, count = np.zeros(len(targets)), 0
+    for inputs, columns in validation_data:
+        error = np.abs(np.asarray(model(inputs, training=False)) - columns.numpy())
+        total += error.sum(axis=0)
+        count += len(error)
+    return {target: round(float(value / count), 6) for target, value in zip(targets, total)}
 
 
 def _describe(value):
