@@ -67,6 +67,18 @@ def test_statistics_with_mixed_span_lengths_in_one_batch():
     check_against_reference(series, spans(starts, lengths, 30))
 
 
+@pytest.mark.parametrize("longest", [1, 2, 7, 12])
+def test_median_of_spans_no_longer_than_longest_reads_fewer_values(longest):
+    rng = np.random.default_rng(longest)
+    series = rng.normal(size=(50, 30)).astype("float32")
+    lengths = rng.integers(1, longest + 1, size=50)
+    starts = np.array([rng.integers(0, 31 - n) for n in lengths])
+    mask = spans(starts, lengths, 30)
+    short = span_statistics(series, mask, ["median"], longest=longest)["median"].numpy()
+    np.testing.assert_array_equal(short, span_statistics(series, mask, ["median"])["median"].numpy())
+    np.testing.assert_allclose(short, [np.median(row[m]) for row, m in zip(series.astype(np.float64), mask)])
+
+
 @pytest.mark.parametrize("values, expected", [
     ([0, 1, 1, 1, 0], 1),             # plateau counted once
     ([0, 1, 1, 2, 1], 1),             # a step up is no peak

@@ -144,9 +144,12 @@ def modality_series(modality: str, windows) -> tf.Tensor:
     return windows[:, :, 0]
 
 
-def span_statistics(series, span, statistics: Sequence[str] = STATISTICS) -> dict[str, tf.Tensor]:
+def span_statistics(series, span, statistics: Sequence[str] = STATISTICS,
+                    longest: int | None = None) -> dict[str, tf.Tensor]:
     """Statistics of ``series`` ``[B, T]`` over the samples where ``span`` ``[B, T]`` (bool) is
     True — a contiguous run with at least one sample per row. Returns ``{name: [B] float64}``.
+    ``longest``: no span is longer (the median then reads only its ``longest // 2 + 1``
+    smallest values; default ``T``).
     """
     statistics = check_statistics(statistics)
     x = tf.cast(series, tf.float64)
@@ -179,9 +182,10 @@ def span_statistics(series, span, statistics: Sequence[str] = STATISTICS) -> dic
     if "median" in statistics:
         if x.shape[1] is None:
             ordered = tf.sort(tf.where(span, x, tf.constant(np.inf, tf.float64)), axis=1)
-        else:  # only the T // 2 + 1 smallest values (a span holds at most T), ascending: half a sort
+        else:  # only the longest // 2 + 1 smallest values, ascending: the median needs no more
+            held = x.shape[1] if longest is None else min(int(longest), x.shape[1])
             ordered = -tf.math.top_k(tf.where(span, -x, tf.constant(-np.inf, tf.float64)),
-                                     k=x.shape[1] // 2 + 1, sorted=True).values
+                                     k=held // 2 + 1, sorted=True).values
         n = tf.cast(count, tf.int32)
         lower = tf.gather(ordered, ((n - 1) // 2)[:, None], batch_dims=1)[:, 0]
         upper = tf.gather(ordered, (n // 2)[:, None], batch_dims=1)[:, 0]
@@ -246,7 +250,7 @@ def masked_statistics(inputs: Mapping, ratio_range=(0.1, 0.5), seed=0,
         start, length = draw_spans(tf.shape(windows)[0], time_steps, ratio_range, modality_seed)
         span = _span_mask(start, length, time_steps)
         masked[name] = tf.where(span[:, :, None], tf.constant(0, windows.dtype), windows)  # broadcast zero
-        values = span_statistics(series, span, statistics)
+        values = span_statistics(series, span, statistics, span_length_bounds(time_steps, ratio_range)[1])
         for stat in statistics:
             targets[f"{name}_{stat}"] = tf.cast(values[stat], tf.float32)[:, None]
     return masked, targets
