@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--no-levels", action="store_true", help="heads without window levels")
     parser.add_argument("--freeze-projection", action="store_true",
                         help='"with" rows: freeze the projection head too (the default trains it)')
+    parser.add_argument("--train-encoders", action="store_true",
+                        help="fusion pretraining trains the encoders too (FusionPretrainConfig.freeze_encoders=False)")
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), choices=MECHANISMS)
     parser.add_argument("--json", default=str(HERE / "results" / "fusion_split.json"))
     args = parser.parse_args()
@@ -74,8 +76,10 @@ def main() -> None:
     pretraining, evaluation = split(root, args.seed)
     source = pretraining_source(root, pretraining, out / "pretraining-half")
     encoders = {m: saved_models.load(f"sigrep-{m}") for m in WEARABLES}
-    config = FusionPretrainConfig(modalities=WEARABLES, epochs=args.epochs, seed=args.seed)
-    paths = pretrain_fusion([source], out / "pretrain-fusion", config, encoders=encoders,
+    config = FusionPretrainConfig(modalities=WEARABLES, epochs=args.epochs, seed=args.seed,
+                                  freeze_encoders=not args.train_encoders)
+    stage = "pretrain-fusion" + ("-encoders-trained" if args.train_encoders else "")
+    paths = pretrain_fusion([source], out / stage, config, encoders=encoders,
                             mechanisms=args.mechanisms, progress=True, verbose=0)
     pretrain_seconds = time.perf_counter() - started
     backbones = {m: keras.saving.load_model(p["backbone"], compile=False) for m, p in paths.items()}
@@ -85,7 +89,8 @@ def main() -> None:
     rows = [f"{m}_{w}" for m in args.mechanisms for w in ("without", "with")]
     results = evaluate(dataset, pretrained, rows=rows, targets=["stress"],
                        out=out / (f"evaluation-{args.calibration}{'-nolevels' if args.no_levels else ''}"
-                                  f"{'-frozen' if args.freeze_projection else ''}"),
+                                  f"{'-frozen' if args.freeze_projection else ''}"
+                                  f"{'-encoders-trained' if args.train_encoders else ''}"),
                        seed=args.seed, config=EvaluationConfig(use_levels=not args.no_levels,
                                                                fine_tune_projection=not args.freeze_projection),
                        progress=True)
@@ -93,7 +98,7 @@ def main() -> None:
     tests = results.tests[results.tests.metric == "f1"]
     print(f"\nStress-Predict, pretraining half {len(pretraining)} people (no labels), evaluation half "
           f"{len(evaluation)} people, calibration {args.calibration}, levels {not args.no_levels}, "
-          f"projection fine-tuned {not args.freeze_projection}")
+          f"projection fine-tuned {not args.freeze_projection}, encoders trained in pretraining {args.train_encoders}")
     print("| mechanism | without | with | Δ (with − without) | p |")
     print("|---|---:|---:|---:|---:|")
     summary = {}
@@ -108,7 +113,7 @@ def main() -> None:
                       "with": float(with_["mean"]), "with_se": float(with_["se"]), "delta": delta, "p": p}
     record = {"commit": commit, "machine": platform.platform(), "seed": args.seed, "epochs": args.epochs,
               "calibration": args.calibration, "levels": not args.no_levels,
-              "fine_tune_projection": not args.freeze_projection,
+              "fine_tune_projection": not args.freeze_projection, "train_encoders": args.train_encoders,
               "pretraining": pretraining, "evaluation": evaluation,
               "pretrain_seconds": round(pretrain_seconds, 1),
               "seconds": round(time.perf_counter() - started, 1), "f1": summary}
