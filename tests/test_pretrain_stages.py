@@ -192,6 +192,32 @@ def test_fusion_stage_with_frozen_pretrained_encoders(eda_run, source, tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
+def test_fusion_stage_never_trains_or_freezes_the_callers_encoders(eda_run, source, tmp_path):
+    """Encoders given as models are copied: with freeze_encoders=False each mechanism trains its
+    own copy from the given weights, and the caller's model keeps its weights and flags."""
+    encoders_dir, paths = eda_run
+    given = keras.saving.load_model(paths["eda"], compile=False)
+    before = _weights(given)
+    config = FusionPretrainConfig(epochs=1, batch_size=16, modalities=("eda",), statistics=("mean",),
+                                  scaler_draws=1, validation_fraction=0.25, projection_units=(8,),
+                                  head_units=(4,), freeze_encoders=False, learning_rate=0.01)
+
+    def trained_encoder(mechanisms, out):
+        results = pretrain_fusion([source], out, config, encoders={"eda": given}, mechanisms=mechanisms,
+                                  cache_dir=False, verbose=0, progress=False)
+        backbone = keras.saving.load_model(results["unweighted"]["backbone"], compile=False)
+        return _weights(backbone.get_layer("eda_encoder"))
+
+    after_weighted = trained_encoder(["weighted", "unweighted"], tmp_path / "both")
+    assert given.trainable and all(layer.trainable for layer in given.layers)
+    for a, b in zip(_weights(given), before):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(after_weighted, before))  # stage 2 trained a copy
+    # "unweighted" started from the given weights, not from what "weighted" trained before it.
+    for a, b in zip(after_weighted, trained_encoder(["unweighted"], tmp_path / "alone")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_resumable_training_prints_no_shuffle_warning(tmp_path):
     """Each epoch's tf.data batches come in their own seeded order: fit is not asked to shuffle
     them again (Keras would warn that it cannot)."""

@@ -760,13 +760,30 @@ def fusion_paths(out: str | Path, mechanism: str) -> dict[str, Path]:
             "scaler": out / f"fusion_{mechanism}_target_scaler.json"}
 
 
+def _copy(model):
+    """A copy of a given encoder with its weights, so a stage never freezes or trains the
+    caller's model and every mechanism starts from the same weights. The copy's layers draw no
+    numbers from the random stream the stage was seeded with (initial values are overwritten)."""
+    import random
+
+    import keras
+
+    state = random.getstate()
+    try:
+        copy = keras.models.clone_model(model)
+    finally:
+        random.setstate(state)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _load_model(where: str, value):
     import keras
 
     import kfusion.models  # noqa: F401  (registers the custom layers)
 
     if isinstance(value, keras.Model):
-        return value
+        return _copy(value)
     path = Path(value)
     if not path.is_file():
         try:
