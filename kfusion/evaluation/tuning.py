@@ -291,13 +291,7 @@ class TuningProblem:
             projection_units=tuple(projection_units), head_units=tuple(head_units),
             modalities=tuple(self.modalities), seed=self.config.seed,
             window_seconds=float(window.seconds), window_overlap=float(window.overlap))
-        # Copies: pretrain_fusion builds on the encoder objects and may change their flags.
-        encoders = {}
-        for m in self.modalities:
-            original = self.pretrained.encoders[m]
-            copy = keras.models.clone_model(original)
-            copy.set_weights(original.get_weights())
-            encoders[m] = copy
+        encoders = {m: self.pretrained.encoders[m] for m in self.modalities}  # pretrain_fusion copies them
         with _file_lock(folder.with_suffix(".lock")):
             paths = pretrain_fusion(self.pretraining_sources, folder, config, encoders=encoders,
                                     mechanisms=[self.mechanism], cache_dir=self.cache_dir,
