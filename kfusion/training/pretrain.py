@@ -850,7 +850,8 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
 
     ``encoders``: the folder written by :func:`pretrain_encoders`, or ``{modality: model or
     .keras path or saved-model name}``; ``speech_encoder``: the folder of
-    :func:`pretrain_speech`, a path or a model. Modalities without a pretrained encoder get a
+    :func:`pretrain_speech`, a path or a model. Models are copied, never frozen or trained in
+    place, and every mechanism starts from them. Modalities without a pretrained encoder get a
     fresh random one (recorded in the run's results). ``mechanisms``: a name or a list (default
     all three). ``strategy``: ``"default"`` or ``"multiworker"`` (module docstring).
     """
