@@ -17,3 +17,5 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     data = namespace["data"]
     assert data.inputs["speech"].shape[1:] == (400, 40) and data.inputs["acc"].shape[1:] == (128, 3)
     assert namespace["model"].optimizer.iterations.numpy() > 0
+    pretraining = namespace["pretraining"]
+    assert pretraining.output_shape == (None, 40) and pretraining.optimizer.iterations.numpy() > 0
