@@ -79,6 +79,11 @@ def _pipeline_and_step(windows: int, batch_size: int, epochs: int) -> dict:
         return masked_statistics_dataset(tensors, batch_size, ratio, STATISTICS, 1000 + epoch, shuffle=True,
                                          target_scaler=scaler, **stacked)
 
+    import kfusion.training.masking as masking
+    if hasattr(masking, "MaskedStatisticsEpochs"):  # since the epochs are one pipeline, as pretrain_fusion has them
+        epoch_data = masking.MaskedStatisticsEpochs(tensors, batch_size, ratio, STATISTICS, lambda epoch: 1000 + epoch,
+                                                    scaler, targets)
+
     def model():
         keras.utils.set_random_seed(0)
         encoders = {m: (speech_autoencoder(input_shape(m))[1] if m == "speech" else sigrep_encoder(m, input_shape(m)))

@@ -16,7 +16,7 @@ import scipy.stats
 
 from kfusion.errors import ConfigError, DataError
 from kfusion.training.masking import (
-    STATISTICS, TargetScaler, masked_statistics, masked_statistics_dataset, modality_series,
+    STATISTICS, MaskedStatisticsEpochs, TargetScaler, masked_statistics, masked_statistics_dataset, modality_series,
     span_length_bounds, span_statistics, target_names,
 )
 
@@ -298,6 +298,42 @@ def test_stacked_targets_are_the_dict_targets_in_the_given_order():
         np.testing.assert_array_equal(masked["bvp"].numpy(), inputs["bvp"].numpy())
 
 
+@pytest.mark.parametrize("global_seed", [None, 0, 11])
+def test_passes_of_a_list_of_seeds_are_the_single_seed_datasets_chained(global_seed):
+    """One pipeline for several epochs gives, batch for batch, the datasets of each seed one after
+    the other (global seed 0 included: tf.data treats a zero seed pair specially)."""
+    if global_seed is not None:
+        keras.utils.set_random_seed(global_seed)
+    arrays = five_modalities(20)
+    names = target_names(SHAPES)
+    scaler = TargetScaler().fit(arrays, batch_size=20)
+    seeds = [4_012_345_678, 17, 0]  # above 2**31 too (pretraining's epoch seeds are uint32)
+    for kwargs in ({}, {"stack_targets": names[::-1], "target_scaler": scaler}, {"shuffle": False},
+                   {"drop_remainder": True}):
+        chained = as_numpy(masked_statistics_dataset(arrays, 8, seed=seeds, **kwargs))
+        one_by_one = [batch for s in seeds
+                      for batch in as_numpy(masked_statistics_dataset(arrays, 8, seed=s, **kwargs))]
+        assert len(chained) == len(one_by_one) == (6 if kwargs.get("drop_remainder") else 9)
+        assert_same(chained, one_by_one)
+    epochs = MaskedStatisticsEpochs(arrays, 8, epoch_seed=lambda epoch: 100 + epoch, stack_targets=names)
+    assert_same(as_numpy(epochs(2)), as_numpy(masked_statistics_dataset(arrays, 8, seed=102, stack_targets=names)))
+    assert_same(as_numpy(epochs.chain(1, 3)), as_numpy(epochs(1)) + as_numpy(epochs(2)))
+    assert_same(as_numpy(epochs.chain(3, 3)), as_numpy(epochs(3)))  # at least one epoch
+
+
+def test_training_chains_the_epochs_of_masked_statistics_as_one_pipeline():
+    """train_resumable's chain of MaskedStatisticsEpochs: the per-epoch datasets, from any epoch."""
+    from kfusion.training.pretrain import _EpochChain
+
+    arrays = five_modalities(20)
+    epochs = MaskedStatisticsEpochs(arrays, 8, epoch_seed=lambda epoch: 7 * epoch)
+    for first in (0, 2):
+        chain = _EpochChain.of(epochs, first, 4)
+        assert chain.steps_per_epoch == 3
+        chain.started = first
+        assert_same(as_numpy(chain.dataset), [b for e in range(first, 4) for b in as_numpy(epochs(e))])
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(stack_targets=["eda_mean", "temp_mean"]), ConfigError, "temp_mean not among"),
     (dict(stack_targets="eda_mean"), ConfigError, "stack_targets"),
@@ -313,6 +349,8 @@ def test_stacked_targets_are_the_dict_targets_in_the_given_order():
     (dict(batch_size=0), ConfigError, "batch_size"),
     (dict(seed=-1), ConfigError, "seed"),
     (dict(seed=1.5), ConfigError, "seed"),
+    (dict(seed=[]), ConfigError, "non-empty list"),
+    (dict(seed=[3, -1]), ConfigError, r"seed\[1\]"),
     (dict(target_scaler=TargetScaler()), ConfigError, "not fitted"),
     (dict(target_scaler=TargetScaler({"eda_mean": 0.0}, {"eda_mean": 1.0})), ConfigError, "eda_std"),
     (dict(target_scaler={"eda_mean": 0.0}), ConfigError, "TargetScaler"),

@@ -31,6 +31,7 @@ epoch; see :mod:`kfusion.training.distributed`).
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import warnings
@@ -247,12 +248,15 @@ def train_resumable(model, epoch_data: Callable[[int], object], epochs: int, sta
     already in its order (it is not shuffled again; every epoch has as many batches). It is
     called for every epoch still to run when the fit starts (the datasets are lazy: let them
     share one copy of the windows) and the epochs are chained into one ``tf.data`` pipeline, so
-    no batch passes through Python. A ``keras.callbacks.BackupAndRestore`` in
-    ``stage_dir/backup`` saves the weights, the optimizer and the random state of the
-    augmentation layers (saved with their weights) after every epoch, and ``progress.json``
-    records the epochs done and their logs. A new call after a crash continues from the next
-    epoch and, each epoch's data being a function of the epoch, ends with the weights an
-    uninterrupted run would have; a call after the fit ended only restores the weights.
+    no batch passes through Python. An ``epoch_data`` with a method ``chain(first, total)``
+    giving those epochs batch for batch as one dataset (e.g.
+    :class:`~kfusion.training.masking.MaskedStatisticsEpochs`) supplies the pipeline itself.
+    A ``keras.callbacks.BackupAndRestore`` in ``stage_dir/backup`` saves the weights, the
+    optimizer and the random state of the augmentation layers (saved with their weights) after
+    every epoch, and ``progress.json`` records the epochs done and their logs. A new call after a
+    crash continues from the next epoch and, each epoch's data being a function of the epoch,
+    ends with the weights an uninterrupted run would have; a call after the fit ended only
+    restores the weights.
     ``callbacks`` work as in any ``fit`` (``EarlyStopping`` ends the run; their own counters start
     again after a resume). Returns the per-epoch logs of every epoch, across resumes.
 
@@ -371,6 +375,10 @@ class _EpochChain:
         batches (``fit`` then needs a pass per epoch)."""
         import tensorflow as tf
 
+        chain = getattr(epoch_data, "chain", None)
+        if callable(chain):  # the epochs as one pipeline, built by the data's owner
+            steps = int(epoch_data(first).cardinality())
+            return cls([chain(first, total)], first, steps) if steps > 0 else None
         datasets = []
         for epoch in range(first, max(total, first + 1)):
             data = epoch_data(epoch)
@@ -381,12 +389,12 @@ class _EpochChain:
         batches = {int(data.cardinality()) for data in datasets}
         return cls(datasets, first) if len(batches) == 1 and min(batches) > 0 else None
 
-    def __init__(self, datasets: list, first: int):
+    def __init__(self, datasets: list, first: int, steps_per_epoch: int | None = None):
         import tensorflow as tf
 
         self.first, self.started = first, None
         self.element_spec = datasets[0].element_spec
-        self.steps_per_epoch = int(datasets[0].cardinality())
+        self.steps_per_epoch = int(datasets[0].cardinality()) if steps_per_epoch is None else steps_per_epoch
         chain = datasets[0]
         for data in datasets[1:]:
             chain = chain.concatenate(data)
@@ -860,7 +868,7 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
     from kfusion.data.dataset import build_dataset
     from kfusion.models import MECHANISMS, freeze_encoders, fusion_backbone, fusion_pretraining_model
     from kfusion.models import presence_array, statistic_targets, summed_absolute_error
-    from kfusion.training.masking import TargetScaler, masked_statistics_dataset
+    from kfusion.training.masking import MaskedStatisticsEpochs, TargetScaler, masked_statistics_dataset
 
     config = _check_config(config, FusionPretrainConfig)
     sources = _check_sources(sources)
@@ -913,11 +921,8 @@ def pretrain_fusion(sources, out: str | Path, config: FusionPretrainConfig | Non
             shuffle=False, target_scaler=scaler, redraw_each_pass=False,
             stack_targets=targets) if len(validation["presence"]) else None
 
-        def epoch_data(epoch, scaler=scaler, train_tensors=train_tensors):
-            return masked_statistics_dataset(train_tensors, config.batch_size, config.mask_ratio, config.statistics,
-                                             _epoch_seed(config.seed, epoch), shuffle=True,
-                                             target_scaler=scaler, stack_targets=targets)
-
+        epoch_data = MaskedStatisticsEpochs(train_tensors, config.batch_size, config.mask_ratio, config.statistics,
+                                            functools.partial(_epoch_seed, config.seed), scaler, targets)
         history = train_resumable(model, epoch_data, config.epochs, stage_dir, validation_data,
                                   tensorboard, verbose, callbacks)
         model.save(paths["model"])
