@@ -239,3 +239,71 @@ def test_levels_are_standardised_with_training_windows_only(tmp_path):
     loaded = keras.saving.load_model(path, compile=False)
     np.testing.assert_allclose(loaded.get_layer(LEVELS_STANDARDIZATION).mean.numpy(), layer.mean.numpy())
     np.testing.assert_allclose(np.asarray(loaded(x)["arousal"]), np.asarray(model(x)["arousal"]), atol=1e-6)
+
+
+def _speech_like(n: int = 150, classes: int = 3, seed: int = 0):
+    """One encoder (the speech-only row's shape) and levels that carry the label linearly."""
+    from kfusion.models import LEVELS
+
+    x, y = _data(n, seed)
+    y = y % classes
+    rng = np.random.default_rng(seed + 1)
+    x[LEVELS] = (rng.normal(2.0, 3.0, size=(n, 5)) + 2.0 * y[:, None] * np.array([1, 0, -1, 0, 0.5])).astype("float32")
+    keras.utils.set_random_seed(seed)
+    model = fusion_emotion_model({"acc": _encoder("acc")}, "emotion", 4, projection_units=(8,), head_units=(8,),
+                                 levels=5, linear_levels=True)
+    return model, {k: v for k, v in x.items() if k != "bvp"} | {"presence": x["presence"][:, :1]}, y
+
+
+@pytest.mark.parametrize("classes", [3, 2])
+def test_linear_levels_start_is_a_logistic_regression_of_the_training_windows(classes):
+    """The levels' linear logits start at scikit-learn's regression of the training rows (class
+    4 never seen: probability ~0), so the model before training predicts exactly its probabilities."""
+    from sklearn.linear_model import LogisticRegression
+
+    from kfusion.models import LEVELS
+
+    model, x, y = _speech_like(classes=classes)
+    names = {layer.name for layer in model.layers}
+    assert names >= {"emotion_logits", "emotion_levels_logits", "emotion_sum", "emotion"}
+    trainer = EmotionTrainer(model, "emotion", EmotionTraining(epochs=1, batch_size=16))
+    train = np.arange(0, 100)
+    trainer.reset()
+    trainer._standardizers[LEVELS].set_statistics(x[LEVELS][train])
+    trainer.start_levels_logits(x, y, train)
+    scaled = (x[LEVELS] - x[LEVELS][train].mean(axis=0)) / x[LEVELS][train].std(axis=0)
+    expected = LogisticRegression(C=1.0, max_iter=300).fit(scaled[train], y[train]).predict_proba(scaled)
+    got = trainer.predict(x)
+    np.testing.assert_allclose(got[:, :classes], expected, atol=2e-4)
+    assert got[:, classes:].max() < 1e-9
+
+
+def test_linear_levels_training_keeps_its_start_unless_validation_improves():
+    """fit scores the logistic-regression start on the validation windows: when no epoch beats
+    it the start is restored (best_epoch -1, kept_start); an epoch that does beat it is kept."""
+    model, x, y = _speech_like()
+    trainer = EmotionTrainer(model, "emotion", EmotionTraining(epochs=3, patience=3, batch_size=16,
+                                                               learning_rate=0.5))
+    history = trainer.fit(x, y, np.arange(0, 100), np.arange(100, 150))
+    start_f1 = history.start_scores[1]
+    if history.kept_start:
+        assert history.best_epoch == -1 and max(history.val_f1) <= start_f1
+        assert history.at_best()["best_val_f1"] == pytest.approx(start_f1)
+    else:
+        assert history.val_f1[history.best_epoch] >= start_f1
+    from kfusion.training.emotion import macro_f1_score
+    kept = macro_f1_score(y[100:], trainer.predict(x, np.arange(100, 150)).argmax(axis=1))
+    assert kept == pytest.approx(history.at_best()["best_val_f1"])
+
+
+def test_linear_levels_needs_levels_and_round_trips(tmp_path):
+    from kfusion.evaluation.rows import ROWS
+
+    with pytest.raises(ConfigError, match="linear_levels: expected a levels input"):
+        fusion_emotion_model({"acc": _encoder("acc")}, "emotion", 4, projection_units=(8,), linear_levels=True)
+    assert ROWS["speech_only"].linear_levels and not ROWS["unweighted_without"].linear_levels
+    model, x, _ = _speech_like()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    np.testing.assert_allclose(np.asarray(loaded(x)["emotion"]), np.asarray(model(x)["emotion"]), atol=1e-6)

@@ -421,3 +421,32 @@ def test_train_cli_end_to_end(source, tmp_path, capsys):
     assert main(["train", "--data", f"stresspredict:{fixture}", "--row", "wearable_only", "--targets", "stress",
                  "--out", str(tmp_path / "s.keras"), "--no-cache"]) == 2
     assert "at least 2 participants with labelled windows" in capsys.readouterr().err
+
+
+def test_speech_only_deploys_with_its_logistic_regression_started_head(source, tmp_path):
+    """The speech-only row's head (levels' linear logits started at a logistic regression)
+    trains through ``train_model``, records whether its start was kept, round-trips and exports
+    with parity."""
+    from export_helpers import run_tflite
+
+    from kfusion.export.tflite import export_model
+    from kfusion.pipeline import shipped_pretrained
+
+    speech = build_dataset(source, DataConfig(modalities=("speech",)), cache_dir=False)
+    done = train_model(speech, shipped_pretrained(("speech",)), "speech_only", "arousal", tmp_path / "speech.keras",
+                       FAST, seed=2)
+
+    def names(model):  # the deployed model holds each target's head as a nested model
+        nested = (names(layer) if isinstance(layer, keras.Model) else () for layer in model.layers)
+        return {layer.name for layer in model.layers}.union(*nested)
+
+    assert {"arousal_levels_logits", "arousal_logits", "arousal_sum"} <= names(done.model)
+    training = done.sidecar["targets"]["arousal"]["training"]
+    assert training["best_val_f1"] is not None
+    assert training["kept_start"] == (training["best_epoch"] == -1)  # -1: the regression start was kept
+    x = _inputs(done.model, speech)
+    expected = done.model.predict(x, verbose=0)["arousal"]
+    loaded = keras.saving.load_model(done.path, compile=False)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["arousal"], expected, atol=1e-6)
+    lite = export_model(done.path, tmp_path / "speech.tflite", format="tflite")
+    np.testing.assert_allclose(run_tflite(lite, x, range(0, len(x["levels"]), 5))["arousal"], expected[::5], atol=1e-4)

@@ -168,7 +168,7 @@ def _assemble(row: str, heads: dict, pretrained: Pretrained, dataset: WindowedDa
 def _history(history: TrainingHistory) -> dict:
     return {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "batch_size": history.batch_size,
             **{key: None if value is None else round(value, 6) for key, value in history.at_best().items()},
-            "stopped_early": history.stopped_early,
+            "stopped_early": history.stopped_early, "kept_start": history.kept_start,
             "loss": [round(v, 6) for v in history.loss], "val_loss": [round(v, 6) for v in history.val_loss]}
 
 

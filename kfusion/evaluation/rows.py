@@ -61,7 +61,9 @@ class Row:
     backbone frozen up to its projection), False for fresh fusion layers on frozen encoders,
     None for rows without fusion layers; ``takes``: one of :data:`TAKES`; ``frozen``: one of
     :data:`FROZEN`; ``min_modalities``: how many modalities the data set must give the row
-    for it to be a default row of ``kfusion evaluate`` (a fusion of one modality is no fusion).
+    for it to be a default row of ``kfusion evaluate`` (a fusion of one modality is no fusion);
+    ``linear_levels``: with levels, its head adds a linear readout of them started at a logistic
+    regression (:func:`~kfusion.models.emotion_model`; the speech-only row).
     """
 
     name: str
@@ -70,6 +72,7 @@ class Row:
     mechanism: str | None = None
     fusion_training: bool | None = None
     min_modalities: int = 1
+    linear_levels: bool = False
 
     @property
     def learned(self) -> bool:
@@ -205,11 +208,13 @@ class Row:
         if self.app_head:
             return wearable_only_model(encoders, target, n_classes, use_presence, levels=levels)
         return fusion_emotion_model(encoders, target, n_classes, self.mechanism, projection_units,
-                                    head_units, use_presence, attention_tokens, attention_heads, levels=levels)
+                                    head_units, use_presence, attention_tokens, attention_heads, levels=levels,
+                                    linear_levels=self.linear_levels and bool(levels))
 
 
 def _rows() -> dict[str, Row]:
-    rows = [Row("speech_only", "speech", "embeddings", mechanism="unweighted", fusion_training=False),
+    rows = [Row("speech_only", "speech", "embeddings", mechanism="unweighted", fusion_training=False,
+                linear_levels=True),
             Row("wearable_only", "wearables", "embeddings")]
     rows += [Row(f"{m}_without", "all", "embeddings", mechanism=m, fusion_training=False, min_modalities=2)
              for m in MECHANISMS]

@@ -26,6 +26,9 @@ DEFAULT_EMOTION_UNITS = (32, 16)
 LEVELS_STANDARDIZATION = "levels_standardization"
 #: The layer holding the fusion-pretraining heads (:class:`~kfusion.models.StatisticHeads`).
 STATISTIC_HEADS = "statistics"
+#: A ``linear_levels`` head's layers, ``<target><suffix>``: the hidden stack's logits, the
+#: levels' linear logits (started at a logistic regression by the trainer), their sum.
+LINEAR_LEVELS_SUFFIXES = ("_logits", "_levels_logits", "_sum")
 
 __all__ = ["STATISTICS", "EMOTION_CLASSES", "statistic_targets", "fusion_pretraining_model",
            "pretraining_targets", "summed_absolute_error", "emotion_model"]
@@ -47,13 +50,14 @@ def _projection(backbone: keras.Model, where: str):
                           "built by kfusion.models.fusion_backbone") from None
 
 
-def _check_target_names(where: str, names: list[str], backbone: keras.Model, depth: int) -> None:
+def _check_target_names(where: str, names: list[str], backbone: keras.Model, depth: int,
+                        linear_levels: bool = False) -> None:
     taken = {layer.name for layer in backbone.layers}
     for target in names:
         checks.layer_name(f"{where}: target", target)
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: targets: expected unique names, found {names}")
-    generated = [n for t in names for n in _head_layer_names(t, depth)]
+    generated = [n for t in names for n in _head_layer_names(t, depth, linear_levels)]
     if len(set(generated)) != len(generated):
         raise ConfigError(f"{where}: targets: the names {names} give clashing layer names "
                           f"(a target's hidden layers are named <target>_dense_<i>)")
@@ -63,8 +67,9 @@ def _check_target_names(where: str, names: list[str], backbone: keras.Model, dep
                           "backbone; choose other target names")
 
 
-def _head_layer_names(target: str, depth: int) -> list[str]:
-    return [target] + [f"{target}_dense_{i}" for i in range(1, depth + 1)]
+def _head_layer_names(target: str, depth: int, linear_levels: bool = False) -> list[str]:
+    extra = [f"{target}{suffix}" for suffix in LINEAR_LEVELS_SUFFIXES] if linear_levels else []
+    return [target] + [f"{target}_dense_{i}" for i in range(1, depth + 1)] + extra
 
 
 def _dense_stack(x, target: str, units: tuple[int, ...]):
@@ -123,7 +128,8 @@ def summed_absolute_error(y_true, y_pred):
 
 
 def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[str] | None = None,
-                  units=DEFAULT_EMOTION_UNITS, name: str = "emotion_model", levels: int = 0) -> keras.Model:
+                  units=DEFAULT_EMOTION_UNITS, name: str = "emotion_model", levels: int = 0,
+                  linear_levels: bool = False) -> keras.Model:
     """Backbone + one classifier per target: ``Dense(u, ReLU)`` per ``units`` then
     ``Dense(n_classes, softmax)`` named by the target. Outputs ``{target: [B, n_classes]}``.
 
@@ -131,6 +137,14 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
     levels, ``kfusion.data.calibration.window_levels``), standardised (:class:`Standardization`
     named ``levels_standardization``, statistics from the training windows) and concatenated to
     the projection before the heads; 0 = none (the paper's head).
+
+    ``linear_levels`` (needs ``levels``): the softmax (named by the target) takes the sum of the
+    hidden stack's logits (``Dense(n_classes)`` named ``<target>_logits``, kernel starting at
+    zero) and a linear map of the standardised levels (``<target>_levels_logits``), which
+    :class:`~kfusion.training.emotion.EmotionTrainer` starts at a logistic regression fitted on
+    the training windows: training starts from that regression and may only improve on it on
+    the validation windows. The speech-only row's head (bench/RESULTS.md, "A logistic-regression
+    start").
 
     ``targets``: ``{name: n_classes}`` or a list of names from :data:`EMOTION_CLASSES`;
     default all three (arousal 3, valence 3, emotion 6).
@@ -153,10 +167,14 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
     classes = {t: checks.whole(f"{where}: targets[{t!r}] (classes)", n, 2)
                for t, n in targets.items()}
     units = checks.units(f"{where}: units", units, min_length=0)
-    _check_target_names(where, list(classes), backbone, len(units))
+    if not isinstance(linear_levels, bool):
+        raise ConfigError(f"{where}: linear_levels: expected True or False, found {linear_levels!r}")
+    _check_target_names(where, list(classes), backbone, len(units), linear_levels)
     name = checks.layer_name(f"{where}: name", name)
     inputs = backbone.input
     levels = checks.whole(f"{where}: levels", levels, 0)
+    if linear_levels and not levels:
+        raise ConfigError(f"{where}: linear_levels: expected a levels input (levels > 0), found levels=0")
     if levels:
         if not isinstance(inputs, dict):
             raise ConfigError(f"{where}: levels: expected a backbone with dict inputs")
@@ -164,6 +182,14 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
         scaled = Standardization(name=LEVELS_STANDARDIZATION)(level_input)
         inputs = {**inputs, LEVELS: level_input}
         features = keras.layers.Concatenate(name="with_levels")([features, scaled])
+    if linear_levels:
+        outputs = {}
+        for t, n in classes.items():
+            hidden = keras.layers.Dense(n, kernel_initializer="zeros", name=f"{t}_logits")(
+                _dense_stack(features, t, units))
+            linear = keras.layers.Dense(n, kernel_initializer="zeros", name=f"{t}_levels_logits")(scaled)
+            outputs[t] = keras.layers.Activation("softmax", name=t)(keras.layers.Add(name=f"{t}_sum")([hidden, linear]))
+        return keras.Model(inputs, outputs, name=name)
     outputs = {t: keras.layers.Dense(n, activation="softmax", name=t)(_dense_stack(features, t, units))
                for t, n in classes.items()}
     return keras.Model(inputs, outputs, name=name)

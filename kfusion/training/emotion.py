@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -128,13 +129,19 @@ class TrainingHistory:
     best_epoch: int = -1
     stopped_early: bool = False
     batch_size: int = 0
+    #: A head with ``linear_levels``: validation (loss, F1) of its logistic-regression start,
+    #: and whether that start was kept (``best_epoch`` then stays -1: before the first epoch).
+    start_scores: tuple | None = None
+    kept_start: bool = False
 
     @property
     def epochs_run(self) -> int:
         return len(self.loss)
 
     def at_best(self) -> dict:
-        """``{"best_val_loss", "best_val_f1"}`` of the kept epoch (None when none was kept)."""
+        """``{"best_val_loss", "best_val_f1"}`` of the kept state (None when none was kept)."""
+        if self.kept_start:
+            return {"best_val_loss": float(self.start_scores[0]), "best_val_f1": float(self.start_scores[1])}
         kept = self.best_epoch >= 0
         return {"best_val_loss": float(self.val_loss[self.best_epoch]) if kept else None,
                 "best_val_f1": float(self.val_f1[self.best_epoch]) if kept else None}
@@ -173,18 +180,19 @@ def fusion_emotion_model(encoders: Mapping[str, keras.Model], target: str, n_cla
                          mechanism: str = "unweighted", projection_units=(128, 64),
                          head_units=(32, 16), use_presence: bool = True,
                          attention_tokens: int = 5, attention_heads: int = 2,
-                         levels: int = 0) -> keras.Model:
+                         levels: int = 0, linear_levels: bool = False) -> keras.Model:
     """Frozen ``encoders`` -> fresh presence gate, ``mechanism`` fusion and projection -> emotion
     head ``head_units`` -> ``Dense(n_classes, softmax)`` named ``target``.
 
     Only the encoders are frozen (paper §4.2, "without fusion training"); with a single speech
     encoder this is the speech-only model. ``levels``: width of the ``"levels"`` input fed
-    to the head beside the projection (0 = none). Output ``{target: [B, n_classes]}``.
+    to the head beside the projection (0 = none); ``linear_levels``: as in
+    :func:`~kfusion.models.emotion_model`. Output ``{target: [B, n_classes]}``.
     """
     backbone = fusion_backbone(encoders, mechanism, projection_units, use_presence,
                                attention_tokens=attention_tokens, attention_heads=attention_heads)
     model = emotion_model(backbone, {target: n_classes}, head_units, name=f"{target}_model",
-                          levels=levels)
+                          levels=levels, linear_levels=linear_levels)
     return freeze_encoders(model)
 
 
@@ -389,6 +397,8 @@ class EmotionTrainer:
         found = [layer for layer in model.layers
                  if isinstance(layer, Standardization) and layer.name == LEVELS_STANDARDIZATION]
         self._standardizers = {LEVELS: found[-1]} if found else {}
+        linear = [layer for layer in model.layers if layer.name == f"{output}_levels_logits"]
+        self._levels_logits = linear[0] if linear and LEVELS in self._standardizers else None
         self.variables = list(model.trainable_variables)
         if not self.variables:
             raise ConfigError(f"EmotionTrainer: model {model.name!r} has no trainable weights")
@@ -506,6 +516,16 @@ class EmotionTrainer:
         batch_tensor = tf.constant(batch_size, tf.int32)
         history = TrainingHistory(batch_size=batch_size)
         best, waited = None, 0
+        if self._levels_logits is not None:
+            self.start_levels_logits(x, y, train, weights)
+            history.start_scores = self._validation_scores(
+                x, y, validation, None if self.settings.class_weight == "none" else weights)
+            best = self._score(*history.start_scores)
+            history.kept_start = math.isfinite(history.start_scores[0])
+            if history.kept_start:
+                self._copy_fn(tf.constant(_SAVE_BEST))
+            else:
+                best = None
         for epoch in range(self.settings.epochs):
             order = tf.constant(train[rng.permutation(train.size)])
             history.loss.append(float(self._epoch_fn(x, y_tensor, order, weights_tensor, batch_tensor)))
@@ -513,20 +533,54 @@ class EmotionTrainer:
                 x, y, validation, None if self.settings.class_weight == "none" else weights)
             history.val_loss.append(val_loss)
             history.val_f1.append(val_f1)
-            # Larger is better; NaN losses never win.
-            score = ((val_f1, -val_loss) if self.settings.monitor == "f1" else (-val_loss,))
+            score = self._score(val_loss, val_f1)
             if math.isfinite(val_loss) and (best is None or score > best):
                 best, waited = score, 0
                 self._copy_fn(tf.constant(_SAVE_BEST))
-                history.best_epoch = epoch
+                history.best_epoch, history.kept_start = epoch, False
             else:
                 waited += 1
                 if waited >= self.settings.patience or not math.isfinite(val_loss):
                     history.stopped_early = epoch + 1 < self.settings.epochs
                     break
-        if history.best_epoch >= 0:
+        if history.best_epoch >= 0 or history.kept_start:
             self._copy_fn(tf.constant(_RESTORE_BEST))
         return history
+
+    def _score(self, val_loss: float, val_f1: float) -> tuple:
+        """What early stopping maximises (larger is better; NaN losses never win)."""
+        return (val_f1, -val_loss) if self.settings.monitor == "f1" else (-val_loss,)
+
+    def start_levels_logits(self, x: Mapping, y, train, class_weights=None) -> None:
+        """Set a ``linear_levels`` head's ``<output>_levels_logits`` to a logistic regression
+        (scikit-learn, C = 1, lbfgs) of the training rows' standardised levels, each window
+        weighted by ``class_weights[label]``; classes absent from ``train`` get a bias of -30.
+        With the hidden logits' kernel at zero the model then predicts that regression's
+        probabilities. Needs the levels standardiser's statistics set (as :meth:`fit` does)."""
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        train = np.asarray(train, dtype=np.int64)
+        levels = np.asarray(self._standardizers[LEVELS](tf.gather(x[LEVELS], tf.constant(train))), np.float64)
+        labels = np.asarray(y)[train]
+        n_classes = int(self.model.output[self.output].shape[-1])
+        weights = np.ones(n_classes) if class_weights is None else np.asarray(class_weights, np.float64)
+        kernel = np.zeros((levels.shape[1], n_classes), np.float32)
+        bias = np.full(n_classes, -30.0, np.float32)
+        present = np.unique(labels)
+        if present.size == 1:
+            bias[present] = 0.0
+        else:
+            with warnings.catch_warnings():  # an unconverged regression is still a fair start
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                regression = LogisticRegression(C=1.0, max_iter=300).fit(levels, labels,
+                                                                         sample_weight=weights[labels])
+            coef, intercept = regression.coef_, regression.intercept_
+            if present.size == 2:  # one logit z: softmax over (-z/2, z/2) is the sigmoid of z
+                coef, intercept = np.concatenate([-coef, coef]) / 2, np.array([-intercept[0], intercept[0]]) / 2
+            kernel[:, regression.classes_] = coef.T
+            bias[regression.classes_] = intercept
+        self._levels_logits.set_weights([kernel, bias])
 
 
 def train_emotion_model(model: keras.Model, output: str, x: Mapping, y, train, validation,
