@@ -3,6 +3,7 @@ and its results here, and a re-run of the same config resumes instead of redoing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -18,14 +19,31 @@ _PACKAGES = ("kfusion", "tensorflow", "keras", "keras-tuner", "numpy", "scipy", 
              "librosa", "soundfile", "scikit-learn", "ai-edge-litert")
 
 
+_SOURCE: list[str] = []
+
+
+def source_fingerprint() -> str:
+    """SHA-256 (16 hex digits) of kfusion's own Python files: an editable install's version
+    number does not change with its code, this does."""
+    if not _SOURCE:
+        root = Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        _SOURCE.append(digest.hexdigest()[:16])
+    return _SOURCE[0]
+
+
 def package_versions() -> dict:
-    """Versions of Python and of the packages results depend on (no heavy imports)."""
+    """Versions of Python and of the packages results depend on (no heavy imports), and
+    :func:`source_fingerprint` as ``kfusion_source``."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    versions["kfusion_source"] = source_fingerprint()
     return versions
 
 
@@ -86,13 +104,31 @@ class RunFolder:
                     "use a new --out folder (or delete this one) to start a different run")
         else:
             write_json_atomic(stored, config)
-        write_json_atomic(self.path / "versions.json", package_versions())
+        versions = package_versions()
+        self._warn_other_code(versions)
+        write_json_atomic(self.path / "versions.json", versions)
         write_json_atomic(self.path / "data.json", {
             "fingerprint": data_fingerprint,
             "command": command or " ".join(sys.argv),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         return self
+
+    def _warn_other_code(self, versions: dict) -> None:
+        """Resuming records written by other code or packages keeps them (a crash resumes on
+        the same code); say so on stderr, so a changed method is not read from old records."""
+        path = self.path / "versions.json"
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        keys = ("kfusion", "kfusion_source", *_PACKAGES[1:])
+        changed = [f"{key} {previous.get(key)} -> {versions[key]}" for key in keys
+                   if key in previous and previous.get(key) != versions.get(key)]
+        if changed:
+            print(f"[kfusion] note: {self.path} holds results written by other code ({'; '.join(changed)}); "
+                  "finished records are kept, not recomputed: use a new folder to recompute them",
+                  file=sys.stderr)
 
     def append_record(self, name: str, record: dict) -> None:
         """Append one JSON line to ``name`` and flush it to disk at once."""

@@ -31,3 +31,19 @@ def test_records_survive_a_cut_last_line(tmp_path):
     with open(tmp_path / "folds.jsonl", "a") as handle:
         handle.write('{"fold": 3, "f1"')  # a crash mid-write
     assert [r["fold"] for r in run.read_records("folds.jsonl")] == [1, 2]
+
+
+def test_resuming_records_of_other_code_says_so(tmp_path, capsys):
+    """versions.json names kfusion's source fingerprint; a resume under other code or packages
+    keeps the finished records and says on stderr what changed."""
+    run = RunFolder(tmp_path / "run").start({"a": 1})
+    versions = json.loads((run.path / "versions.json").read_text())
+    assert len(versions["kfusion_source"]) == 16
+    RunFolder(tmp_path / "run").start({"a": 1})  # same code: silent
+    assert "other code" not in capsys.readouterr().err
+    versions.update(kfusion_source="0" * 16, numpy="0.0")
+    (run.path / "versions.json").write_text(json.dumps(versions))
+    RunFolder(tmp_path / "run").start({"a": 1})
+    err = capsys.readouterr().err
+    assert "holds results written by other code" in err and f"{'0' * 16} ->" in err and "numpy 0.0 ->" in err
+    assert json.loads((run.path / "versions.json").read_text())["numpy"] != "0.0"  # now the current versions
