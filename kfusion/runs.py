@@ -3,6 +3,7 @@ and its results here, and a re-run of the same config resumes instead of redoing
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,19 +20,15 @@ _PACKAGES = ("kfusion", "tensorflow", "keras", "keras-tuner", "numpy", "scipy", 
              "librosa", "soundfile", "scikit-learn", "ai-edge-litert")
 
 
-_SOURCE: list[str] = []
-
-
+@functools.cache
 def source_fingerprint() -> str:
     """SHA-256 (16 hex digits) of kfusion's own Python files: an editable install's version
     number does not change with its code, this does."""
-    if not _SOURCE:
-        root = Path(__file__).resolve().parent
-        digest = hashlib.sha256()
-        for path in sorted(root.rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-        _SOURCE.append(digest.hexdigest()[:16])
-    return _SOURCE[0]
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def package_versions() -> dict:
@@ -122,9 +119,8 @@ class RunFolder:
             previous = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        keys = ("kfusion", "kfusion_source", *_PACKAGES[1:])
-        changed = [f"{key} {previous.get(key)} -> {versions[key]}" for key in keys
-                   if key in previous and previous.get(key) != versions.get(key)]
+        changed = [f"{key} {previous[key]} -> {versions[key]}" for key in ("kfusion_source", *_PACKAGES)
+                   if key in previous and previous[key] != versions[key]]
         if changed:
             print(f"[kfusion] note: {self.path} holds results written by other code ({'; '.join(changed)}); "
                   "finished records are kept, not recomputed: use a new folder to recompute them",

@@ -333,6 +333,13 @@ def test_training_chains_the_epochs_of_masked_statistics_as_one_pipeline():
         chain.started = first
         assert_same(as_numpy(chain.dataset), [b for e in range(first, 4) for b in as_numpy(epochs(e))])
 
+    class NotADataset(MaskedStatisticsEpochs):
+        def chain(self, first, total):
+            return [self(e) for e in range(first, total)]
+
+    with pytest.raises(ConfigError, match=r"epoch_data.chain\(first, total\): expected a tf.data.Dataset.*list"):
+        _EpochChain.of(NotADataset(arrays, 8, epoch_seed=lambda epoch: epoch), 0, 2)
+
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(stack_targets=["eda_mean", "temp_mean"]), ConfigError, "temp_mean not among"),

@@ -27,6 +27,7 @@ from kfusion.models.fusion import (
 )
 from kfusion.models.heads import (
     EMOTION_CLASSES,
+    LEVELS_LOGITS,
     LEVELS_STANDARDIZATION,
     emotion_model,
     fusion_pretraining_model,
@@ -53,7 +54,8 @@ __all__ = [
     "fusion_weights", "presence_array", "fusion_pretraining_model", "emotion_model", "statistic_targets",
     "summed_absolute_error", "pretraining_targets",
     "freeze_for_fusion_training", "freeze_encoders", "backbone_layers", "up_to_fusion",
-    "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "TokenPositionEmbedding",
+    "ModalityWeights", "PresenceGate", "Standardization", "LEVELS_STANDARDIZATION", "LEVELS_LOGITS",
+    "TokenPositionEmbedding",
     "ActivityL1", "StatisticHeads", "find_layer",
     "MfccFrontEnd", "WindowNormalization",
 ]

@@ -28,7 +28,8 @@ LEVELS_STANDARDIZATION = "levels_standardization"
 STATISTIC_HEADS = "statistics"
 #: A ``linear_levels`` head's layers, ``<target><suffix>``: the hidden stack's logits, the
 #: levels' linear logits (started at a logistic regression by the trainer), their sum.
-LINEAR_LEVELS_SUFFIXES = ("_logits", "_levels_logits", "_sum")
+HIDDEN_LOGITS, LEVELS_LOGITS, LOGITS_SUM = "_logits", "_levels_logits", "_sum"
+LINEAR_LEVELS_SUFFIXES = (HIDDEN_LOGITS, LEVELS_LOGITS, LOGITS_SUM)
 
 __all__ = ["STATISTICS", "EMOTION_CLASSES", "statistic_targets", "fusion_pretraining_model",
            "pretraining_targets", "summed_absolute_error", "emotion_model"]
@@ -185,10 +186,11 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
     if linear_levels:
         outputs = {}
         for t, n in classes.items():
-            hidden = keras.layers.Dense(n, kernel_initializer="zeros", name=f"{t}_logits")(
+            hidden = keras.layers.Dense(n, kernel_initializer="zeros", name=t + HIDDEN_LOGITS)(
                 _dense_stack(features, t, units))
-            linear = keras.layers.Dense(n, kernel_initializer="zeros", name=f"{t}_levels_logits")(scaled)
-            outputs[t] = keras.layers.Activation("softmax", name=t)(keras.layers.Add(name=f"{t}_sum")([hidden, linear]))
+            linear = keras.layers.Dense(n, kernel_initializer="zeros", name=t + LEVELS_LOGITS)(scaled)
+            summed = keras.layers.Add(name=t + LOGITS_SUM)([hidden, linear])
+            outputs[t] = keras.layers.Activation("softmax", name=t)(summed)
         return keras.Model(inputs, outputs, name=name)
     outputs = {t: keras.layers.Dense(n, activation="softmax", name=t)(_dense_stack(features, t, units))
                for t, n in classes.items()}

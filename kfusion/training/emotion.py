@@ -37,6 +37,7 @@ from kfusion.modalities import WEARABLES
 from kfusion.errors import ConfigError
 from kfusion.models import (
     LEVELS,
+    LEVELS_LOGITS,
     LEVELS_STANDARDIZATION,
     Standardization,
     PRESENCE,
@@ -397,7 +398,7 @@ class EmotionTrainer:
         found = [layer for layer in model.layers
                  if isinstance(layer, Standardization) and layer.name == LEVELS_STANDARDIZATION]
         self._standardizers = {LEVELS: found[-1]} if found else {}
-        linear = [layer for layer in model.layers if layer.name == f"{output}_levels_logits"]
+        linear = [layer for layer in model.layers if layer.name == output + LEVELS_LOGITS]
         self._levels_logits = linear[0] if linear and LEVELS in self._standardizers else None
         self.variables = list(model.trainable_variables)
         if not self.variables:
@@ -516,21 +517,17 @@ class EmotionTrainer:
         batch_tensor = tf.constant(batch_size, tf.int32)
         history = TrainingHistory(batch_size=batch_size)
         best, waited = None, 0
-        if self._levels_logits is not None:
+        val_weights = None if self.settings.class_weight == "none" else weights
+        if self._levels_logits is not None:  # the regression start competes like an epoch
             self.start_levels_logits(x, y, train, weights)
-            history.start_scores = self._validation_scores(
-                x, y, validation, None if self.settings.class_weight == "none" else weights)
-            best = self._score(*history.start_scores)
-            history.kept_start = math.isfinite(history.start_scores[0])
-            if history.kept_start:
+            history.start_scores = self._validation_scores(x, y, validation, val_weights)
+            if math.isfinite(history.start_scores[0]):
+                best, history.kept_start = self._score(*history.start_scores), True
                 self._copy_fn(tf.constant(_SAVE_BEST))
-            else:
-                best = None
         for epoch in range(self.settings.epochs):
             order = tf.constant(train[rng.permutation(train.size)])
             history.loss.append(float(self._epoch_fn(x, y_tensor, order, weights_tensor, batch_tensor)))
-            val_loss, val_f1 = self._validation_scores(
-                x, y, validation, None if self.settings.class_weight == "none" else weights)
+            val_loss, val_f1 = self._validation_scores(x, y, validation, val_weights)
             history.val_loss.append(val_loss)
             history.val_f1.append(val_f1)
             score = self._score(val_loss, val_f1)

@@ -367,7 +367,7 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
             raise ConfigError("seed: expected an int or a non-empty list of ints, found []")
         seeds = [checks.whole(f"seed[{i}]", value, 0, 2**63 - 1) for i, value in enumerate(seed)]
     else:
-        seed, seeds = checks.whole("seed", seed, 0, 2**63 - 1), None
+        seeds = [checks.whole("seed", seed, 0, 2**63 - 1)]
     if target_scaler is not None:
         if not isinstance(target_scaler, TargetScaler):
             raise ConfigError(f"target_scaler: expected a TargetScaler, found {type(target_scaler).__name__}")
@@ -390,11 +390,11 @@ def masked_statistics_dataset(arrays: Mapping[str, np.ndarray], batch_size: int,
         keys = tf.data.Dataset.random(seed=pass_seed, rerandomize_each_iteration=redraw_each_pass)
         return tf.data.Dataset.zip((rows, keys.map(lambda key: tf.stack([tf.constant(pass_seed, tf.int64), key]))))
 
-    batches = pass_of(seed if seeds is None else seeds[0])
     # Several passes: their batch plans (row numbers, keys; cheap) are chained, and the masking
     # below maps the chain, so its function is instantiated once, not once per pass (~0.15 s a
     # start, more than the masking of a small epoch).
-    for pass_seed in seeds[1:] if seeds else ():
+    batches = pass_of(seeds[0])
+    for pass_seed in seeds[1:]:
         batches = batches.concatenate(pass_of(pass_seed))
 
     masker = _masker(_check_ratio_range(ratio_range), statistics, target_scaler, stack_targets)
@@ -466,8 +466,7 @@ def _masker(ratio_range: tuple, statistics: tuple, target_scaler, stack: tuple |
             names = target_names(signals, statistics)
             picked = names if stack is None else list(stack)
             columns = tf.gather(tf.cast(values, tf.float32), [names.index(n) for n in picked], axis=1)
-            if scaler is not None:  # one vector op, not two per target
-                scaler.check_names(picked)
+            if scaler is not None:  # one vector op, not two per target (names checked by the dataset)
                 columns = ((columns - np.array([scaler.mean[n] for n in picked], np.float32))
                            / np.array([scaler.std[n] for n in picked], np.float32))
             if stack is not None:

@@ -375,12 +375,18 @@ class _EpochChain:
         batches (``fit`` then needs a pass per epoch)."""
         import tensorflow as tf
 
+        epochs = range(first, max(total, first + 1))
         chain = getattr(epoch_data, "chain", None)
         if callable(chain):  # the epochs as one pipeline, built by the data's owner
-            steps = int(epoch_data(first).cardinality())
-            return cls([chain(first, total)], first, steps) if steps > 0 else None
+            data = chain(first, total)
+            if not isinstance(data, tf.data.Dataset):
+                raise ConfigError(f"train_resumable: epoch_data.chain(first, total): expected a tf.data.Dataset "
+                                  f"of batches, found {type(data).__name__}")
+            batches = int(data.cardinality())  # every epoch has as many batches
+            steps = batches // len(epochs) if batches > 0 and batches % len(epochs) == 0 else 0
+            return cls([data], first, steps) if steps > 0 else None
         datasets = []
-        for epoch in range(first, max(total, first + 1)):
+        for epoch in epochs:
             data = epoch_data(epoch)
             if not isinstance(data, tf.data.Dataset):
                 raise ConfigError(f"train_resumable: epoch_data(epoch): expected a tf.data.Dataset of batches, "
