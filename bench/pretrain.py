@@ -80,7 +80,8 @@ def _pipeline_and_step(windows: int, batch_size: int, epochs: int) -> dict:
                                          target_scaler=scaler, **stacked)
 
     import kfusion.training.masking as masking
-    if hasattr(masking, "MaskedStatisticsEpochs"):  # since the epochs are one pipeline, as pretrain_fusion has them
+    # pretrain_fusion's epochs as one pipeline; a --baseline worktree older than it has no such class.
+    if hasattr(masking, "MaskedStatisticsEpochs"):
         epoch_data = masking.MaskedStatisticsEpochs(tensors, batch_size, ratio, STATISTICS, lambda epoch: 1000 + epoch,
                                                     scaler, targets)
 

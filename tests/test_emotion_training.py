@@ -241,14 +241,18 @@ def test_levels_are_standardised_with_training_windows_only(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x)["arousal"]), np.asarray(model(x)["arousal"]), atol=1e-6)
 
 
-def _speech_like(n: int = 150, classes: int = 3, seed: int = 0):
-    """One encoder (the speech-only row's shape) and levels that carry the label linearly."""
+def _speech_like(n: int = 150, classes: int = 3, seed: int = 0, label_in: str = "levels"):
+    """One encoder (the speech-only row's shape) and levels; the label is carried linearly by the
+    levels (``label_in="levels"``) or only by the encoder's input (``"embedding"``)."""
     from kfusion.models import LEVELS
 
     x, y = _data(n, seed)
     y = y % classes
     rng = np.random.default_rng(seed + 1)
-    x[LEVELS] = (rng.normal(2.0, 3.0, size=(n, 5)) + 2.0 * y[:, None] * np.array([1, 0, -1, 0, 0.5])).astype("float32")
+    if label_in == "levels":  # the encoder's input becomes noise
+        x["acc"] = rng.normal(size=x["acc"].shape).astype("float32")
+    effect = 6.0 * y[:, None] * np.array([1, 0, -1, 0, 0.5]) if label_in == "levels" else 0.0
+    x[LEVELS] = (rng.normal(2.0, 3.0, size=(n, 5)) + effect).astype("float32")
     keras.utils.set_random_seed(seed)
     model = fusion_emotion_model({"acc": _encoder("acc")}, "emotion", 4, projection_units=(8,), head_units=(8,),
                                  levels=5, linear_levels=True)
@@ -278,22 +282,28 @@ def test_linear_levels_start_is_a_logistic_regression_of_the_training_windows(cl
     assert got[:, classes:].max() < 1e-9
 
 
-def test_linear_levels_training_keeps_its_start_unless_validation_improves():
+@pytest.mark.parametrize("label_in, learning_rate, epochs, kept", [("levels", 5.0, 1, True),
+                                                                    ("embedding", 0.05, 8, False)])
+def test_linear_levels_training_keeps_its_start_unless_validation_improves(label_in, learning_rate, epochs, kept):
     """fit scores the logistic-regression start on the validation windows: when no epoch beats
-    it the start is restored (best_epoch -1, kept_start); an epoch that does beat it is kept."""
-    model, x, y = _speech_like()
-    trainer = EmotionTrainer(model, "emotion", EmotionTraining(epochs=3, patience=3, batch_size=16,
-                                                               learning_rate=0.5))
+    it (the label in the levels, one epoch at a learning rate that wrecks the head) the start is restored
+    (best_epoch -1, kept_start); when the label is only in the embedding, an epoch that learns
+    it beats the start and is kept. Either way the kept state is the one scored."""
+    from kfusion.training.emotion import macro_f1_score
+
+    model, x, y = _speech_like(label_in=label_in)
+    trainer = EmotionTrainer(model, "emotion", EmotionTraining(epochs=epochs, patience=8, batch_size=16,
+                                                               learning_rate=learning_rate))
     history = trainer.fit(x, y, np.arange(0, 100), np.arange(100, 150))
     start_f1 = history.start_scores[1]
-    if history.kept_start:
+    assert history.kept_start is kept
+    if kept:
         assert history.best_epoch == -1 and max(history.val_f1) <= start_f1
         assert history.at_best()["best_val_f1"] == pytest.approx(start_f1)
     else:
-        assert history.val_f1[history.best_epoch] >= start_f1
-    from kfusion.training.emotion import macro_f1_score
-    kept = macro_f1_score(y[100:], trainer.predict(x, np.arange(100, 150)).argmax(axis=1))
-    assert kept == pytest.approx(history.at_best()["best_val_f1"])
+        assert history.best_epoch >= 0 and history.val_f1[history.best_epoch] > start_f1
+    kept_f1 = macro_f1_score(y[100:], trainer.predict(x, np.arange(100, 150)).argmax(axis=1))
+    assert kept_f1 == pytest.approx(history.at_best()["best_val_f1"])
 
 
 def test_linear_levels_needs_levels_and_round_trips(tmp_path):
@@ -301,6 +311,8 @@ def test_linear_levels_needs_levels_and_round_trips(tmp_path):
 
     with pytest.raises(ConfigError, match="linear_levels: expected a levels input"):
         fusion_emotion_model({"acc": _encoder("acc")}, "emotion", 4, projection_units=(8,), linear_levels=True)
+    with pytest.raises(ConfigError, match="emotion_model: linear_levels: expected True or False, found 1"):
+        fusion_emotion_model({"acc": _encoder("acc")}, "emotion", 4, projection_units=(8,), levels=5, linear_levels=1)
     assert ROWS["speech_only"].linear_levels and not ROWS["unweighted_without"].linear_levels
     model, x, _ = _speech_like()
     path = tmp_path / "m.keras"

@@ -168,8 +168,7 @@ def emotion_model(backbone: keras.Model, targets: Mapping[str, int] | Sequence[s
     classes = {t: checks.whole(f"{where}: targets[{t!r}] (classes)", n, 2)
                for t, n in targets.items()}
     units = checks.units(f"{where}: units", units, min_length=0)
-    if not isinstance(linear_levels, bool):
-        raise ConfigError(f"{where}: linear_levels: expected True or False, found {linear_levels!r}")
+    linear_levels = checks.flag(f"{where}: linear_levels", linear_levels)
     _check_target_names(where, list(classes), backbone, len(units), linear_levels)
     name = checks.layer_name(f"{where}: name", name)
     inputs = backbone.input
