@@ -6,7 +6,8 @@ Prints one table and writes ``bench/results/prosody.json``:
 - the in-graph front ends alone (float32 ``.tflite``, one window, LiteRT one thread):
   ``MfccFrontEnd`` and ``ProsodyFrontEnd``;
 - the default five-modality level-aware emotion model (random weights, ``unweighted``) exported
-  with raw inputs, int8 and float32, with the prosody columns in its levels and without:
+  with raw inputs, int8 and float32, with the prosody and flux columns in its levels (the
+  default), with prosody only, and without either:
   bytes and ms per window (timed in alternating blocks, so the ratio is the number to trust on
   a shared machine), and how far int8 probabilities are from the float Keras model's.
 
@@ -69,9 +70,9 @@ def main(argv=None) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     from kfusion.config import DataConfig
-    from kfusion.data.calibration import ChannelStats
+    from kfusion.data.calibration import ChannelStats, speech_extra_names
     from kfusion.data.features import mfcc
-    from kfusion.data.prosody import PROSODY_NAMES, window_prosody
+    from kfusion.data.prosody import window_prosody
     from kfusion.data.synthetic import write_kemocon_like
     from kfusion.export.prediction import recording_windows
     from kfusion.export.raw_inputs import CALIBRATION_INPUT, raw_input_model
@@ -103,7 +104,10 @@ def main(argv=None) -> dict:
 
     plain = sum(2 * (40 if m == "speech" else CHANNELS[m]) for m in MODALITIES)
     files, models = {}, {}
-    for label, width in (("without prosody", plain), ("with prosody", plain + len(PROSODY_NAMES))):
+    variants = {"without prosody": (False, False), "with prosody": (True, False),
+                "with prosody and flux": (True, True)}
+    for label, (prosody, flux) in variants.items():
+        width = plain + len(speech_extra_names(prosody, flux))
         keras.utils.set_random_seed(0)
         models[label] = emotion_model(build_fusion_model(mechanism="unweighted"), levels=width)
         paths = export_variants(models[label], work / label.replace(" ", "_"), ("none", "int8"), raw_inputs=(True,),
@@ -118,7 +122,7 @@ def main(argv=None) -> dict:
         shapes = {t.name: tuple(t.shape[1:]) for t in raw.inputs}
         for m in MODALITIES:  # the participant's own statistics, as the int8 ranges were calibrated
             name = CALIBRATION_INPUT.format(m)
-            stats = _window_stats(m, w.raw[m], w.presence[m], label == "with prosody") or ChannelStats.identity(
+            stats = _window_stats(m, w.raw[m], w.presence[m], *variants[label]) or ChannelStats.identity(
                 shapes[name][-1])
             block[name] = np.repeat(stats.rows(shapes[name][0])[None], n, 0)
         inputs[label] = block
@@ -138,7 +142,7 @@ def main(argv=None) -> dict:
                          "bytes": files[label][q].stat().st_size, "ms": timed[label][0], "p90_ms": timed[label][1]})
     results["raw_level_aware_unweighted"] = rows
     for r in rows:
-        print(f"raw {r['variant']:8s} {r['levels']:16s} {r['bytes']:8d} bytes {r['ms']:.3f} ms (p90 {r['p90_ms']:.3f})")
+        print(f"raw {r['variant']:8s} {r['levels']:22s} {r['bytes']:8d} bytes {r['ms']:.3f} ms (p90 {r['p90_ms']:.3f})")
     print("int8 max |probability error| vs float Keras:", results["int8_max_probability_error"])
 
     results["machine"] = machine()

@@ -96,16 +96,20 @@ class FeatureConfig(_Config):
     its own, as the authors' app does) or ``"none"``. ``speech_norm``: ``"cmvn"`` (each MFCC
     coefficient z-scored over the window's frames) or ``"none"``. ``speech_prosody``: speech
     window levels also hold pitch and voicing (``kfusion.data.prosody``: f0 mean, f0 std, voiced
-    fraction, periodicity, f0 change), standardised per person like the other levels."""
+    fraction, periodicity, f0 change), standardised per person like the other levels.
+    ``speech_flux``: they also hold the cepstral flux of MFCC coefficients 0-12
+    (``kfusion.data.spectral_flux``: how fast the spectral envelope moves), after the prosody."""
 
     wearable_norm: str = "zscore"
     speech_norm: str = "cmvn"
     speech_prosody: bool = True
+    speech_flux: bool = True
 
     def __post_init__(self):
         checks.choice("features.wearable_norm", self.wearable_norm, ("zscore", "none"))
         checks.choice("features.speech_norm", self.speech_norm, ("cmvn", "none"))
         checks.flag("features.speech_prosody", self.speech_prosody)
+        checks.flag("features.speech_flux", self.speech_flux)
 
 
 #: Which K-EmoCon perspective labels the windows (see :class:`DataConfig`).

@@ -212,18 +212,18 @@ def test_front_end_bad_input():
         raw_input_model(small_emotion_model("unweighted", modalities=("eda",)), features="zscore")
 
 
-@pytest.mark.parametrize("prosody", [True, False])
-def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path, prosody):
+@pytest.mark.parametrize("prosody, flux", [(True, True), (True, False), (False, True), (False, False)])
+def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path, prosody, flux):
     """A level-aware model behind the front end takes each modality's calibration as an input
-    and gives what the training path (calibrate, window levels, z-score; speech prosody when
-    the model's levels hold it) gives."""
+    and gives what the training path (calibrate, window levels, z-score; speech prosody and
+    cepstral flux when the model's levels hold them) gives."""
     from export_helpers import small_emotion_model
 
     from kfusion.data.calibration import ChannelStats
     from kfusion.data.features import featurize
 
     modalities = ("speech", "acc", "eda")
-    extra = 5 if prosody else 0
+    extra = (5 if prosody else 0) + (13 if flux else 0)
     width = 2 * 40 + extra + 2 * 3 + 2 * 1
     model = small_emotion_model("unweighted", modalities=modalities, levels=width)
     raw_model = raw_input_model(model)
@@ -238,7 +238,7 @@ def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path, p
              # no level statistics (too few windows): identity rows, levels used as they are
              "eda": ChannelStats(np.array([1.5]), np.array([0.4]), "participant", 60.0)}
     presence = {m: np.ones(2, bool) for m in modalities}
-    features = FeatureConfig(speech_prosody=prosody)
+    features = FeatureConfig(speech_prosody=prosody, speech_flux=flux)
     inputs, levels = featurize(raw, presence, features, stats)
     assert levels["speech"].shape == (2, 80 + extra)
     plain = featurize(raw, presence, features, {m: s.without_levels() for m, s in stats.items()})[1]
@@ -246,7 +246,7 @@ def test_raw_input_model_with_calibrated_levels_equals_the_data_path(tmp_path, p
     expected = model({**inputs, "presence": np.ones((2, 3), np.float32),
                       "levels": np.concatenate([levels[m] for m in modalities], axis=1)})
     shapes = {t.name: tuple(t.shape[1:]) for t in raw_model.inputs}
-    assert shapes["calibration_acc"] == (6, 3) and shapes["calibration_speech"] == ((8 if prosody else 6), 40)
+    assert shapes["calibration_acc"] == (6, 3) and shapes["calibration_speech"] == ((8 if extra else 6), 40)
     calibration = {f"calibration_{m}": np.repeat(stats[m].rows(shapes[f"calibration_{m}"][0])[None], 2, 0)
                    for m in modalities}
     got = raw_model({**raw, "presence": np.ones((2, 3), np.float32), **calibration})

@@ -139,12 +139,13 @@ def test_speech_levels_carry_prosody_standardised_per_person():
     np.testing.assert_allclose(without.level_mean, stats.level_mean[:80])
     windows = recording[:4 * RATE * 3].reshape(3, -1)
     presence = {"speech": np.ones(3, bool)}
-    _, levels = featurize({"speech": windows}, presence, FeatureConfig(), {"speech": stats})
+    _, levels = featurize({"speech": windows}, presence, FeatureConfig(speech_flux=False), {"speech": stats})
     assert levels["speech"].shape == (3, 85)
     raw = window_prosody(windows)
     np.testing.assert_allclose(levels["speech"][:, 80:], (raw - stats.level_mean[80:]) / stats.level_std[80:],
                                rtol=1e-4, atol=1e-4)
-    _, off = featurize({"speech": windows}, presence, FeatureConfig(speech_prosody=False), {"speech": without})
+    _, off = featurize({"speech": windows}, presence, FeatureConfig(speech_prosody=False, speech_flux=False),
+                       {"speech": without})
     assert off["speech"].shape == (3, 80)
     np.testing.assert_allclose(off["speech"], levels["speech"][:, :80], atol=1e-5)
     # statistics without the prosody columns (an older calibration file) leave them as they are
@@ -163,7 +164,7 @@ def test_calibration_files_with_prosody_levels(tmp_path):
     assert read_calibration(path)["p1"]["speech"].level_mean.shape == (85,)
     entry.update(level_mean=[0.0] * 83, level_std=[1.0] * 83)
     path.write_text(json.dumps(document))
-    with pytest.raises(DataError, match=r"participants\.p1\.speech\.level_mean.*85 with the prosody levels"):
+    with pytest.raises(DataError, match=r"p1\.speech\.level_mean.*or 85, 93 or 98 with the prosody and/or flux"):
         read_calibration(path)
 
 
@@ -202,9 +203,10 @@ def test_a_speech_model_with_prosody_levels_exports_to_tflite_with_builtin_ops(t
 
 
 def test_streaming_head_calibration_of_a_speech_model_equals_batch(kemocon_synth, tmp_path):
-    """A level-aware speech model (prosody in its levels) predicts the same whether the
-    recording is windowed in one go with its head calibration or streamed in chunks, the
-    stream calibrating itself (prosody statistics included) on its first half minute."""
+    """A level-aware speech model (prosody and flux in its levels, the default) predicts the
+    same whether the recording is windowed in one go with its head calibration or streamed in
+    chunks, the stream calibrating itself (extra level statistics included) on its first half
+    minute."""
     import pandas as pd
     from export_helpers import small_emotion_model
 
@@ -214,14 +216,14 @@ def test_streaming_head_calibration_of_a_speech_model_equals_batch(kemocon_synth
     from kfusion.export.prediction import StreamingPredictor, load_predictor, timeline
 
     path = tmp_path / "speech.keras"
-    small_emotion_model("unweighted", modalities=("speech",), targets={"arousal": 3}, levels=85).save(path)
+    small_emotion_model("unweighted", modalities=("speech",), targets={"arousal": 3}, levels=98).save(path)
     predictor = load_predictor(path)
-    assert predictor.features.speech_prosody and predictor.speech_prosody
+    assert predictor.speech_prosody and predictor.speech_flux
     config = DataConfig(modalities=("speech",))
     recording = load_recordings(f"kemocon:{kemocon_synth}", config, participants=["1"]).recordings[0]
     windows = cut_windows(recording, config)
     head = recording_calibration(recording, config.replace(calibration=CalibrationConfig.parse("head:0.5")))
-    assert head["speech"].level_mean.shape == (85,)
+    assert head["speech"].level_mean.shape == (98,)
     batch = timeline(predictor, [windows], {"1": head})
     span0 = float(windows.span[0])
     stream = StreamingPredictor(predictor, start=span0, participant="1", calibration="head:0.5")

@@ -44,8 +44,8 @@ MIN_LEVEL_WINDOWS = 3
 #: Rows of a calibration array (:meth:`ChannelStats.rows`): channel mean, channel std, level
 #: mean (means part, log-std part), level std (means part, log-std part).
 CALIBRATION_ROWS = 6
-#: Rows with extra level columns (speech prosody): then also their level mean and std, padded
-#: to the channel count with 0 and 1.
+#: Rows with extra level columns (speech prosody and cepstral flux): then also their level mean
+#: and std, padded to the channel count with 0 and 1.
 EXTRA_LEVEL_ROWS = 8
 
 
@@ -54,7 +54,7 @@ class ChannelStats:
     """Calibration of one modality of one participant: ``mean``/``std`` per channel ``[C]``
     (speech: per MFCC coefficient), the ``method`` and the ``seconds`` of signal they came from;
     optionally ``level_mean``/``level_std`` ``[2C + E]``: of the window levels of the same
-    signal (``E`` extra level columns: speech prosody, :mod:`kfusion.data.prosody`), from
+    signal (``E`` extra level columns: speech prosody and flux, :func:`speech_extra_names`), from
     ``windows`` windows (None: window levels are used as they are)."""
 
     mean: np.ndarray
@@ -227,12 +227,13 @@ def voiced_frames(energy_db: np.ndarray) -> np.ndarray:
 
 def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
                       offset: int = 0, window: tuple[float, float] | None = None,
-                      prosody: bool = False) -> ChannelStats | None:
+                      prosody: bool = False, flux: bool = False) -> ChannelStats | None:
     """Statistics of each MFCC coefficient over the non-silent frames of 16 kHz ``samples``
     from sample ``offset`` on (all, or the first ``head_minutes``). ``window``: ``(seconds, hop
     seconds)``: also the level statistics of the windows of frames cut from the start that hold
-    some non-silent frame; with ``prosody``, their levels include the windows'
-    :func:`~kfusion.data.prosody.window_prosody` (as the data sets' speech levels do)."""
+    some non-silent frame; with ``prosody`` / ``flux``, their levels include the windows'
+    :func:`~kfusion.data.prosody.window_prosody` / :func:`~kfusion.data.spectral_flux.window_flux`
+    (as the data sets' speech levels do)."""
     samples = np.asarray(samples).reshape(-1)[max(int(offset), 0):]
     if method == "head":
         samples = samples[:int(round(head_minutes * 60.0 * AUDIO_RATE))]
@@ -251,14 +252,17 @@ def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
     if not starts.size:
         return stats
     calibrated = calibrate(frames, stats)
-    levels = window_levels(np.stack([calibrated[s:s + length] for s in starts]))
+    levels = [window_levels(np.stack([calibrated[s:s + length] for s in starts]))]
     if prosody:
         from kfusion.data.features import MFCC_SETTINGS
 
         audio_starts = starts * MFCC_SETTINGS.hop_length
-        levels = np.concatenate([levels, _prosody_of(samples, audio_starts, int(round(window[0] * AUDIO_RATE)))],
-                                axis=1)
-    return with_level_statistics(stats, levels)
+        levels.append(_prosody_of(samples, audio_starts, int(round(window[0] * AUDIO_RATE))))
+    if flux:
+        from kfusion.data.spectral_flux import window_flux
+
+        levels.append(window_flux(np.stack([frames[s:s + length] for s in starts])))
+    return with_level_statistics(stats, np.concatenate(levels, axis=1))
 
 
 def _prosody_of(samples: np.ndarray, starts: np.ndarray, length: int, chunk: int = 64) -> np.ndarray:
@@ -293,7 +297,8 @@ def recording_calibration(recording: Recording, config: DataConfig | None = None
             continue
         method, found = config.calibration.method(modality), series[modality]
         offset = 0 if span_start is None else int(round((span_start - found.start) * found.rate))
-        stats = (speech_statistics(found.values, method, minutes, offset, window, config.features.speech_prosody)
+        stats = (speech_statistics(found.values, method, minutes, offset, window, config.features.speech_prosody,
+                                   config.features.speech_flux)
                  if modality == SPEECH
                  else signal_statistics(found.values, found.rate, method, minutes, offset, window))
         if stats is not None:
@@ -317,15 +322,33 @@ def window_levels(windows: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, spread], axis=1).astype(np.float32)
 
 
-def level_names(modality: str, channels: int, prosody: bool = False) -> list[str]:
-    """Column names of :func:`window_levels` for ``modality`` (+ speech ``prosody``)."""
+def speech_extra_names(prosody: bool, flux: bool) -> list[str]:
+    """Names of the extra speech level columns after the ``2C`` MFCC levels, in their order:
+    the prosody (:data:`~kfusion.data.prosody.PROSODY_NAMES`), then the cepstral flux
+    (:data:`~kfusion.data.spectral_flux.FLUX_NAMES`)."""
     from kfusion.data.prosody import PROSODY_NAMES
+    from kfusion.data.spectral_flux import FLUX_NAMES
 
+    return (list(PROSODY_NAMES) if prosody else []) + (list(FLUX_NAMES) if flux else [])
+
+
+def speech_extras_of_width(extra: int) -> tuple[bool, bool] | None:
+    """``(prosody, flux)`` of speech levels with ``extra`` columns after the MFCC levels
+    (None when no combination has that many: 0, 5, 13 or 18)."""
+    for prosody in (False, True):
+        for flux in (False, True):
+            if len(speech_extra_names(prosody, flux)) == extra:
+                return prosody, flux
+    return None
+
+
+def level_names(modality: str, channels: int, prosody: bool = False, flux: bool = False) -> list[str]:
+    """Column names of :func:`window_levels` for ``modality`` (+ speech ``prosody``, ``flux``)."""
     suffix = [str(c) for c in range(channels)] if channels > 1 else [""]
     if modality == "acc" and channels == 3:
         suffix = ["x", "y", "z"]
     base = [f"{modality}{'_' + s if s else ''}" for s in suffix]
-    extra = [f"{modality}_level_{n}" for n in PROSODY_NAMES] if prosody else []
+    extra = [f"{modality}_level_{n}" for n in speech_extra_names(prosody, flux)]
     return [f"{b}_level_mean" for b in base] + [f"{b}_level_logstd" for b in base] + extra
 
 

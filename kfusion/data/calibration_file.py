@@ -18,7 +18,8 @@ for speech per MFCC coefficient over the non-silent frames
 whole recording, ``head`` = its first ``head_minutes``; ``seconds``: how much signal they came
 from). ``level_mean``/``level_std`` (with ``calibration.standardize_levels``): of the window
 levels (mean then log-std of each calibrated channel; speech: then the 5 prosody levels,
-``kfusion.data.prosody.PROSODY_NAMES``) of ``windows`` windows of the same signal; the
+``kfusion.data.prosody.PROSODY_NAMES``, and the 13 flux levels, ``kfusion.data.spectral_flux.FLUX_NAMES``,
+as the model's levels hold them) of ``windows`` windows of the same signal; the
 model's levels are standardised by them (format 1 files have none: levels are used as they are).
 A modality missing from a participant had too little signal; the model then
 sees it uncalibrated, as in training. :func:`read_calibration` checks a file and returns
@@ -34,8 +35,9 @@ from pathlib import Path
 
 import kfusion
 from kfusion.config import DataConfig
-from kfusion.data.calibration import ChannelStats, recording_calibration
+from kfusion.data.calibration import ChannelStats, recording_calibration, speech_extras_of_width
 from kfusion.data.prosody import PROSODY_NAMES
+from kfusion.data.spectral_flux import FLUX_NAMES
 from kfusion.modalities import CHANNELS, MODALITIES, N_MFCC, NOMINAL_RATES, SPEECH
 from kfusion.data.sources import Source, load_recordings
 from kfusion.data.tables import read_json_file
@@ -138,11 +140,14 @@ def _stats(path, where: str, entry) -> ChannelStats:
         for key in ("level_mean", "level_std"):
             values = _numbers(path, f"{where}.{key}", entry.get(key))
             speech = where.rsplit(".", 1)[-1] == SPEECH
-            if len(values) != 2 * len(mean) and not (speech and len(values) == 2 * len(mean) + len(PROSODY_NAMES)):
+            extra = len(values) - 2 * len(mean)
+            if extra != 0 and not (speech and speech_extras_of_width(extra) is not None):
                 raise DataError(path, f"{where}.{key}", f"{2 * len(mean)} values (mean then log-std level "
-                                "of each channel" + (f"; or {2 * len(mean) + len(PROSODY_NAMES)} with the "
-                                                     "prosody levels after them" if speech else "") + ")",
-                                len(values))
+                                "of each channel" + (f"; or {2 * len(mean) + len(PROSODY_NAMES)}, "
+                                                     f"{2 * len(mean) + len(FLUX_NAMES)} or "
+                                                     f"{2 * len(mean) + len(PROSODY_NAMES) + len(FLUX_NAMES)} with "
+                                                     "the prosody and/or flux levels after them" if speech else "")
+                                + ")", len(values))
         if min(entry["level_std"]) <= 0:
             raise DataError(path, f"{where}.level_std", "positive standard deviations", min(entry["level_std"]))
     return ChannelStats.from_dict(entry)

@@ -106,7 +106,8 @@ class WindowedDataset:
     ``fingerprint``: identifies sources + config + feature settings (and the selection, for
     a subset); ``report``: JSON-able account of the build (see :func:`build_dataset`).
     ``levels``: modality -> float32 ``[N, 2C]`` each window's calibrated level (mean and
-    log-std per channel, :func:`kfusion.data.calibration.window_levels`; speech ``[N, 80]``, ``[N, 85]`` with prosody),
+    log-std per channel, :func:`kfusion.data.calibration.window_levels`; speech ``[N, 80]``,
+    ``[N, 98]`` with prosody and cepstral flux),
     zeros where absent; ``calibration``: participant -> modality -> calibration statistics
     (:meth:`ChannelStats.to_dict`; empty without calibration). ``physio``: float32 ``[N, P]``
     physiological and prosodic features computed over each whole recording

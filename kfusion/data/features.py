@@ -225,7 +225,8 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     values: normalisation removes any calibration); with it off, the calibrated window. Levels:
     ``[N, 2C]`` mean and log-std per channel of the calibrated window (speech: of its MFCC
     coefficients, ``2 * 40``, then with ``features.speech_prosody`` the window's
-    :func:`~kfusion.data.prosody.window_prosody`, ``85`` in all), standardised by the
+    :func:`~kfusion.data.prosody.window_prosody` and with ``features.speech_flux`` its
+    :func:`~kfusion.data.spectral_flux.window_flux`, ``98`` in all), standardised by the
     statistics' level mean/std when they hold them. Windows where a modality is absent are
     zeros in both.
 
@@ -235,8 +236,9 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
     (:func:`real_steps`) and the padded steps of the input are zeros; None = all real.
     ``with_levels=False``: the inputs only (levels ``{}``, no pitch tracking).
     """
-    from kfusion.data.calibration import calibrate, standardize_levels, window_levels
+    from kfusion.data.calibration import calibrate, speech_extra_names, standardize_levels, window_levels
     from kfusion.data.prosody import PROSODY_NAMES, window_prosody
+    from kfusion.data.spectral_flux import FLUX_NAMES, window_flux
 
     features = features or FeatureConfig()
     calibration = calibration or {}
@@ -247,16 +249,21 @@ def featurize(raw: dict, presence: dict, features: FeatureConfig | None = None,
         if modality == SPEECH:
             n_frames = MFCC_SETTINGS.frames(block.shape[1])
             values = np.zeros((block.shape[0], n_frames, MFCC_SETTINGS.n_mfcc), dtype=np.float32)
-            prosody = len(PROSODY_NAMES) if features.speech_prosody and with_levels else 0
-            level = np.zeros((block.shape[0], 2 * MFCC_SETTINGS.n_mfcc + prosody), dtype=np.float32)
+            extra = len(speech_extra_names(features.speech_prosody, features.speech_flux)) if with_levels else 0
+            first = 2 * MFCC_SETTINGS.n_mfcc  # the extra columns: prosody, then flux
+            level = np.zeros((block.shape[0], first + extra), dtype=np.float32)
             normalise = features.speech_norm == "cmvn"
             if present.any():
                 windows = mfcc(np.asarray(block[present], dtype=np.float32))
-                if prosody:
-                    samples = None if lengths is None else np.rint(
-                        np.asarray(lengths)[present] * AUDIO_RATE).astype(np.int64)
-                    level[present, -prosody:] = window_prosody(
+                samples = None if lengths is None else np.rint(
+                    np.asarray(lengths)[present] * AUDIO_RATE).astype(np.int64)
+                if extra and features.speech_prosody:
+                    level[present, first:first + len(PROSODY_NAMES)] = window_prosody(
                         np.asarray(block[present]).reshape(int(present.sum()), -1), samples)
+                if extra and features.speech_flux:
+                    frames = None if samples is None else real_steps(np.asarray(lengths)[present], SPEECH,
+                                                                     windows.shape[1])
+                    level[present, first + extra - len(FLUX_NAMES):] = window_flux(windows, frames)
         else:
             values = np.zeros(block.shape, dtype=np.float32)
             level = np.zeros((block.shape[0], 2 * block.shape[2]), dtype=np.float32)
@@ -299,6 +306,7 @@ def feature_settings() -> dict:
     from kfusion.data.calibration import calibration_settings
     from kfusion.data.physio import PHYSIO_SETTINGS
     from kfusion.data.prosody import prosody_settings
+    from kfusion.data.spectral_flux import flux_settings
     from kfusion.data.quality import quality_settings
 
     def installed(name):
@@ -308,6 +316,7 @@ def feature_settings() -> dict:
             return None
 
     return {"mfcc": MFCC_SETTINGS.to_dict(), "zscore_eps": ZSCORE_EPS, "zscore_rule": "relative",
-            "calibration": calibration_settings(), "prosody": prosody_settings(), "physio": PHYSIO_SETTINGS,
+            "calibration": calibration_settings(), "prosody": prosody_settings(), "flux": flux_settings(),
+            "physio": PHYSIO_SETTINGS,
             "quality": quality_settings(),
             "physio_libraries": {"neurokit2": installed("neurokit2"), "librosa": installed("librosa")}}

@@ -77,12 +77,11 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
                          physio_names=None) -> tuple[np.ndarray, list[str]]:
     """Features ``[N, F]`` float64 and their names, from a data set's ``inputs``
     (``{modality: [N, T, C]}``), ``presence`` (``{modality: bool [N]}``), optionally its
-    ``levels`` (``{modality: [N, 2C]}``, speech ``[N, 80 + 5]`` with prosody) and
+    ``levels`` (``{modality: [N, 2C]}``, speech ``[N, 80 + 18]`` with prosody and flux) and
     whole-recording ``physio`` features ``[N, P]`` (NaN where undefined:
     :func:`calibrate_features` ignores NaN in its statistics and turns it
     into 0)."""
-    from kfusion.data.calibration import level_names
-    from kfusion.data.prosody import PROSODY_NAMES
+    from kfusion.data.calibration import level_names, speech_extra_names, speech_extras_of_width
 
     modalities = [m for m in MODALITIES if m in inputs]
     if not modalities:
@@ -105,10 +104,16 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
         if levels is not None:
             columns.append(np.asarray(levels[m], dtype=np.float64))
             width = np.shape(levels[m])[1]
+            extras = speech_extras_of_width(width - 2 * windows.shape[2]) if m == SPEECH else None
             names += (level_names(m, windows.shape[2]) if m != SPEECH else
                       [f"speech_mfcc{c}_{s}" for s in ("level_mean", "level_logstd")
-                       for c in range(windows.shape[2])] + [f"speech_level_{n}" for n in PROSODY_NAMES]
-                      [:width - 2 * windows.shape[2]])
+                       for c in range(windows.shape[2])]
+                      + [f"speech_level_{n}" for n in speech_extra_names(*(extras or (False, False)))])
+            if len(names) != sum(np.shape(c)[1] for c in columns):
+                raise ConfigError(f"handcrafted_features: levels[{m!r}]: expected {2 * windows.shape[2]} "
+                                  "columns (mean and log-std per channel)"
+                                  + (" plus 5 (prosody), 13 (flux) or 18 (both)" if m == SPEECH else "")
+                                  + f", found {width}")
         columns.append(np.asarray(presence[m], dtype=np.float64).reshape(-1, 1))
         names.append(f"{m}_present")
     if physio is not None and np.shape(physio)[1]:

@@ -38,7 +38,7 @@ from kfusion.modalities import AUDIO_RATE, MODALITIES, NOMINAL_RATES, SPEECH, ch
 from kfusion.data.sources import load_recordings
 from kfusion.data.windows import RecordingWindows, cut_windows, model_rate_series
 from kfusion.errors import ConfigError, DataError
-from kfusion.export.raw_inputs import CALIBRATION_INPUT, speech_prosody_in_levels
+from kfusion.export.raw_inputs import CALIBRATION_INPUT, speech_level_extras
 from kfusion.models.fusion import LEVELS
 from kfusion.export.tflite import PRESENCE, SIGNATURE, _class_names, read_sidecar, sidecar_path
 
@@ -86,10 +86,23 @@ class Predictor:
     @property
     def speech_prosody(self) -> bool:
         """True when the model's speech levels hold prosody (and its calibration its statistics)."""
+        return self._speech_extras()[0]
+
+    @property
+    def speech_flux(self) -> bool:
+        """True when the model's speech levels hold the cepstral flux (and its calibration its statistics)."""
+        return self._speech_extras()[1]
+
+    def _speech_extras(self) -> tuple[bool, bool]:
         name = CALIBRATION_INPUT.format(SPEECH)
-        if name in self.input_shapes:
-            return int(self.input_shapes[name][0]) >= EXTRA_LEVEL_ROWS
-        return LEVELS in self.input_shapes and SPEECH in self.input_shapes and self.features.speech_prosody
+        if name in self.input_shapes:  # raw inputs: 8 rows when the levels have extras
+            if int(self.input_shapes[name][0]) < EXTRA_LEVEL_ROWS:
+                return False, False
+            found = (self.features.speech_prosody, self.features.speech_flux)
+            return found if any(found) else (True, False)
+        if LEVELS in self.input_shapes and SPEECH in self.input_shapes:
+            return self.features.speech_prosody, self.features.speech_flux
+        return False, False
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -260,10 +273,17 @@ def load_predictor(path, classes: Mapping | None = None, num_threads: int | None
     side_classes = {o["name"]: o["classes"] for o in side.get("outputs") or [] if o.get("classes")}
     names = _class_names(targets, {**side_classes, **dict(classes or {})})
     window = side.get("window", {})
-    features = FeatureConfig.from_dict(side["features"], where=f"{side_file}: features") \
+    # sidecars written before the flux levels existed: their models have none
+    features = FeatureConfig.from_dict({"speech_flux": False, **side["features"]}, where=f"{side_file}: features") \
         if "features" in side else FeatureConfig()
     if LEVELS in shapes and not raw:  # the speech levels as the model was trained on them
-        features = features.replace(speech_prosody=speech_prosody_in_levels(shapes))
+        prosody, flux = speech_level_extras(shapes)
+        features = features.replace(speech_prosody=prosody, speech_flux=flux)
+    elif kind == "keras" and raw:  # the graph says which extra speech levels it computes
+        from kfusion.models.feature_layers import ProsodyFrontEnd, SpectralFlux
+
+        kinds = {type(layer) for layer in model.layers}
+        features = features.replace(speech_prosody=ProsodyFrontEnd in kinds, speech_flux=SpectralFlux in kinds)
     predictor = predictor_cls(path=path, kind=kind, input_shapes=shapes, raw_inputs=bool(raw),
                               classes=names,
                               window_seconds=float(window.get("seconds", _window_seconds(shapes, bool(raw)))),
@@ -327,14 +347,14 @@ def resolve_calibration(calibration) -> "CalibrationConfig | GivenCalibration | 
 
 
 def _participant_stats(calibration, participant: str, recording=None, modalities=(), series=None,
-                       window: WindowConfig | None = None, prosody: bool = True) -> dict:
+                       window: WindowConfig | None = None, prosody: bool = True, flux: bool = True) -> dict:
     """``{modality: ChannelStats}`` for one participant (missing modalities: uncalibrated);
     ``series``: the recording's model-rate series when already computed; ``window``: how the
-    model's windows are cut (the level statistics use the same windows); ``prosody``: the
-    model's speech levels hold prosody."""
+    model's windows are cut (the level statistics use the same windows); ``prosody``, ``flux``:
+    the model's speech levels hold prosody, cepstral flux."""
     if isinstance(calibration, CalibrationConfig):
         config = DataConfig(modalities=modalities, calibration=calibration, window=window or WindowConfig(),
-                            features=FeatureConfig(speech_prosody=prosody))
+                            features=FeatureConfig(speech_prosody=prosody, speech_flux=flux))
         return recording_calibration(recording, config, series)
     return calibration.of(participant)
 
@@ -510,8 +530,10 @@ def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = 
     ConfigError, unless its ``kfusion train`` sidecar says it was trained uncalibrated.
     Returns the DataFrame."""
     predictor = load_predictor(model_path, classes=classes)
-    if config is not None and not predictor.raw_inputs:
-        predictor.features = getattr(config, "features", predictor.features)
+    if config is not None and not predictor.raw_inputs:  # the normalisation given, the levels the model's
+        prosody, flux = predictor.speech_prosody, predictor.speech_flux
+        predictor.features = getattr(config, "features", predictor.features).replace(
+            speech_prosody=prosody, speech_flux=flux)
     config = _predict_config(predictor, config)
     stats = None
     if predictor.uses_levels:
@@ -525,7 +547,7 @@ def predict(model_path, source, out_csv, plot=None, config: DataConfig | None = 
             windows.append(cut_windows(recording, config, series))
             stats[recording.participant] = _participant_stats(wanted, recording.participant, recording,
                                                               predictor.modalities, series, config.window,
-                                                              predictor.speech_prosody)
+                                                              predictor.speech_prosody, predictor.speech_flux)
     else:
         windows = recording_windows(source, config, participants)
     frame = timeline(predictor, windows, stats)
@@ -667,7 +689,8 @@ class StreamingPredictor:
             self._buffers[m] = [data] if data.shape[0] else []
             if m == SPEECH:
                 found = speech_statistics(data, "head", minutes, window=window,
-                                          prosody=self.predictor.speech_prosody)
+                                          prosody=self.predictor.speech_prosody,
+                                          flux=self.predictor.speech_flux)
             else:
                 found = signal_statistics(data, self.rates[m], "head", minutes, window=window)
             if found is not None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import keras
 
 from kfusion.config import FeatureConfig
-from kfusion.data.calibration import CALIBRATION_ROWS, EXTRA_LEVEL_ROWS
+from kfusion.data.calibration import CALIBRATION_ROWS, EXTRA_LEVEL_ROWS, speech_extra_names, speech_extras_of_width
 from kfusion.data.prosody import PROSODY_NAMES
+from kfusion.data.spectral_flux import FLUX_NAMES
 from kfusion.data.features import MFCC_SETTINGS
 from kfusion.modalities import MODALITIES, SPEECH
 from kfusion.errors import ConfigError
-from kfusion.models.feature_layers import CalibratedLevels, MfccFrontEnd, ProsodyFrontEnd, WindowNormalization
+from kfusion.models.feature_layers import (CalibratedLevels, MfccFrontEnd, ProsodyFrontEnd, SpectralFlux,
+                                           WindowNormalization)
 from kfusion.models.fusion import LEVELS, PRESENCE
 
 #: Raw-input models of level-aware models take each modality's calibration under this name.
@@ -52,25 +54,33 @@ def raw_input_shapes(model: keras.Model) -> dict[str, tuple]:
     return shapes
 
 
-def speech_prosody_in_levels(model) -> bool:
-    """Whether the ``levels`` input of a features-input ``model`` (or its ``{input name:
-    shape}``) holds speech prosody (its width is the modalities' ``2C`` each plus
-    :data:`PROSODY_NAMES`) or not (models trained before prosody, or with
-    ``FeatureConfig(speech_prosody=False)``)."""
+def speech_level_extras(model) -> tuple[bool, bool]:
+    """``(prosody, flux)``: what the ``levels`` input of a features-input ``model`` (or its
+    ``{input name: shape}``) holds after the modalities' ``2C`` columns each: speech prosody
+    (:data:`PROSODY_NAMES`), cepstral flux (:data:`FLUX_NAMES`), both (the default since
+    flux), or neither (models trained before prosody, or with it switched off in
+    :class:`FeatureConfig`)."""
     found = _model_inputs(model) if isinstance(model, keras.Model) else {k: tuple(v) for k, v in model.items()}
     name = model.name if isinstance(model, keras.Model) else "model"
     if LEVELS not in found:
-        return False
+        return False, False
     plain = sum(2 * (MFCC_SETTINGS.n_mfcc if m == SPEECH else found[m][-1]) for m in found if m in MODALITIES)
     width = found[LEVELS][-1]
-    if SPEECH in found and width == plain + len(PROSODY_NAMES):
-        return True
-    if width != plain:
+    extras = speech_extras_of_width(width - plain) if SPEECH in found else (None if width != plain else (False, False))
+    if extras is None:
+        options = sorted({plain + len(speech_extra_names(p, f)) for p in (False, True) for f in (False, True)})
         raise ConfigError(f"{name!r}: levels input: expected {plain} columns (mean and "
                           "log-std per channel of its modalities)"
-                          + (f" or {plain + len(PROSODY_NAMES)} (with speech prosody)" if SPEECH in found else "")
+                          + (f" or {', '.join(map(str, options[1:]))} (with speech prosody "
+                             f"{plain + len(PROSODY_NAMES)}, flux {plain + len(FLUX_NAMES)}, or both)"
+                             if SPEECH in found else "")
                           + f", found {width}")
-    return False
+    return extras
+
+
+def speech_prosody_in_levels(model) -> bool:
+    """Whether the ``levels`` input of ``model`` holds speech prosody (:func:`speech_level_extras`)."""
+    return speech_level_extras(model)[0]
 
 
 def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
@@ -85,8 +95,9 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
     ``levels`` input gets one ``calibration_<modality> [B, 6, C]`` input per modality (the
     person's mean and std per channel, MFCC coefficient for speech, then the mean and std of
     the person's window levels: ``ChannelStats.rows()``; ``kfusion calibrate`` writes them) and
-    computes the levels in the graph (:class:`CalibratedLevels`; speech levels with prosody:
-    also :class:`ProsodyFrontEnd`, and ``calibration_speech [B, 8, 40]``), zeroed for
+    computes the levels in the graph (:class:`CalibratedLevels`; speech levels with prosody
+    and flux: also :class:`ProsodyFrontEnd` and :class:`SpectralFlux`, and
+    ``calibration_speech [B, 8, 40]``), zeroed for
     a modality marked absent in ``presence`` (as in the data sets). Outputs: ``model``'s.
     ``front_end``: how :class:`MfccFrontEnd` computes the spectrum, ``"fft"`` (a factored
     DFT, small and fast) or ``"dft"`` (one DFT matrix: fewer kinds of operations, for a
@@ -112,17 +123,24 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
     if LEVELS in _model_inputs(model):
         parts = []
         ordered = [m for m in MODALITIES if m in shapes]  # canonical order, as in training
-        prosody = speech_prosody_in_levels(model)
+        prosody, flux = speech_level_extras(model)
         for column, m in enumerate(ordered):
             raw = unnormalised.get(m, inputs[m])
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else shapes[m][-1]
-            rows = EXTRA_LEVEL_ROWS if m == SPEECH and prosody else CALIBRATION_ROWS
+            extras = m == SPEECH and (prosody or flux)
+            rows = EXTRA_LEVEL_ROWS if extras else CALIBRATION_ROWS
             calibration = inputs[CALIBRATION_INPUT.format(m)] = keras.Input(
                 (rows, channels), name=CALIBRATION_INPUT.format(m))
             level = CalibratedLevels(name=f"{m}_levels")(raw, calibration)
-            if m == SPEECH and prosody:
-                pitch = ProsodyFrontEnd(name="speech_prosody")(inputs[m], calibration)
-                level = keras.layers.Concatenate(name="speech_levels_and_prosody")([level, pitch])
+            if extras:
+                parts_of_level = [level]
+                if prosody:
+                    parts_of_level.append(ProsodyFrontEnd(name="speech_prosody")(inputs[m], calibration))
+                if flux:
+                    z = fed[m] if features.speech_norm == "cmvn" else WindowNormalization(name="speech_flux_cmvn")(raw)
+                    parts_of_level.append(SpectralFlux(offset=len(PROSODY_NAMES) if prosody else 0,
+                                                       name="speech_flux")(z, calibration))
+                level = keras.layers.Concatenate(name="speech_levels_and_prosody")(parts_of_level)
             if PRESENCE in inputs:  # an absent modality's level is zeros in training
                 n = len(ordered)
                 flag = keras.layers.Reshape((n, 1), name=f"{m}_presence_column")(inputs[PRESENCE])

@@ -258,18 +258,18 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     from kfusion.data.dataset import WindowedDataset
     from kfusion.models import presence_array
 
-    from kfusion.export.raw_inputs import speech_prosody_in_levels
+    from kfusion.export.raw_inputs import speech_level_extras
 
     features = features or FeatureConfig()
     modalities = model_modalities(model)
     levels = LEVELS in _input_specs(model)
-    prosody = speech_prosody_in_levels(model)
+    prosody, flux = speech_level_extras(model)
     if levels:  # the levels as the model was trained on them
-        features = features.replace(speech_prosody=prosody)
+        features = features.replace(speech_prosody=prosody, speech_flux=flux)
     wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
     if raw_inputs and levels:
         wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (
-            EXTRA_LEVEL_ROWS if m == SPEECH and prosody else CALIBRATION_ROWS,
+            EXTRA_LEVEL_ROWS if m == SPEECH and (prosody or flux) else CALIBRATION_ROWS,
             MFCC_SETTINGS.n_mfcc if m == SPEECH else wanted[m][-1]) for m in modalities}}
     windows = _as_windows_list(data)
     if isinstance(data, WindowedDataset):
@@ -297,7 +297,7 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
             presence = {m: w.presence[m] for m in modalities}
             stats = {}
             for m in (modalities if levels else ()):
-                found = _window_stats(m, raw[m], presence[m], prosody)
+                found = _window_stats(m, raw[m], presence[m], prosody, flux)
                 if found is not None:  # else uncalibrated, as in training
                     stats[m] = found
             if raw_inputs:
@@ -346,10 +346,11 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     return {k: np.ascontiguousarray(arrays[k][index], dtype=np.float32) for k in wanted}
 
 
-def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray, prosody: bool = False):
+def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray, prosody: bool = False,
+                  flux: bool = False):
     """Calibration statistics of one participant from its own raw windows (overlaps counted
     twice; speech without the silence rule's exact framing), with the level statistics of
-    those windows (speech ``prosody``: theirs too): a stand-in for int8 ranges."""
+    those windows (speech ``prosody``, ``flux``: theirs too): a stand-in for int8 ranges."""
     from kfusion.data.calibration import signal_statistics, speech_statistics, with_level_statistics
 
     kept = np.asarray(windows)[np.asarray(present, dtype=bool)]
@@ -362,7 +363,7 @@ def _window_stats(modality: str, windows: np.ndarray, present: np.ndarray, proso
     if stats is None:
         return None
     levels = featurize({modality: kept}, {modality: np.ones(kept.shape[0], bool)},
-                       FeatureConfig(speech_prosody=prosody), {modality: stats})[1][modality]
+                       FeatureConfig(speech_prosody=prosody, speech_flux=flux), {modality: stats})[1][modality]
     return with_level_statistics(stats, levels)
 
 
@@ -787,13 +788,13 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
                                           if features.wearable_norm == "zscore" else "none")
         out.append(entry)
     if raw_inputs and LEVELS in _input_specs(features_model):
-        from kfusion.data.prosody import PROSODY_NAMES
-        from kfusion.export.raw_inputs import speech_prosody_in_levels
+        from kfusion.data.calibration import speech_extra_names
+        from kfusion.export.raw_inputs import speech_level_extras
 
-        prosody = speech_prosody_in_levels(features_model)
+        extra_names = speech_extra_names(*speech_level_extras(features_model))
         for m in modalities:
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else specs[m][-1]
-            extra = m == SPEECH and prosody
+            extra = m == SPEECH and bool(extra_names)
             out.append({"name": CALIBRATION_INPUT.format(m),
                         "shape": [1, EXTRA_LEVEL_ROWS if extra else CALIBRATION_ROWS, int(channels)],
                         "dtype": "float32",
@@ -802,8 +803,8 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
                                     else "per channel, in the units of the raw input")
                                  + "; rows 2-3 the mean of the person's window levels (means, then log-stds), "
                                    "rows 4-5 their standard deviation (0 and 1 when unknown)"
-                                 + (f"; rows 6-7 the mean and standard deviation of the window prosody "
-                                    f"({', '.join(PROSODY_NAMES)}) in their first {len(PROSODY_NAMES)} "
+                                 + (f"; rows 6-7 the mean and standard deviation of the extra window levels "
+                                    f"({', '.join(extra_names)}) in their first {len(extra_names)} "
                                     "columns, the rest 0 and 1" if extra else "")
                                  + " (kfusion calibrate; the same for every window of a person)"})
     return out
@@ -854,6 +855,11 @@ def _prepare(model, raw_inputs, features, where):
                           "WindowNormalization layers")
     model_modalities(model)
     model_targets(model)
+    if LEVELS in _input_specs(model):  # the extra speech levels are the model's, whatever was given
+        from kfusion.export.raw_inputs import speech_level_extras
+
+        prosody, flux = speech_level_extras(model)
+        features = features.replace(speech_prosody=prosody, speech_flux=flux)
     return model, features
 
 

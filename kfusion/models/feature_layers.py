@@ -50,12 +50,14 @@ from kfusion.data.features import (
     mel_filterbank,
 )
 from kfusion.data.prosody import PROSODY_NAMES, PROSODY_SETTINGS, lag_weights, lowpass_filter
+from kfusion.data.spectral_flux import FLUX_COEFFICIENTS
 from kfusion import checks
 from kfusion.errors import ConfigError
 
 PACKAGE = "kfusion"
 
-__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "ProsodyFrontEnd", "dft_matrices", "fft_factors",
+__all__ = ["MfccFrontEnd", "WindowNormalization", "CalibratedLevels", "ProsodyFrontEnd", "SpectralFlux",
+           "dft_matrices", "fft_factors",
            "fft_matrices", "FRONT_END_LAYERS", "FRONT_END_METHODS"]
 
 #: Ways :class:`MfccFrontEnd` computes the spectrum (module docstring).
@@ -456,4 +458,38 @@ class ProsodyFrontEnd(keras.layers.Layer):
         return {**super().get_config(), "settings": self.settings.to_dict()}
 
 
-FRONT_END_LAYERS = (MfccFrontEnd, WindowNormalization, CalibratedLevels, ProsodyFrontEnd)
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SpectralFlux(keras.layers.Layer):
+    """Cepstral flux of CMVN'd MFCC windows: ``z [B, T, C]`` (:class:`WindowNormalization` of
+    :class:`MfccFrontEnd`'s output) and optionally ``calibration [B, R, C]`` -> ``[B, 13]``
+    (:data:`kfusion.data.spectral_flux.FLUX_NAMES`), the mean absolute frame-to-frame change of
+    coefficients 0-12, as :func:`kfusion.data.spectral_flux.window_flux`. With ``R >= 8``
+    calibration rows the flux is standardised by rows 6 and 7, columns ``offset`` to
+    ``offset + 13`` (after the prosody's 5 when the levels hold prosody)."""
+
+    def __init__(self, offset: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = checks.whole("SpectralFlux: offset", offset, 0)
+
+    def build(self, z_shape, calibration_shape=None):
+        if len(z_shape) != 3 or z_shape[-1] is None or z_shape[-1] < FLUX_COEFFICIENTS or (z_shape[1] or 2) < 2:
+            raise ConfigError(f"SpectralFlux: expected MFCC windows [batch, frames >= 2, >= {FLUX_COEFFICIENTS}], "
+                              f"found {tuple(z_shape)}")
+
+    def call(self, z, calibration=None):
+        z = ops.cast(z[:, :, :FLUX_COEFFICIENTS], "float32")
+        out = ops.mean(ops.abs(z[:, 1:] - z[:, :-1]), axis=1)
+        if calibration is not None and calibration.shape[1] is not None and calibration.shape[1] >= 8:
+            calibration = ops.cast(calibration, "float32")
+            cut = slice(self.offset, self.offset + FLUX_COEFFICIENTS)
+            out = (out - calibration[:, 6, cut]) / calibration[:, 7, cut]
+        return out
+
+    def compute_output_shape(self, z_shape, calibration_shape=None):
+        return (z_shape[0], FLUX_COEFFICIENTS)
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+FRONT_END_LAYERS = (MfccFrontEnd, WindowNormalization, CalibratedLevels, ProsodyFrontEnd, SpectralFlux)
