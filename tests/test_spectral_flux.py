@@ -165,3 +165,31 @@ def test_calibration_files_with_flux_levels(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(DataError, match=r"speech\.level_mean.*85, 93 or 98 with the prosody and/or flux"):
         read_calibration(path)
+
+
+def test_predictors_know_which_extra_levels_a_model_holds(tmp_path):
+    """A raw-input TFLite file says it in its sidecar (one written before flux existed means no
+    flux); a raw-input .keras model in its graph; a features-input one by its levels' width."""
+    from export_helpers import small_emotion_model
+
+    from kfusion.export.prediction import load_predictor
+    from kfusion.export.raw_inputs import raw_input_model
+    from kfusion.export.tflite import export_variants, sidecar_path
+
+    model = small_emotion_model("unweighted", modalities=("speech",), targets={"arousal": 3}, levels=98)
+    paths = export_variants(model, tmp_path, ("none",), raw_inputs=(False, True), name="speech",
+                            features=FeatureConfig(speech_flux=False))  # the model's layout wins
+    raw_file, features_file = paths[(True, "none")], paths[(False, "none")]
+    side = json.loads(sidecar_path(raw_file).read_text())
+    assert side["features"]["speech_flux"] is True and side["features"]["speech_prosody"] is True
+    for path in (raw_file, features_file):
+        predictor = load_predictor(path)
+        assert (predictor.speech_prosody, predictor.speech_flux) == (True, True)
+    del side["features"]["speech_flux"]  # a sidecar from before the option
+    sidecar_path(raw_file).write_text(json.dumps(side))
+    assert (load_predictor(raw_file).speech_prosody, load_predictor(raw_file).speech_flux) == (True, False)
+    old = small_emotion_model("unweighted", modalities=("speech",), targets={"arousal": 3}, levels=85)
+    raw_input_model(old).save(tmp_path / "old-raw.keras")
+    raw_input_model(model).save(tmp_path / "new-raw.keras")
+    assert load_predictor(tmp_path / "old-raw.keras").speech_flux is False
+    assert load_predictor(tmp_path / "new-raw.keras").speech_flux is True
