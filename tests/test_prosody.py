@@ -155,13 +155,16 @@ def test_speech_levels_carry_prosody_standardised_per_person():
     assert len(names) == 85 and names[-5:] == [f"speech_level_{n}" for n in PROSODY_NAMES]
 
 
-def test_calibration_files_with_prosody_levels(tmp_path):
-    entry = {"method": "participant", "seconds": 60.0, "mean": [0.0] * 40, "std": [1.0] * 40, "windows": 5,
-             "level_mean": [0.0] * 85, "level_std": [1.0] * 85}
+def test_calibration_files_with_prosody_and_flux_levels(tmp_path):
+    """Speech level statistics may hold the prosody (85), the flux (93) or both (98) after the
+    80 MFCC ones; other widths are refused naming the field."""
+    entry = {"method": "participant", "seconds": 60.0, "mean": [0.0] * 40, "std": [1.0] * 40, "windows": 5}
     document = {"kind": "kfusion-calibration", "format": 2, "participants": {"p1": {"speech": entry}}}
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps(document))
-    assert read_calibration(path)["p1"]["speech"].level_mean.shape == (85,)
+    for width in (85, 93, 98):
+        entry.update(level_mean=[0.0] * width, level_std=[1.0] * width)
+        path.write_text(json.dumps(document))
+        assert read_calibration(path)["p1"]["speech"].level_mean.shape == (width,)
     entry.update(level_mean=[0.0] * 83, level_std=[1.0] * 83)
     path.write_text(json.dumps(document))
     with pytest.raises(DataError, match=r"p1\.speech\.level_mean.*or 85, 93 or 98 with the prosody and/or flux"):

@@ -151,22 +151,6 @@ def test_older_level_widths_still_load_and_others_are_refused(tmp_path):
         speech_level_extras(odd)
 
 
-def test_calibration_files_with_flux_levels(tmp_path):
-    from kfusion.data.calibration_file import read_calibration
-    from kfusion.errors import DataError
-
-    entry = {"method": "participant", "seconds": 60.0, "mean": [0.0] * 40, "std": [1.0] * 40, "windows": 5,
-             "level_mean": [0.0] * 98, "level_std": [1.0] * 98}
-    document = {"kind": "kfusion-calibration", "format": 2, "participants": {"p1": {"speech": entry}}}
-    path = tmp_path / "calibration.json"
-    path.write_text(json.dumps(document))
-    assert read_calibration(path)["p1"]["speech"].level_mean.shape == (98,)
-    entry.update(level_mean=[0.0] * 90, level_std=[1.0] * 90)
-    path.write_text(json.dumps(document))
-    with pytest.raises(DataError, match=r"speech\.level_mean.*85, 93 or 98 with the prosody and/or flux"):
-        read_calibration(path)
-
-
 def test_predictors_know_which_extra_levels_a_model_holds(tmp_path):
     """A raw-input TFLite file says it in its sidecar (one written before flux existed means no
     flux); a raw-input .keras model in its graph; a features-input one by its levels' width."""
