@@ -177,3 +177,29 @@ def test_predictors_know_which_extra_levels_a_model_holds(tmp_path):
     raw_input_model(model).save(tmp_path / "new-raw.keras")
     assert load_predictor(tmp_path / "old-raw.keras").speech_flux is False
     assert load_predictor(tmp_path / "new-raw.keras").speech_flux is True
+
+
+def test_a_calibration_for_another_level_layout_is_relaid_for_the_model():
+    """Statistics with prosody and flux (what `kfusion calibrate` writes by default) given to a
+    model with flux only, or prosody only, keep the matching columns; a file without flux
+    gives identity for it."""
+    from kfusion.data.calibration import with_speech_extras
+
+    base = np.arange(80.0)
+    both = ChannelStats(np.zeros(40), np.ones(40), "participant", 60.0, np.r_[base, 100 + np.arange(18.0)],
+                        np.r_[np.ones(80), 2 + np.arange(18.0)], 7)
+    flux_only = with_speech_extras(both, prosody=False, flux=True)
+    np.testing.assert_array_equal(flux_only.level_mean, np.r_[base, 105 + np.arange(13.0)])
+    np.testing.assert_array_equal(flux_only.level_std[80:], 7 + np.arange(13.0))
+    assert with_speech_extras(both, prosody=True, flux=False).level_mean.shape == (85,)
+    assert with_speech_extras(both, prosody=True, flux=True) is both
+    prosody_only = with_speech_extras(both, prosody=True, flux=False)
+    widened = with_speech_extras(prosody_only, prosody=True, flux=True)
+    np.testing.assert_array_equal(widened.level_mean, np.r_[base, 100 + np.arange(5.0), np.zeros(13)])
+    np.testing.assert_array_equal(widened.level_std[85:], np.ones(13))
+    assert with_speech_extras(both.without_levels(), prosody=False, flux=True).level_mean is None
+    from kfusion.export.prediction import GivenCalibration, _participant_stats
+
+    given = GivenCalibration({"*": {"speech": both}})
+    assert _participant_stats(given, "p1", prosody=False, flux=True)["speech"].level_mean.shape == (93,)
+    assert _participant_stats(given, "p1", prosody=True, flux=True)["speech"] is both

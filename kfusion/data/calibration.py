@@ -342,6 +342,28 @@ def speech_extras_of_width(extra: int) -> tuple[bool, bool] | None:
     return None
 
 
+def with_speech_extras(stats: ChannelStats, prosody: bool, flux: bool) -> ChannelStats:
+    """Speech ``stats`` with their level statistics laid out for levels holding ``prosody`` and
+    ``flux`` (:func:`speech_extra_names`): a calibration file written for another layout (a model
+    with other extra columns) keeps the columns both have, and identity (0, 1) for the ones it
+    lacks. Statistics without level statistics, or with a width no layout has, are returned
+    unchanged."""
+    if stats.level_mean is None:
+        return stats
+    base = 2 * int(np.shape(stats.mean)[0])
+    found = speech_extras_of_width(int(np.shape(stats.level_mean)[0]) - base)
+    if found is None or found == (prosody, flux):
+        return stats
+    have = speech_extra_names(*found)
+    mean, std = [stats.level_mean[:base]], [stats.level_std[:base]]
+    for name in speech_extra_names(prosody, flux):
+        k = have.index(name) if name in have else None
+        mean.append([0.0] if k is None else [stats.level_mean[base + k]])
+        std.append([1.0] if k is None else [stats.level_std[base + k]])
+    return ChannelStats(stats.mean, stats.std, stats.method, stats.seconds, np.concatenate(mean),
+                        np.concatenate(std), stats.windows)
+
+
 def level_names(modality: str, channels: int, prosody: bool = False, flux: bool = False) -> list[str]:
     """Column names of :func:`window_levels` for ``modality`` (+ speech ``prosody``, ``flux``)."""
     suffix = [str(c) for c in range(channels)] if channels > 1 else [""]

@@ -31,6 +31,7 @@ from kfusion.data.calibration import (
     recording_calibration,
     signal_statistics,
     speech_statistics,
+    with_speech_extras,
 )
 from kfusion.data.quality import StreamQuality
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
@@ -356,7 +357,10 @@ def _participant_stats(calibration, participant: str, recording=None, modalities
         config = DataConfig(modalities=modalities, calibration=calibration, window=window or WindowConfig(),
                             features=FeatureConfig(speech_prosody=prosody, speech_flux=flux))
         return recording_calibration(recording, config, series)
-    return calibration.of(participant)
+    found = dict(calibration.of(participant))
+    if SPEECH in found:  # a file may hold another layout of extra speech levels than the model's
+        found[SPEECH] = with_speech_extras(found[SPEECH], prosody, flux)
+    return found
 
 
 def _missing_calibration(predictor: Predictor) -> ConfigError:
@@ -671,7 +675,8 @@ class StreamingPredictor:
             if methods == {"none"}:
                 return {}, None
             return None, wanted
-        return _participant_stats(wanted, self.participant), None
+        return _participant_stats(wanted, self.participant, prosody=self.predictor.speech_prosody,
+                                  flux=self.predictor.speech_flux), None
 
     def _head_ready(self, finished: bool = False) -> bool:
         """Compute the head calibration once every streamed modality holds its first minutes."""
