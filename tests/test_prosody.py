@@ -58,6 +58,33 @@ def test_silence_and_noise_are_not_voiced():
     assert out[1, PROSODY_NAMES.index("voiced_fraction")] < 0.05
 
 
+def formant_ringing(seconds: float, level: float, seed: int = 0) -> np.ndarray:
+    """Quiet noise through a resonance near 490 Hz: what a first formant rings with between
+    voiced sounds. Its correlation peaks at the resonance's period, which is no f0."""
+    from scipy.signal import butter, sosfilt
+
+    noise = np.random.default_rng(seed).normal(size=int(seconds * RATE))
+    ring = sosfilt(butter(4, [420, 560], btype="bandpass", fs=RATE, output="sos"), noise)
+    return (level * ring / np.abs(ring).max()).astype(np.float32)
+
+
+def test_formant_ringing_is_not_taken_for_pitch():
+    """A voice and, after it, a formant ringing 20 dB down: the ringing's frames are unvoiced
+    (they sit two octaves above the window's pitch), so f0 mean and std are the voice's; the
+    in-graph tracker agrees."""
+    from kfusion.models.feature_layers import ProsodyFrontEnd
+
+    tone = harmonic_tone(120.0, seconds=2.0, seed=2)
+    window = np.concatenate([tone, formant_ringing(2.0, 0.1 * np.abs(tone).max(), seed=1)])
+    voice_only = window_prosody(tone[None])[0]
+    got = window_prosody(window[None])[0]
+    f0_mean, f0_std, voiced = (PROSODY_NAMES.index(n) for n in ("f0_mean", "f0_std", "voiced_fraction"))
+    assert got[f0_mean] == pytest.approx(12 * np.log2(120 / 100), abs=0.2)
+    assert got[f0_std] == pytest.approx(voice_only[f0_std], abs=0.2)
+    assert got[voiced] == pytest.approx(0.5, abs=0.05)
+    np.testing.assert_allclose(np.asarray(ProsodyFrontEnd()(window[None])), got[None], atol=1e-4)
+
+
 def test_higher_pitch_and_wider_range_show_in_the_features():
     low, high, wide = window_prosody(np.stack([harmonic_tone(110), harmonic_tone(220),
                                                harmonic_tone(110, vibrato=0.2)]))

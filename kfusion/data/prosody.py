@@ -17,8 +17,12 @@ same (:data:`PROSODY_SETTINGS` pins every number):
    (a period beats its multiples, the octave errors of a plain maximum), and is refined by a
    parabola through its neighbours (not at the ends of the lag range); f0 is ``4000 / lag`` Hz,
    in semitones above 100 Hz.
-5. A frame is voiced when its peak correlation is at least ``voicing_threshold`` and its
-   energy within ``silence_db`` of the window's loudest frame.
+5. A frame is voiced when its peak correlation is at least ``voicing_threshold``, the best lag
+   is a local maximum inside the lag range (not at its ends), its energy is within
+   ``silence_db`` of the window's loudest frame, and its pitch is within
+   ``pitch_gate_semitones`` (an octave) of the window's pitch, the voiced frames' semitones
+   weighted by their power: quiet frames whose correlation peaks at a formant's period (a
+   first formant near 500 Hz) or at half or twice the period are not f0.
 6. Window features over voiced frames: f0 mean and standard deviation (semitones), the voiced
    fraction, the mean peak correlation (periodicity) and the mean absolute f0 change between
    consecutive voiced frames (semitones per 20 ms); 0 where nothing is voiced.
@@ -56,6 +60,7 @@ class ProsodySettings:
     lag_penalty: float = 0.3       # best lag: of nccf * (1 - 0.3 (l - min) / (max - min))
     voicing_threshold: float = 0.7
     silence_db: float = 35.0
+    pitch_gate_semitones: float = 12.0  # voiced frames further from the window's pitch: unvoiced
     reference_hz: float = 100.0    # semitone 0
     eps: float = 1e-10
 
@@ -156,8 +161,13 @@ def _prosody(audio: np.ndarray, settings: ProsodySettings) -> np.ndarray:
     lag = lags[k] + np.clip(shift, -0.5, 0.5)
     semitones = 12.0 * np.log2(settings.rate / lag / settings.reference_hz)
     energy_db = 10.0 * np.log10(e0 / settings.frame + settings.eps)
-    voiced = (peak >= settings.voicing_threshold) & (
+    voiced = (peak >= settings.voicing_threshold) & inner & (
         energy_db >= energy_db.max(axis=1, keepdims=True) - settings.silence_db)
+    # The window's pitch: the voiced frames' semitones weighted by their power (loud vowels
+    # carry it); frames more than an octave away are a formant or half/double period, not f0.
+    power = voiced * (e0 / settings.frame)
+    pitch = (power * semitones).sum(axis=1, keepdims=True) / np.maximum(power.sum(axis=1, keepdims=True), settings.eps)
+    voiced &= np.abs(semitones - pitch) <= settings.pitch_gate_semitones
     weight = voiced.astype(np.float64)
     count = weight.sum(axis=1)
     per = np.maximum(count, 1.0)

@@ -434,7 +434,12 @@ class ProsodyFrontEnd(keras.layers.Layer):
         semitones = (12.0 / math.log(2.0)) * ops.log(s.rate / s.reference_hz / lag)
         energy_db = (10.0 / math.log(10.0)) * ops.log(e0 / s.frame + s.eps)
         loud = ops.max(energy_db, axis=1, keepdims=True) - s.silence_db
-        v = ops.cast(peak >= s.voicing_threshold, "float32") * ops.cast(energy_db >= loud, "float32")
+        v = ops.cast(peak >= s.voicing_threshold, "float32") * ops.cast(energy_db >= loud, "float32") * inner
+        # frames more than pitch_gate_semitones from the window's power-weighted pitch: unvoiced
+        power = v * e0 / s.frame
+        pitch = ops.sum(power * semitones, axis=1, keepdims=True) / ops.maximum(
+            ops.sum(power, axis=1, keepdims=True), s.eps)
+        v = v * ops.cast(ops.abs(semitones - pitch) <= s.pitch_gate_semitones, "float32")
         count = ops.sum(v, axis=1)
         per = ops.maximum(count, 1.0)
         mean = ops.sum(v * semitones, axis=1) / per
