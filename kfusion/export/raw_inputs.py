@@ -78,11 +78,6 @@ def speech_level_extras(model) -> tuple[bool, bool]:
     return extras
 
 
-def speech_prosody_in_levels(model) -> bool:
-    """Whether the ``levels`` input of ``model`` holds speech prosody (:func:`speech_level_extras`)."""
-    return speech_level_extras(model)[0]
-
-
 def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
                     name: str | None = None, front_end: str = "fft") -> keras.Model:
     """``model`` (features in) behind the front end (raw buffers in), sharing its weights.
