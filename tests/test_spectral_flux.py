@@ -203,3 +203,19 @@ def test_a_calibration_for_another_level_layout_is_relaid_for_the_model():
     given = GivenCalibration({"*": {"speech": both}})
     assert _participant_stats(given, "p1", prosody=False, flux=True)["speech"].level_mean.shape == (93,)
     assert _participant_stats(given, "p1", prosody=True, flux=True)["speech"] is both
+
+
+def test_handcrafted_features_name_every_speech_level_layout_and_refuse_others():
+    from kfusion.evaluation.baselines import handcrafted_features
+
+    inputs = {"speech": np.random.default_rng(0).normal(size=(4, 20, 40)), "eda": np.ones((4, 16, 1))}
+    presence = {m: np.ones(4, bool) for m in inputs}
+    for width, extras in ((80, ()), (85, PROSODY_NAMES), (93, FLUX_NAMES), (98, PROSODY_NAMES + FLUX_NAMES)):
+        levels = {"speech": np.zeros((4, width)), "eda": np.zeros((4, 2))}
+        features, names = handcrafted_features(inputs, presence, levels)
+        assert features.shape[1] == len(names)
+        assert [n for n in names if n.startswith("speech_level_")] == [f"speech_level_{n}" for n in extras]
+    with pytest.raises(ConfigError, match=r"levels\['speech'\]: expected 80 or 85 or 93 or 98 columns .*found 90"):
+        handcrafted_features(inputs, presence, {"speech": np.zeros((4, 90)), "eda": np.zeros((4, 2))})
+    with pytest.raises(ConfigError, match=r"levels\['eda'\]: expected 2 columns .*found 3"):
+        handcrafted_features(inputs, presence, {"speech": np.zeros((4, 98)), "eda": np.zeros((4, 3))})

@@ -251,8 +251,8 @@ def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
     starts = starts[count[starts + length] > count[starts]] if starts.size else starts
     if not starts.size:
         return stats
-    calibrated = calibrate(frames, stats)
-    levels = [window_levels(np.stack([calibrated[s:s + length] for s in starts]))]
+    windows = np.stack([frames[s:s + length] for s in starts])
+    levels = [window_levels(calibrate(windows, stats))]
     if prosody:
         from kfusion.data.features import MFCC_SETTINGS
 
@@ -261,7 +261,7 @@ def speech_statistics(samples: np.ndarray, method: str, head_minutes: float,
     if flux:
         from kfusion.data.spectral_flux import window_flux
 
-        levels.append(window_flux(np.stack([frames[s:s + length] for s in starts])))
+        levels.append(window_flux(windows))
     return with_level_statistics(stats, np.concatenate(levels, axis=1))
 
 
@@ -332,14 +332,26 @@ def speech_extra_names(prosody: bool, flux: bool) -> list[str]:
     return (list(PROSODY_NAMES) if prosody else []) + (list(FLUX_NAMES) if flux else [])
 
 
+#: Every layout of the extra speech level columns, ``(prosody, flux)``, narrowest first
+#: (0, 5, 13 and 18 columns).
+SPEECH_EXTRA_LAYOUTS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
+
+
 def speech_extras_of_width(extra: int) -> tuple[bool, bool] | None:
     """``(prosody, flux)`` of speech levels with ``extra`` columns after the MFCC levels
-    (None when no combination has that many: 0, 5, 13 or 18)."""
-    for prosody in (False, True):
-        for flux in (False, True):
-            if len(speech_extra_names(prosody, flux)) == extra:
-                return prosody, flux
-    return None
+    (None when no layout has that many)."""
+    return next((layout for layout in SPEECH_EXTRA_LAYOUTS if len(speech_extra_names(*layout)) == extra), None)
+
+
+def speech_level_widths(base: int) -> list[int]:
+    """The widths speech levels with ``base`` MFCC level columns may have, narrowest first."""
+    return [base + len(speech_extra_names(*layout)) for layout in SPEECH_EXTRA_LAYOUTS]
+
+
+def calibration_rows(modality: str, prosody: bool = False, flux: bool = False) -> int:
+    """Rows of ``modality``'s calibration input (:meth:`ChannelStats.rows`) for a model whose
+    speech levels hold ``prosody`` / ``flux``."""
+    return EXTRA_LEVEL_ROWS if modality == SPEECH and (prosody or flux) else CALIBRATION_ROWS
 
 
 def with_speech_extras(stats: ChannelStats, prosody: bool, flux: bool) -> ChannelStats:

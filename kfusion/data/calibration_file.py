@@ -35,9 +35,7 @@ from pathlib import Path
 
 import kfusion
 from kfusion.config import DataConfig
-from kfusion.data.calibration import ChannelStats, recording_calibration, speech_extras_of_width
-from kfusion.data.prosody import PROSODY_NAMES
-from kfusion.data.spectral_flux import FLUX_NAMES
+from kfusion.data.calibration import ChannelStats, recording_calibration, speech_level_widths
 from kfusion.modalities import CHANNELS, MODALITIES, N_MFCC, NOMINAL_RATES, SPEECH
 from kfusion.data.sources import Source, load_recordings
 from kfusion.data.tables import read_json_file
@@ -140,14 +138,12 @@ def _stats(path, where: str, entry) -> ChannelStats:
         for key in ("level_mean", "level_std"):
             values = _numbers(path, f"{where}.{key}", entry.get(key))
             speech = where.rsplit(".", 1)[-1] == SPEECH
-            extra = len(values) - 2 * len(mean)
-            if extra != 0 and not (speech and speech_extras_of_width(extra) is not None):
-                raise DataError(path, f"{where}.{key}", f"{2 * len(mean)} values (mean then log-std level "
-                                "of each channel" + (f"; or {2 * len(mean) + len(PROSODY_NAMES)}, "
-                                                     f"{2 * len(mean) + len(FLUX_NAMES)} or "
-                                                     f"{2 * len(mean) + len(PROSODY_NAMES) + len(FLUX_NAMES)} with "
-                                                     "the prosody and/or flux levels after them" if speech else "")
-                                + ")", len(values))
+            widths = speech_level_widths(2 * len(mean)) if speech else [2 * len(mean)]
+            if len(values) not in widths:
+                more = ", ".join(map(str, widths[1:-1])) + f" or {widths[-1]}"
+                raise DataError(path, f"{where}.{key}", f"{widths[0]} values (mean then log-std level "
+                                "of each channel" + (f"; or {more} with the prosody and/or flux levels "
+                                                     "after them" if speech else "") + ")", len(values))
         if min(entry["level_std"]) <= 0:
             raise DataError(path, f"{where}.level_std", "positive standard deviations", min(entry["level_std"]))
     return ChannelStats.from_dict(entry)

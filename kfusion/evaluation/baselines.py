@@ -81,7 +81,7 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
     whole-recording ``physio`` features ``[N, P]`` (NaN where undefined:
     :func:`calibrate_features` ignores NaN in its statistics and turns it
     into 0)."""
-    from kfusion.data.calibration import level_names, speech_extra_names, speech_extras_of_width
+    from kfusion.data.calibration import level_names, speech_extra_names, speech_extras_of_width, speech_level_widths
 
     modalities = [m for m in MODALITIES if m in inputs]
     if not modalities:
@@ -102,18 +102,18 @@ def handcrafted_features(inputs: Mapping[str, np.ndarray], presence: Mapping[str
                 columns.append(_series_statistics(series))
                 names += [f"{series_name}_{s}" for s in SERIES_STATISTICS]
         if levels is not None:
+            width, base = np.shape(levels[m])[1], 2 * windows.shape[2]
+            extras = speech_extras_of_width(width - base) if m == SPEECH else (None if width != base else ())
+            if extras is None:
+                widths = speech_level_widths(base) if m == SPEECH else [base]
+                raise ConfigError(f"handcrafted_features: levels[{m!r}]: expected {' or '.join(map(str, widths))} "
+                                  "columns (mean and log-std per channel"
+                                  + (", then prosody and/or flux" if m == SPEECH else "") + f"), found {width}")
             columns.append(np.asarray(levels[m], dtype=np.float64))
-            width = np.shape(levels[m])[1]
-            extras = speech_extras_of_width(width - 2 * windows.shape[2]) if m == SPEECH else None
             names += (level_names(m, windows.shape[2]) if m != SPEECH else
                       [f"speech_mfcc{c}_{s}" for s in ("level_mean", "level_logstd")
                        for c in range(windows.shape[2])]
-                      + [f"speech_level_{n}" for n in speech_extra_names(*(extras or (False, False)))])
-            if len(names) != sum(np.shape(c)[1] for c in columns):
-                raise ConfigError(f"handcrafted_features: levels[{m!r}]: expected {2 * windows.shape[2]} "
-                                  "columns (mean and log-std per channel)"
-                                  + (" plus 5 (prosody), 13 (flux) or 18 (both)" if m == SPEECH else "")
-                                  + f", found {width}")
+                      + [f"speech_level_{n}" for n in speech_extra_names(*extras)])
         columns.append(np.asarray(presence[m], dtype=np.float64).reshape(-1, 1))
         names.append(f"{m}_present")
     if physio is not None and np.shape(physio)[1]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import keras
 
 from kfusion.config import FeatureConfig
-from kfusion.data.calibration import CALIBRATION_ROWS, EXTRA_LEVEL_ROWS, speech_extra_names, speech_extras_of_width
+from kfusion.data.calibration import calibration_rows, speech_extras_of_width, speech_level_widths
 from kfusion.data.prosody import PROSODY_NAMES
-from kfusion.data.spectral_flux import FLUX_NAMES
 from kfusion.data.features import MFCC_SETTINGS
 from kfusion.modalities import MODALITIES, SPEECH
 from kfusion.errors import ConfigError
@@ -57,7 +56,7 @@ def raw_input_shapes(model: keras.Model) -> dict[str, tuple]:
 def speech_level_extras(model) -> tuple[bool, bool]:
     """``(prosody, flux)``: what the ``levels`` input of a features-input ``model`` (or its
     ``{input name: shape}``) holds after the modalities' ``2C`` columns each: speech prosody
-    (:data:`PROSODY_NAMES`), cepstral flux (:data:`FLUX_NAMES`), both (the default since
+    (:data:`PROSODY_NAMES`), cepstral flux (:data:`~kfusion.data.spectral_flux.FLUX_NAMES`), both (the default since
     flux), or neither (models trained before prosody, or with it switched off in
     :class:`FeatureConfig`)."""
     found = _model_inputs(model) if isinstance(model, keras.Model) else {k: tuple(v) for k, v in model.items()}
@@ -68,12 +67,11 @@ def speech_level_extras(model) -> tuple[bool, bool]:
     width = found[LEVELS][-1]
     extras = speech_extras_of_width(width - plain) if SPEECH in found else (None if width != plain else (False, False))
     if extras is None:
-        options = sorted({plain + len(speech_extra_names(p, f)) for p in (False, True) for f in (False, True)})
+        options = speech_level_widths(plain)
         raise ConfigError(f"{name!r}: levels input: expected {plain} columns (mean and "
                           "log-std per channel of its modalities)"
-                          + (f" or {', '.join(map(str, options[1:]))} (with speech prosody "
-                             f"{plain + len(PROSODY_NAMES)}, flux {plain + len(FLUX_NAMES)}, or both)"
-                             if SPEECH in found else "")
+                          + (f" or {', '.join(map(str, options[1:]))} (with speech prosody {options[1]}, "
+                             f"flux {options[2]}, or both)" if SPEECH in found else "")
                           + f", found {width}")
     return extras
 
@@ -123,7 +121,7 @@ def raw_input_model(model: keras.Model, features: FeatureConfig | None = None,
             raw = unnormalised.get(m, inputs[m])
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else shapes[m][-1]
             extras = m == SPEECH and (prosody or flux)
-            rows = EXTRA_LEVEL_ROWS if extras else CALIBRATION_ROWS
+            rows = calibration_rows(m, prosody, flux)
             calibration = inputs[CALIBRATION_INPUT.format(m)] = keras.Input(
                 (rows, channels), name=CALIBRATION_INPUT.format(m))
             level = CalibratedLevels(name=f"{m}_levels")(raw, calibration)

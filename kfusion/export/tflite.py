@@ -40,7 +40,7 @@ import numpy as np
 import kfusion
 from kfusion import checks
 from kfusion.config import FeatureConfig, WindowConfig
-from kfusion.data.calibration import CALIBRATION_ROWS, EXTRA_LEVEL_ROWS, ChannelStats
+from kfusion.data.calibration import ChannelStats, calibration_rows
 from kfusion.data.features import MFCC_SETTINGS, featurize, window_features
 from kfusion.modalities import AUDIO_RATE, CHANNELS, MODALITIES, NOMINAL_RATES, SPEECH
 from kfusion.errors import ConfigError, DataError
@@ -269,8 +269,8 @@ def representative_inputs(data, model, raw_inputs: bool, size: int = REPRESENTAT
     wanted = _input_specs(model) if not raw_inputs else _raw_specs(model)
     if raw_inputs and levels:
         wanted = {**wanted, **{CALIBRATION_INPUT.format(m): (
-            EXTRA_LEVEL_ROWS if m == SPEECH and (prosody or flux) else CALIBRATION_ROWS,
-            MFCC_SETTINGS.n_mfcc if m == SPEECH else wanted[m][-1]) for m in modalities}}
+            calibration_rows(m, prosody, flux), MFCC_SETTINGS.n_mfcc if m == SPEECH else wanted[m][-1])
+            for m in modalities}}
     windows = _as_windows_list(data)
     if isinstance(data, WindowedDataset):
         if raw_inputs and (SPEECH in modalities or levels):
@@ -791,12 +791,13 @@ def _describe_inputs(features_model, raw_inputs: bool, features: FeatureConfig) 
         from kfusion.data.calibration import speech_extra_names
         from kfusion.export.raw_inputs import speech_level_extras
 
-        extra_names = speech_extra_names(*speech_level_extras(features_model))
+        extras = speech_level_extras(features_model)
+        extra_names = speech_extra_names(*extras)
         for m in modalities:
             channels = MFCC_SETTINGS.n_mfcc if m == SPEECH else specs[m][-1]
             extra = m == SPEECH and bool(extra_names)
             out.append({"name": CALIBRATION_INPUT.format(m),
-                        "shape": [1, EXTRA_LEVEL_ROWS if extra else CALIBRATION_ROWS, int(channels)],
+                        "shape": [1, calibration_rows(m, *extras), int(channels)],
                         "dtype": "float32",
                         "units": f"the person's calibration of {m}: row 0 mean, row 1 standard deviation "
                                  + ("per MFCC coefficient over non-silent frames" if m == SPEECH
