@@ -9,12 +9,17 @@ The model this data feeds sees every 4 s window z-scored on its own (wearables) 
 MFCCs normalised per coefficient over the window, so the state changes *rates, shapes and
 frequency content*, not only levels:
 
-* arousal: more and larger skin-conductance responses, faster heart beats in a pulse-shaped
-  BVP, more and faster movement bursts in ACC, a slight TEMP decrease; in speech a higher f0,
-  more energy, a faster syllable rate and shorter pauses between phrases;
+* arousal: more and larger skin-conductance responses, a higher skin-conductance level and heart
+  rate, more and faster movement bursts in ACC; in speech a higher f0, more energy, a faster
+  syllable rate and shorter pauses between phrases;
 * valence: the pitch contour within syllables (rising when positive, falling when negative),
-  the spectral tilt (brighter when positive) and crisper, shorter syllables when positive; in
-  wearables only a little (heart rate, skin-conductance responses).
+  the spectral tilt (brighter when positive) and crisper, shorter syllables when positive; on the
+  wrist, negative states raise skin conductance (level and responses) and heart rate and cool
+  the skin a little.
+
+The wrist effects are :data:`WEARABLE_EFFECTS`, nearer the size real wrists show: the first set
+made heart rate alone separate the arousal states by 1.45 within-person standard deviations (now
+0.8; Stress-Predict's stress effect on heart rate is 0.17).
 
 The speech effects are :data:`SPEECH_EFFECTS`. They were strengthened (and the pauses and
 syllable lengths added) when per-window CMVN was found to erase most of the weaker first set:
@@ -229,6 +234,23 @@ def _baseline(rng) -> dict:
 
 # --------------------------------------------------------------------------- signals
 
+#: How the latent state shapes the wrist signals, per unit of arousal ``a`` / valence ``v``:
+#: heart rate (bpm) and the damping of its respiratory swing, pulse amplitude (fraction, through
+#: ``tanh``), skin-conductance response rate (logistic slope) and amplitude (log), tonic skin
+#: conductance (fraction), skin temperature (deg C), movement-burst rate (logistic slope),
+#: frequency (Hz) and amplitude (log). Sized so that, within a person, no wrist feature separates
+#: the states by more than about 0.8 standard deviations (Stress-Predict's stress effect: at most
+#: 0.65, on the EDA level), and the wrist and the voice tell arousal, valence and category about
+#: as well as each other as the paper's unimodal rows do on K-EmoCon (bench/RESULTS.md, "The
+#: synthetic wrist signals, sized like real ones").
+WEARABLE_EFFECTS = {"hr_a": 3.0, "hr_v": -2.0, "rsa_a": 0.1, "pulse_a": -0.03, "pulse_v": 0.0,
+                    "scr_rate_a": 1.0, "scr_rate_v": -2.0, "scr_amp_a": 0.25, "scl_a": 0.08,
+                    "scl_v": -0.1, "temp_a": -0.05, "temp_v": 0.1, "move_rate_a": 1.5,
+                    "move_freq_a": 0.7, "move_amp_a": 0.3}
+#: Slow within-person heart-rate drift (bpm over two minutes): posture, talking, breathing.
+HEART_RATE_DRIFT_BPM = 6.0
+
+
 def _state_at(person: SyntheticParticipant, t: np.ndarray, smooth_s: float = 1.0):
     """Latent (arousal, valence) at UNIX times ``t`` (slot values, eased over ``smooth_s``);
     before the debate the first slot, after it the last."""
@@ -279,14 +301,15 @@ def _acc(rng, person, base, t, speaking) -> np.ndarray:
     posture = np.stack([np.interp(t, keys_t, keys[:, j]) for j in range(3)], 1)
     posture /= np.linalg.norm(posture, axis=1, keepdims=True)
     acc = 64.0 * posture
+    e = WEARABLE_EFFECTS
     arousal, _ = _state_at(person, t)
-    per_minute = (3 + 15 / (1 + np.exp(-2 * arousal))) * np.where(speaking, 1.5, 1.0)
+    per_minute = (3 + 15 / (1 + np.exp(-e["move_rate_a"] * arousal))) * np.where(speaking, 1.5, 1.0)
     onsets = np.flatnonzero(rng.random(n) < per_minute / 60 / rate)
     for i in onsets:
         a = arousal[i]
         length = int(rate * rng.uniform(0.6, 2.0))
-        freq = float(np.clip(1.6 + 0.9 * a + rng.normal(0, 0.3), 0.6, 4.5))
-        amp = base["acc_gain"] * 8 * math.exp(0.35 * a + rng.normal(0, 0.4))
+        freq = float(np.clip(1.6 + e["move_freq_a"] * a + rng.normal(0, 0.3), 0.6, 4.5))
+        amp = base["acc_gain"] * 8 * math.exp(e["move_amp_a"] * a + rng.normal(0, 0.4))
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction)
         k = np.arange(min(length, n - i))
@@ -300,10 +323,11 @@ def _acc(rng, person, base, t, speaking) -> np.ndarray:
 def _bvp(rng, person, base, t, movement):
     """BVP (pulse-shaped, arbitrary units) and the beat times (UNIX s)."""
     rate = _RATES["BVP"]
+    e = WEARABLE_EFFECTS
     arousal, valence = _state_at(person, t, smooth_s=3.0)
-    hr = (base["hr"] + 12 * arousal - 2 * valence
-          + 3 * (1 - 0.3 * np.tanh(arousal)) * np.sin(2 * np.pi * base["resp"] * (t - t[0]))
-          + _random_walk(rng, t.size, rate, 2.0, 120.0))
+    hr = (base["hr"] + e["hr_a"] * arousal + e["hr_v"] * valence
+          + 3 * (1 - e["rsa_a"] * np.tanh(arousal)) * np.sin(2 * np.pi * base["resp"] * (t - t[0]))
+          + _random_walk(rng, t.size, rate, HEART_RATE_DRIFT_BPM, 120.0))
     hr = np.clip(hr, 45, 150)
     phase = np.cumsum(hr / 60.0 / rate) + rng.random()
     x = phase % 1.0
@@ -314,7 +338,7 @@ def _bvp(rng, person, base, t, movement):
         return np.exp(-0.5 * (d / width) ** 2)
 
     pulse = bump(0.15, 0.07) + 0.35 * bump(0.45, 0.09)
-    amp = base["bvp_amp"] * (1 - 0.15 * np.tanh(arousal))
+    amp = base["bvp_amp"] * (1 + e["pulse_a"] * np.tanh(arousal) + e["pulse_v"] * np.tanh(valence))
     bvp = amp * (pulse - 0.3) + 0.25 * base["bvp_amp"] * np.sin(
         2 * np.pi * base["resp"] * (t - t[0]) + 1.0)
     bvp += base["bvp_noise"] * base["bvp_amp"] * rng.normal(size=t.size)
@@ -335,16 +359,17 @@ def _eda(rng, person, base, t, flat: bool) -> np.ndarray:
         blips = rng.random(n) < 0.01
         eda[blips] = 0.001281
         return eda
+    e = WEARABLE_EFFECTS
     arousal, valence = _state_at(person, t, smooth_s=2.0)
-    per_minute = 1 + 9 / (1 + np.exp(-(2 * (arousal - 0.35 * valence) - 0.5)))
+    per_minute = 1 + 9 / (1 + np.exp(-(e["scr_rate_a"] * arousal + e["scr_rate_v"] * valence - 0.5)))
     impulses = np.where(rng.random(n) < per_minute / 60 / rate,
                         base["scr_gain"] * 0.15 * math.sqrt(base["scl"])
-                        * np.exp(0.25 * arousal + rng.normal(0, 0.5, n)), 0.0)
+                        * np.exp(e["scr_amp_a"] * arousal + rng.normal(0, 0.5, n)), 0.0)
     k = np.arange(int(40 * rate)) / rate
     kernel = np.exp(-k / 3.0) - np.exp(-k / 0.7)
     kernel /= kernel.max()
     phasic = np.convolve(impulses, kernel)[:n]
-    tonic = base["scl"] * (1 + 0.08 * _lowpass(arousal, rate, 20.0)
+    tonic = base["scl"] * (1 + _lowpass(e["scl_a"] * arousal + e["scl_v"] * valence, rate, 20.0)
                            + _random_walk(rng, n, rate, 0.15, 300.0))
     eda = np.maximum(tonic + phasic + rng.normal(0, base["eda_noise"], n), 0.0)
     eda[: int(rate * rng.uniform(1.0, 2.0))] = 0.0  # no skin contact yet: 0E-10 in the file
@@ -353,8 +378,9 @@ def _eda(rng, person, base, t, flat: bool) -> np.ndarray:
 
 def _temp(rng, person, base, t) -> np.ndarray:
     rate = _RATES["TEMP"]
-    arousal, _ = _state_at(person, t, smooth_s=4.0)
-    temp = (base["temp"] - 0.3 * _lowpass(arousal, rate, 30.0)
+    e = WEARABLE_EFFECTS
+    arousal, valence = _state_at(person, t, smooth_s=4.0)
+    temp = (base["temp"] + _lowpass(e["temp_a"] * arousal + e["temp_v"] * valence, rate, 30.0)
             + _random_walk(rng, t.size, rate, 0.3, 600.0) + rng.normal(0, 0.01, t.size))
     return np.round(temp, 2)
 
