@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import pytest
 
-from kfusion import saved_models
 from kfusion.models import backbone_of, fusion_backbone, fusion_pretraining_model
 from kfusion.models.fusion import Projection, backbone_settings
 from model_helpers import tiny_encoders
@@ -34,15 +32,16 @@ def test_settings_survive_save_load_clone_and_heads(tmp_path):
     assert backbone_settings(plain)["use_presence"] is False
 
 
-def test_files_saved_before_the_record_read_their_projection_from_the_layers():
-    try:
-        model = saved_models.load("fusion-weighted-synthetic")
-    except Exception:  # noqa: BLE001 - the checkout may hold no shipped models
-        pytest.skip("no shipped fusion model")
-    card = saved_models.card("fusion-weighted-synthetic")
-    settings = backbone_settings(backbone_of(model))
-    assert settings == {"projection_units": tuple(card["run_config"]["config"]["projection_units"]),
-                        "recorded": False}
+def test_files_saved_before_the_record_read_their_projection_from_the_layers(tmp_path):
+    # A backbone as saved before the projection layer recorded its settings: a plain identity.
+    backbone = fusion_backbone(tiny_encoders(("eda", "temp")), "weighted", projection_units=(6, 4))
+    plain = keras.layers.Identity(name="projection")(backbone.get_layer("projection_2").output)
+    keras.Model(backbone.input, plain, name="fusion_backbone").save(tmp_path / "old.keras")
+    old = keras.saving.load_model(tmp_path / "old.keras", compile=False)
+    assert not isinstance(old.get_layer("projection"), Projection)
+    expected = {"projection_units": (6, 4), "recorded": False}
+    assert backbone_settings(old) == expected
+    assert backbone_settings(fusion_pretraining_model(backbone_of(old), ["eda_mean"], (3,))) == expected
 
 
 def test_no_layer_name_parsing_in_the_tuner():
