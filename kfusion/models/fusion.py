@@ -171,9 +171,8 @@ def backbone_settings(model: keras.Model) -> dict:
     ``use_presence`` and, for attention, ``attention_tokens``, ``attention_heads``,
     ``attention_key_dim``; read from its :class:`Projection` layer.
 
-    Files saved before the layer recorded them (the shipped ``fusion-*-synthetic`` models, whose
-    ``card.json`` holds the same values under ``run_config``) have a plain identity there: their
-    ``projection_units`` are the units of the Dense layers between the ``fusion`` and
+    Files saved before the layer recorded them (kfusion before issue 14) have a plain identity
+    there: their ``projection_units`` are the units of the Dense layers between the ``fusion`` and
     ``projection`` layers (layer order), and only that key is returned with ``"recorded": False``.
     """
     try:
