@@ -5,9 +5,9 @@ six ``E4_*.csv`` files per participant, the four annotation perspectives, one st
 debate) so that ``kemocon:PATH`` works on it exactly as on the real release. The latent truth
 behind the files is returned by :func:`synthetic_states`.
 
-The model this data feeds sees every 4 s window z-scored on its own (wearables) and speech
-MFCCs normalised per coefficient over the window, so the state changes *rates, shapes and
-frequency content*, not only levels:
+The encoders see every 4 s window z-scored on its own (wearables) and speech MFCCs normalised
+per coefficient over the window, so the state changes *rates, shapes and frequency content*, not
+only levels (the heads see those through each person's calibrated window levels):
 
 * arousal: more and larger skin-conductance responses, a higher skin-conductance level and heart
   rate, more and faster movement bursts in ACC; in speech a higher f0, more energy, a faster
