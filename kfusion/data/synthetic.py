@@ -243,7 +243,7 @@ def _baseline(rng) -> dict:
 #: 0.65, on the EDA level), and the wrist and the voice tell arousal, valence and category about
 #: as well as each other as the paper's unimodal rows do on K-EmoCon (bench/RESULTS.md, "The
 #: synthetic wrist signals, sized like real ones").
-WEARABLE_EFFECTS = {"hr_a": 3.0, "hr_v": -2.0, "rsa_a": 0.1, "pulse_a": -0.03, "pulse_v": 0.0,
+WEARABLE_EFFECTS = {"hr_a": 3.0, "hr_v": -2.0, "rsa_a": 0.1, "pulse_a": -0.03,
                     "scr_rate_a": 1.0, "scr_rate_v": -2.0, "scr_amp_a": 0.25, "scl_a": 0.08,
                     "scl_v": -0.1, "temp_a": -0.05, "temp_v": 0.1, "move_rate_a": 1.5,
                     "move_freq_a": 0.7, "move_amp_a": 0.3}
@@ -338,7 +338,7 @@ def _bvp(rng, person, base, t, movement):
         return np.exp(-0.5 * (d / width) ** 2)
 
     pulse = bump(0.15, 0.07) + 0.35 * bump(0.45, 0.09)
-    amp = base["bvp_amp"] * (1 + e["pulse_a"] * np.tanh(arousal) + e["pulse_v"] * np.tanh(valence))
+    amp = base["bvp_amp"] * (1 + e["pulse_a"] * np.tanh(arousal))
     bvp = amp * (pulse - 0.3) + 0.25 * base["bvp_amp"] * np.sin(
         2 * np.pi * base["resp"] * (t - t[0]) + 1.0)
     bvp += base["bvp_noise"] * base["bvp_amp"] * rng.normal(size=t.size)
